@@ -1,0 +1,415 @@
+"""Authoring: the :class:`Agent` object, its invoke/stream decorators, and the adapter that
+lets an ``mlflow.pyfunc.ResponsesAgent`` be used wherever an ``Agent`` is.
+
+An agent needs one of the two methods; the other is derived:
+
+* invoke from stream: the ``response.output_item.done`` events' items, in order;
+* stream from invoke: one ``response.output_item.done`` event per output item.
+
+Every method here returns plain JSON-ready dicts; whether they satisfy MLflow's pydantic
+models is checked by :mod:`mlflow_app_agent.signature`, not here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import inspect
+import queue
+import threading
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from typing import TYPE_CHECKING, Any
+
+from mlflow_app_agent.errors import AgentDefinitionError, RequestError
+
+if TYPE_CHECKING:
+    import anyio
+    from mlflow.pyfunc import ResponsesAgent
+    from mlflow.types.responses import ResponsesAgentRequest
+
+InvokeFn = Callable[[Any], Any]
+StreamFn = Callable[[Any], Any]
+
+DONE_EVENT = "response.output_item.done"
+TEXT_DELTA_EVENT = "response.output_text.delta"
+_STREAM_END = object()
+
+
+def to_request(request: Any) -> ResponsesAgentRequest:
+    """Coerce a dict (or a request object) into MLflow's ``ResponsesAgentRequest``.
+
+    Raises :class:`RequestError` naming each bad field instead of pydantic's raw error.
+    """
+    import pydantic
+    from mlflow.types.responses import ResponsesAgentRequest
+
+    if isinstance(request, ResponsesAgentRequest):
+        return request
+    if hasattr(request, "model_dump"):
+        request = request.model_dump(exclude_none=True)
+    if not isinstance(request, Mapping):
+        raise RequestError(
+            f"request must be a JSON object with an 'input' list, got {type(request).__name__}"
+        )
+    try:
+        return ResponsesAgentRequest.model_validate(dict(request))
+    except pydantic.ValidationError as exc:
+        raise RequestError(describe_validation_error(exc, prefix="request")) from None
+
+
+def describe_validation_error(exc: Any, *, prefix: str) -> str:
+    """One readable line per pydantic error: ``request.input.0.role: Field required``."""
+    parts = []
+    for err in exc.errors()[:5]:
+        loc = ".".join(str(p) for p in (prefix, *err.get("loc", ())))
+        parts.append(f"{loc}: {err.get('msg', 'invalid')}")
+    more = len(exc.errors()) - 5
+    if more > 0:
+        parts.append(f"... and {more} more")
+    return "; ".join(parts)
+
+
+def dump(obj: Any) -> Any:
+    """Pydantic objects to dicts (``exclude_none``); everything else unchanged."""
+    if hasattr(obj, "model_dump"):
+        return obj.model_dump(exclude_none=True)
+    return obj
+
+
+def reduce_stream(events: list[Any]) -> dict[str, Any]:
+    """Invoke output from a finished stream: the done items in order, and custom_outputs."""
+    output: list[Any] = []
+    custom_outputs = None
+    for event in events:
+        if isinstance(event, Mapping):
+            if event.get("type") == DONE_EVENT:
+                output.append(event.get("item"))
+            if event.get("custom_outputs") is not None:
+                custom_outputs = event["custom_outputs"]
+    response: dict[str, Any] = {"output": output}
+    if custom_outputs is not None:
+        response["custom_outputs"] = custom_outputs
+    return response
+
+
+def response_to_events(response: Any) -> list[dict[str, Any]]:
+    """Stream events from an invoke output: one done event per item."""
+    if not isinstance(response, Mapping):
+        # Let the caller's validation report it; a stream cannot be made from it.
+        return [response]
+    items = response.get("output") or []
+    events: list[dict[str, Any]] = [
+        {"type": DONE_EVENT, "item": item, "output_index": i} for i, item in enumerate(items)
+    ]
+    if response.get("custom_outputs") is not None:
+        if events:
+            events[-1]["custom_outputs"] = response["custom_outputs"]
+    return events
+
+
+class Agent:
+    """An agent made of plain functions.
+
+    >>> agent = Agent("echo")
+    >>> @agent.invoke_method
+    ... def invoke(request):
+    ...     return {"output": [...]}
+
+    Functions may be sync or async; a stream function may be a sync or async generator.
+    Calling the agent object invokes it, so ``mlflow.models.set_model(agent)`` works in
+    a models-from-code file.
+    """
+
+    def __init__(self, name: str = "agent", *, description: str | None = None) -> None:
+        if not isinstance(name, str) or not name.strip():
+            raise AgentDefinitionError("Agent name must be a non-empty string")
+        self.name = name
+        self.description = description
+        self._invoke_fn: InvokeFn | None = None
+        self._stream_fn: StreamFn | None = None
+        # The object this agent was adapted from (a ResponsesAgent), if any.
+        self.source: Any = None
+
+    # --- decorators ------------------------------------------------------------------------
+
+    def invoke_method(self, fn: InvokeFn) -> InvokeFn:
+        """Register ``fn(request) -> ResponsesAgentResponse | dict`` (sync or async)."""
+        if not callable(fn):
+            raise AgentDefinitionError("@invoke_method must decorate a function")
+        if inspect.isgeneratorfunction(fn) or inspect.isasyncgenfunction(fn):
+            raise AgentDefinitionError(
+                f"{fn.__name__} is a generator: decorate it with @stream_method, not @invoke_method"
+            )
+        self._invoke_fn = fn
+        return fn
+
+    def stream_method(self, fn: StreamFn) -> StreamFn:
+        """Register a (sync or async) generator ``fn(request)`` of stream events."""
+        if not callable(fn):
+            raise AgentDefinitionError("@stream_method must decorate a function")
+        if not (inspect.isgeneratorfunction(fn) or inspect.isasyncgenfunction(fn)):
+            if not getattr(fn, "__mlflow_app_agent_stream__", False):
+                raise AgentDefinitionError(
+                    f"{getattr(fn, '__name__', fn)!r} must be a generator (use 'yield') to be "
+                    "a @stream_method"
+                )
+        self._stream_fn = fn
+        return fn
+
+    # --- introspection ------------------------------------------------------------------
+
+    @property
+    def native_interfaces(self) -> tuple[str, ...]:
+        """The methods the author wrote (the others are derived)."""
+        return tuple(
+            name
+            for name, fn in (("invoke", self._invoke_fn), ("stream", self._stream_fn))
+            if fn is not None
+        )
+
+    @property
+    def interfaces(self) -> tuple[str, ...]:
+        return ("invoke", "stream") if self.native_interfaces else ()
+
+    @property
+    def invoke_is_async(self) -> bool:
+        fn = self._invoke_fn
+        return fn is not None and inspect.iscoroutinefunction(fn)
+
+    @property
+    def stream_is_async(self) -> bool:
+        fn = self._stream_fn
+        return fn is not None and inspect.isasyncgenfunction(fn)
+
+    def check(self) -> None:
+        if not self.native_interfaces:
+            raise AgentDefinitionError(
+                f"Agent {self.name!r} has neither an @invoke_method nor a @stream_method"
+            )
+
+    def __repr__(self) -> str:
+        return f"Agent({self.name!r}, interfaces={list(self.native_interfaces)})"
+
+    def __call__(self, request: Any) -> dict[str, Any]:
+        return self.invoke(request)
+
+    # --- synchronous use (notebooks, pyfunc) -------------------------------------------
+
+    def invoke(self, request: Any) -> dict[str, Any]:
+        """Answer ``request`` (dict or ResponsesAgentRequest) with a response dict."""
+        self.check()
+        req = to_request(request)
+        if self._invoke_fn is not None:
+            if self.invoke_is_async:
+                return dump(_run_coroutine(self._invoke_fn(req)))
+            return dump(self._invoke_fn(req))
+        return reduce_stream(list(self._iter_stream(req)))
+
+    def stream(self, request: Any) -> Iterator[dict[str, Any]]:
+        """Yield stream event dicts for ``request``."""
+        self.check()
+        req = to_request(request)
+        return self._iter_stream(req)
+
+    def _iter_stream(self, req: ResponsesAgentRequest) -> Iterator[dict[str, Any]]:
+        if self._stream_fn is None:
+            yield from response_to_events(self.invoke(req))
+            return
+        if self.stream_is_async:
+            yield from _iterate_async_gen(self._stream_fn(req))
+            return
+        for event in self._stream_fn(req):
+            yield dump(event)
+
+    # --- asynchronous use (the server) --------------------------------------------------
+
+    async def ainvoke(
+        self, request: Any, *, limiter: anyio.CapacityLimiter | None = None
+    ) -> dict[str, Any]:
+        """Async invoke: async functions run on the loop, sync ones in a worker thread."""
+        import anyio.to_thread
+
+        self.check()
+        req = to_request(request)
+        if self._invoke_fn is not None:
+            if self.invoke_is_async:
+                return dump(await self._invoke_fn(req))
+            fn = self._invoke_fn
+            result = await anyio.to_thread.run_sync(fn, req, limiter=limiter)
+            return dump(result)
+        return reduce_stream([event async for event in self.astream(req, limiter=limiter)])
+
+    async def astream(
+        self, request: Any, *, limiter: anyio.CapacityLimiter | None = None
+    ) -> AsyncIterator[dict[str, Any]]:
+        """Async stream. A sync generator runs in one worker thread that hands events over in
+        batches; closing this iterator (e.g. on client disconnect) closes the generator."""
+        self.check()
+        req = to_request(request)
+        if self._stream_fn is None:
+            for event in response_to_events(await self.ainvoke(req, limiter=limiter)):
+                yield event
+            return
+        if self.stream_is_async:
+            agen = self._stream_fn(req)
+            try:
+                async for event in agen:
+                    yield dump(event)
+            finally:
+                await agen.aclose()
+            return
+        async for event in _threaded_iter(self._stream_fn(req), limiter=limiter):
+            yield dump(event)
+
+
+def _run_coroutine(coro: Any) -> Any:
+    """Run a coroutine to completion from sync code, even inside a running loop (notebooks)."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(coro)
+    result: dict[str, Any] = {}
+    ctx = contextvars.copy_context()
+
+    def runner() -> None:
+        try:
+            result["value"] = ctx.run(asyncio.run, coro)
+        except BaseException as exc:  # re-raised in the caller's thread
+            result["error"] = exc
+
+    thread = threading.Thread(target=runner, name="mlflow-app-agent-run")
+    thread.start()
+    thread.join()
+    if "error" in result:
+        raise result["error"]
+    return result["value"]
+
+
+def _iterate_async_gen(agen: Any) -> Iterator[Any]:
+    """Drive an async generator from sync code, one event at a time, in its own loop."""
+    loop = asyncio.new_event_loop()
+    try:
+        while True:
+            try:
+                event = loop.run_until_complete(agen.__anext__())
+            except StopAsyncIteration:
+                return
+            yield dump(event)
+    finally:
+        try:
+            loop.run_until_complete(agen.aclose())
+        finally:
+            loop.close()
+
+
+async def _threaded_iter(
+    gen: Iterator[Any], *, limiter: anyio.CapacityLimiter | None = None, buffer: int = 256
+) -> AsyncIterator[Any]:
+    """Iterate a sync generator in a worker thread without blocking the event loop.
+
+    Events cross threads through a bounded queue (back-pressure on a slow client); the async
+    side drains everything available per wake-up, so a fast generator costs one loop wake-up
+    per batch rather than per event.
+    """
+    import anyio.to_thread
+
+    loop = asyncio.get_running_loop()
+    handoff: queue.Queue[Any] = queue.Queue(maxsize=buffer)
+    wakeup = asyncio.Event()
+    stop = threading.Event()
+
+    def notify() -> None:
+        loop.call_soon_threadsafe(wakeup.set)
+
+    def produce() -> None:
+        try:
+            for item in gen:
+                while True:
+                    if stop.is_set():
+                        return
+                    try:
+                        handoff.put(item, timeout=0.05)
+                        break
+                    except queue.Full:
+                        notify()
+                if handoff.qsize() <= 1:
+                    notify()
+            handoff.put((_STREAM_END, None))
+        except BaseException as exc:  # handed to the consumer, re-raised there
+            handoff.put((_STREAM_END, exc))
+        finally:
+            close = getattr(gen, "close", None)
+            if close is not None:
+                close()
+            notify()
+
+    ctx = contextvars.copy_context()
+    worker = asyncio.ensure_future(
+        anyio.to_thread.run_sync(ctx.run, produce, limiter=limiter)
+    )
+    try:
+        while True:
+            try:
+                item = handoff.get_nowait()
+            except queue.Empty:
+                wakeup.clear()
+                if handoff.empty():
+                    if worker.done() and handoff.empty():
+                        worker.result()
+                        return
+                    await wakeup.wait()
+                continue
+            if isinstance(item, tuple) and len(item) == 2 and item[0] is _STREAM_END:
+                if item[1] is not None:
+                    raise item[1]
+                return
+            yield item
+    finally:
+        stop.set()
+        # Drain so a producer blocked on a full queue sees ``stop`` promptly.
+        while not handoff.empty():
+            try:
+                handoff.get_nowait()
+            except queue.Empty:
+                break
+        if not worker.done():
+            await asyncio.shield(worker)
+
+
+def as_agent(obj: Any) -> Agent:
+    """Accept an :class:`Agent`, an ``mlflow.pyfunc.ResponsesAgent`` instance, or a
+    ResponsesAgent subclass (instantiated without arguments)."""
+    if isinstance(obj, Agent):
+        obj.check()
+        return obj
+    responses_agent_cls = _responses_agent_class()
+    if isinstance(obj, type) and issubclass(obj, responses_agent_cls):
+        obj = obj()
+    if isinstance(obj, responses_agent_cls):
+        return from_responses_agent(obj)
+    raise AgentDefinitionError(
+        "expected a mlflow_app_agent.Agent, an mlflow.pyfunc.ResponsesAgent, or a path to a "
+        f"Python file defining one; got {type(obj).__name__}"
+    )
+
+
+def _responses_agent_class() -> type:
+    from mlflow.pyfunc import ResponsesAgent
+
+    return ResponsesAgent
+
+
+def from_responses_agent(responses_agent: ResponsesAgent, name: str | None = None) -> Agent:
+    """Wrap a ResponsesAgent: its ``predict`` is invoke; ``predict_stream`` if overridden."""
+    cls = type(responses_agent)
+    base = _responses_agent_class()
+    agent = Agent(name or cls.__name__)
+    agent.source = responses_agent
+    agent.invoke_method(responses_agent.predict)
+    if getattr(cls, "predict_stream", None) is not getattr(base, "predict_stream", None):
+        stream = responses_agent.predict_stream
+        if not (inspect.isgeneratorfunction(stream) or inspect.isasyncgenfunction(stream)):
+            # MLflow's tracing decorator wraps predict_stream; it still returns a generator.
+            stream.__func__.__mlflow_app_agent_stream__ = True  # type: ignore[attr-defined]
+        agent.stream_method(stream)
+    return agent
