@@ -1,0 +1,45 @@
+"""Property-based validation of agents against the ResponsesAgent contract.
+
+``check_agent(target)`` runs hypothesis-driven properties against an :class:`Agent`, a
+model URI, or a running server URL; ``responses_requests()`` / ``malformed_requests()`` are
+the strategies behind it, for writing one's own properties.
+
+Names are imported lazily: this package is imported by the pytest plugin in every pytest
+run, so it must not pull in hypothesis or MLflow until something here is used.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_LAZY = {
+    "responses_requests": "mlflow_app_agent.testing.strategies",
+    "malformed_requests": "mlflow_app_agent.testing.strategies",
+    "malformed_objects": "mlflow_app_agent.testing.strategies",
+    "MalformedBody": "mlflow_app_agent.testing.strategies",
+    "check_agent": "mlflow_app_agent.testing.properties",
+    "CheckReport": "mlflow_app_agent.testing.properties",
+    "PropertyResult": "mlflow_app_agent.testing.properties",
+    "check_invoke": "mlflow_app_agent.testing.properties",
+    "check_stream": "mlflow_app_agent.testing.properties",
+    "check_malformed": "mlflow_app_agent.testing.properties",
+    "Target": "mlflow_app_agent.testing.targets",
+    "resolve_target": "mlflow_app_agent.testing.targets",
+    "ci_profile": "mlflow_app_agent.testing.profiles",
+}
+
+__all__ = sorted(_LAZY)
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'mlflow_app_agent.testing' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
