@@ -1,0 +1,476 @@
+"""The ``mlflow_app_agent`` MLflow flavor: ``save_model``, ``log_model``, ``load_model`` and
+``_load_pyfunc`` (the ``python_function`` loader, so ``mlflow.pyfunc.load_model`` works).
+
+Model directory layout::
+
+    MLmodel               flavors mlflow_app_agent + python_function, signature, task
+    data/agent/agent.py   models from code (preferred: source, not a pickle), or
+    data/agent/agent.pkl  a cloudpickled Agent / ResponsesAgent
+    code/                 code_paths, if any
+    git/diff.patch        uncommitted changes at log time, if any
+    requirements.txt, python_env.yaml, conda.yaml, input_example.json
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from mlflow_app_agent import dependencies, provenance, signature
+from mlflow_app_agent._version import __version__
+from mlflow_app_agent.authoring import Agent, as_agent, dump
+from mlflow_app_agent.errors import AgentDefinitionError, ModelLoadError
+from mlflow_app_agent.resources import parse_resources
+
+if TYPE_CHECKING:
+    from mlflow.models import Model
+    from mlflow.models.model import ModelInfo
+
+FLAVOR_NAME = "mlflow_app_agent"
+FLAVOR_VERSION = 1
+AGENT_DIR = "agent"
+CODE_FILE = "agent.py"
+PICKLE_FILE = "agent.pkl"
+SERVER_ENTRYPOINT = ["python", "-m", "mlflow_app_agent.serve"]
+
+
+def get_default_pip_requirements() -> list[str]:
+    """What a logged agent needs at least; the toolkit itself is shipped as a wheel by
+    ``materialize`` (it is not on the package index)."""
+    from mlflow.utils.requirements_utils import _get_pinned_requirement
+
+    return [f"mlflow-app-agent=={__version__}"] + [
+        _get_pinned_requirement(name)
+        for name in ("mlflow-skinny", "cloudpickle", "pydantic", "fastapi", "uvicorn")
+    ]
+
+
+def save_model(
+    agent: Any,
+    path: str | os.PathLike[str],
+    *,
+    code_paths: Sequence[str | os.PathLike[str]] | None = None,
+    resources: Sequence[Any] | None = None,
+    git: provenance.GitMode = "auto",
+    input_example: Any = None,
+    pip_requirements: Sequence[str] | str | None = None,
+    extra_pip_requirements: Sequence[str] | str | None = None,
+    metadata: dict[str, Any] | None = None,
+    model_config: Any = None,
+    mlflow_model: Model | None = None,
+    **kwargs: Any,
+) -> None:
+    """Save ``agent`` (an Agent, a ResponsesAgent, or a path to a models-from-code file) as
+    an MLflow model directory at ``path``. Validates the agent's real output first."""
+    prepared = prepare(
+        agent,
+        code_paths=code_paths,
+        resources=resources,
+        git=git,
+        input_example=input_example,
+        model_config=model_config,
+    )
+    _write(
+        prepared,
+        Path(path),
+        pip_requirements=pip_requirements,
+        extra_pip_requirements=extra_pip_requirements,
+        metadata=metadata,
+        mlflow_model=mlflow_model,
+    )
+
+
+class Prepared:
+    """Everything checked before a single byte is written or a registry call is made."""
+
+    def __init__(self, **fields: Any) -> None:
+        self.agent: Agent = fields["agent"]
+        self.code_file: Path | None = fields["code_file"]
+        self.pickled: bytes | None = fields["pickled"]
+        self.code_paths: list[str] = fields["code_paths"]
+        self.resources: list[Any] = fields["resources"]
+        self.git: provenance.GitInfo | None = fields["git"]
+        self.check: signature.ContractCheck = fields["check"]
+        self.model_config: dict[str, Any] | None = fields["model_config"]
+
+
+def prepare(
+    agent: Any,
+    *,
+    code_paths: Sequence[str | os.PathLike[str]] | None = None,
+    resources: Sequence[Any] | None = None,
+    git: provenance.GitMode = "auto",
+    input_example: Any = None,
+    model_config: Any = None,
+) -> Prepared:
+    """Resolve, check and describe ``agent`` without writing anything."""
+    config = _load_model_config(model_config)
+    code_list = [str(Path(p)) for p in (code_paths or [])]
+    for p in code_list:
+        if not Path(p).exists():
+            raise AgentDefinitionError(f"code path {p!r} does not exist")
+    declared = parse_resources(resources)
+    code_file: Path | None = None
+    pickled: bytes | None = None
+    if isinstance(agent, (str, os.PathLike)):
+        code_file = Path(agent).resolve()
+        if not code_file.is_file() or code_file.suffix != ".py":
+            raise AgentDefinitionError(f"agent file {str(agent)!r} is not an existing .py file")
+        source = code_file.read_text()
+        dependencies.check_local_modules(
+            dependencies.imported_modules_of_source(source), [*code_list, str(code_file)]
+        )
+        loaded = load_code_agent(code_file, config, extra_sys_path=code_list)
+    else:
+        import cloudpickle
+
+        loaded = as_agent(agent)
+        target = loaded.source if loaded.source is not None else loaded
+        try:
+            pickled = cloudpickle.dumps(target)
+        except Exception as exc:
+            raise AgentDefinitionError(
+                f"the agent cannot be pickled ({type(exc).__name__}: {exc}); log it from "
+                "a file instead (models from code)"
+            ) from exc
+        dependencies.check_local_modules(
+            dependencies.imported_modules_of_pickle(pickled), code_list
+        )
+    with _active_config(config):
+        check = signature.check_agent_output(loaded, input_example)
+    logged = [str(code_file)] if code_file else []
+    git_info = provenance.collect([*logged, *code_list], git)
+    return Prepared(
+        agent=loaded,
+        code_file=code_file,
+        pickled=pickled,
+        code_paths=code_list,
+        resources=declared,
+        git=git_info,
+        check=check,
+        model_config=config,
+    )
+
+
+def _flavor_conf(prepared: Prepared) -> dict[str, Any]:
+    import mlflow
+
+    agent = prepared.agent
+    return {
+        "flavor_version": FLAVOR_VERSION,
+        "toolkit_version": __version__,
+        "mlflow_version": mlflow.__version__,
+        "agent_name": agent.name,
+        "loader": "code" if prepared.code_file else "pickle",
+        "agent_path": f"data/{AGENT_DIR}/{CODE_FILE if prepared.code_file else PICKLE_FILE}",
+        "interfaces": list(agent.interfaces),
+        "native_interfaces": list(agent.native_interfaces),
+        "server_entrypoint": SERVER_ENTRYPOINT,
+        "resources": [r.to_dict() for r in prepared.resources],
+        "git": prepared.git.summary() if prepared.git else None,
+    }
+
+
+def _write(
+    prepared: Prepared,
+    path: Path,
+    *,
+    pip_requirements: Sequence[str] | str | None,
+    extra_pip_requirements: Sequence[str] | str | None,
+    metadata: dict[str, Any] | None,
+    mlflow_model: Model | None,
+) -> None:
+    import mlflow
+    from mlflow.models import Model
+
+    if path.exists() and any(path.iterdir()):
+        raise ModelLoadError(f"model path {str(path)!r} already exists and is not empty")
+    mlflow_model = mlflow_model or Model()
+    mlflow_resources = [r.to_mlflow_resource() for r in prepared.resources]
+    if any(mlflow_resources) and mlflow_model.resources is None:
+        from mlflow.models.resources import _ResourceBuilder
+
+        mlflow_model.resources = _ResourceBuilder.from_resources(
+            [r for r in mlflow_resources if r is not None]
+        )
+    with tempfile.TemporaryDirectory(prefix="mlflow-app-agent-") as tmp:
+        data = Path(tmp, AGENT_DIR)
+        data.mkdir()
+        if prepared.code_file is not None:
+            shutil.copyfile(prepared.code_file, data / CODE_FILE)
+        else:
+            (data / PICKLE_FILE).write_bytes(prepared.pickled or b"")
+        mlflow.pyfunc.save_model(
+            path=str(path),
+            loader_module=__name__,
+            data_path=str(data),
+            code_paths=prepared.code_paths or None,
+            mlflow_model=mlflow_model,
+            signature=signature.responses_signature(),
+            input_example=prepared.check.input_example,
+            pip_requirements=_requirements(pip_requirements),
+            extra_pip_requirements=extra_pip_requirements,
+            model_config=prepared.model_config,
+            streamable=True,
+        )
+    if prepared.git is not None and prepared.git.diff:
+        diff_path = path / provenance.DIFF_ARTIFACT
+        diff_path.parent.mkdir(parents=True, exist_ok=True)
+        diff_path.write_text(prepared.git.diff)
+    # pyfunc.save_model(metadata=...) would replace the task entry: merge after the save.
+    mlflow_model.metadata = {**(metadata or {}), "task": signature.TASK}
+    mlflow_model.add_flavor(FLAVOR_NAME, **_flavor_conf(prepared))
+    mlflow_model.save(str(path / "MLmodel"))
+
+
+def _requirements(pip_requirements: Sequence[str] | str | None) -> Any:
+    if pip_requirements is not None:
+        return pip_requirements
+    return None  # MLflow infers them (imports seen while loading in a subprocess)
+
+
+def log_model(
+    agent: Any,
+    name: str = "agent",
+    *,
+    registered_model_name: str | None = None,
+    code_paths: Sequence[str | os.PathLike[str]] | None = None,
+    resources: Sequence[Any] | None = None,
+    git: provenance.GitMode = "auto",
+    input_example: Any = None,
+    pip_requirements: Sequence[str] | str | None = None,
+    extra_pip_requirements: Sequence[str] | str | None = None,
+    metadata: dict[str, Any] | None = None,
+    model_config: Any = None,
+    tags: dict[str, Any] | None = None,
+    await_registration_for: int = 300,
+) -> ModelInfo:
+    """Log ``agent`` as an MLflow LoggedModel (optionally registering it) and return the
+    ``ModelInfo``. Every check runs before anything reaches the tracking store."""
+    import mlflow
+    from mlflow.models import Model
+
+    prepared = prepare(
+        agent,
+        code_paths=code_paths,
+        resources=resources,
+        git=git,
+        input_example=input_example,
+        model_config=model_config,
+    )
+    all_tags = {**(tags or {}), **(prepared.git.tags() if prepared.git else {})}
+    all_tags["mlflow_app_agent.agent_name"] = prepared.agent.name
+    all_tags["mlflow_app_agent.version"] = __version__
+    info: ModelInfo = Model.log(
+        artifact_path=None,
+        name=name,
+        flavor=_LogAdapter(prepared),
+        registered_model_name=registered_model_name,
+        await_registration_for=await_registration_for,
+        tags=all_tags,
+        flavor_name=FLAVOR_NAME,
+        validate_serving_input=False,
+        pip_requirements=pip_requirements,
+        extra_pip_requirements=extra_pip_requirements,
+        metadata=metadata,
+    )
+    if prepared.git is not None:
+        # MLflow's own context providers may have set repo tags from sys.argv[0]'s repo;
+        # ours describe the logged code, and win.
+        mlflow.MlflowClient().set_logged_model_tags(info.model_id, prepared.git.tags())
+    return info
+
+
+class _LogAdapter:
+    """The ``flavor`` object ``Model.log`` calls: saves the already-prepared agent."""
+
+    __name__ = __name__
+
+    def __init__(self, prepared: Prepared) -> None:
+        self._prepared = prepared
+
+    def save_model(self, path: str, mlflow_model: Model, **kwargs: Any) -> None:
+        _write(
+            self._prepared,
+            Path(path),
+            pip_requirements=kwargs.get("pip_requirements"),
+            extra_pip_requirements=kwargs.get("extra_pip_requirements"),
+            metadata=kwargs.get("metadata"),
+            mlflow_model=mlflow_model,
+        )
+
+
+def load_model(model_uri: str, dst_path: str | None = None) -> Agent:
+    """Load the agent of ``model_uri`` (our flavor, or a pyfunc ResponsesAgent)."""
+    from mlflow_app_agent.loading import load_agent
+
+    return load_agent(model_uri, dst_path=dst_path).agent
+
+
+# --- loading ------------------------------------------------------------------------------
+
+
+def load_code_agent(
+    code_file: Path, model_config: dict[str, Any] | None = None, *, extra_sys_path: Any = ()
+) -> Agent:
+    """Execute a models-from-code file and return the agent it defines.
+
+    The file sets it with ``mlflow.models.set_model(agent)`` (MLflow's convention), or
+    defines a module-level ``Agent``/``ResponsesAgent`` (exactly one).
+    """
+    import importlib.util
+    import sys
+    import uuid
+
+    import mlflow.models.model as mlflow_model_module
+
+    module_name = f"mlflow_app_agent_code_{uuid.uuid4().hex}"
+    spec = importlib.util.spec_from_file_location(module_name, code_file)
+    if spec is None or spec.loader is None:
+        raise AgentDefinitionError(f"cannot import {code_file}")
+    module = importlib.util.module_from_spec(spec)
+    mlflow_model_module.__mlflow_model__ = None
+    added = [str(p) for p in extra_sys_path if str(p) not in sys.path]
+    sys.path[:0] = added
+    sys.modules[module_name] = module
+    try:
+        with _active_config(model_config):
+            spec.loader.exec_module(module)
+    except ModuleNotFoundError as exc:
+        raise ModelLoadError(
+            f"{code_file.name} imports {exc.name!r}, which is not installed or logged"
+        ) from exc
+    except Exception as exc:
+        raise AgentDefinitionError(
+            f"running {code_file.name} failed: {type(exc).__name__}: {exc}"
+        ) from exc
+    finally:
+        for p in added:
+            if p in sys.path:
+                sys.path.remove(p)
+    candidate = mlflow_model_module.__mlflow_model__
+    mlflow_model_module.__mlflow_model__ = None
+    if candidate is None:
+        found = [v for v in vars(module).values() if _is_agent_like(v)]
+        if len(found) != 1:
+            raise AgentDefinitionError(
+                f"{code_file.name} must call mlflow.models.set_model(agent) (found "
+                f"{len(found)} module-level agents)"
+            )
+        candidate = found[0]
+    return as_agent(candidate)
+
+
+def _is_agent_like(value: Any) -> bool:
+    if isinstance(value, Agent):
+        return True
+    try:
+        from mlflow.pyfunc import ResponsesAgent
+    except ImportError:  # pragma: no cover
+        return False
+    return isinstance(value, ResponsesAgent)
+
+
+def _load_model_config(source: Any) -> dict[str, Any] | None:
+    try:
+        from mlflow_app_agent import config
+    except ImportError:  # pragma: no cover - config module not present
+        return dict(source) if isinstance(source, dict) else None
+    return config.load_model_config(source)
+
+
+def _active_config(base: dict[str, Any] | None) -> Any:
+    import contextlib
+
+    try:
+        from mlflow_app_agent import config
+    except ImportError:  # pragma: no cover
+        return contextlib.nullcontext()
+    return config.activate_config(base)
+
+
+def agent_from_model_dir(model_dir: Path, model_config: dict[str, Any] | None = None) -> Agent:
+    """Load the agent stored in our flavor at ``model_dir`` (the dir holding MLmodel)."""
+    import cloudpickle
+    from mlflow.models import Model
+    from mlflow.utils.model_utils import _add_code_from_conf_to_system_path
+
+    meta = Model.load(str(model_dir / "MLmodel"))
+    conf = meta.flavors.get(FLAVOR_NAME) or _conf_from_layout(model_dir)
+    pyfunc_conf = meta.flavors.get("python_function", {})
+    _add_code_from_conf_to_system_path(str(model_dir), pyfunc_conf, code_key="code")
+    if model_config is None:
+        model_config = pyfunc_conf.get("model_config")
+    agent_path = model_dir / conf["agent_path"]
+    if conf.get("loader") == "code":
+        agent = load_code_agent(agent_path, model_config)
+    else:
+        with _active_config(model_config), agent_path.open("rb") as fh:
+            agent = as_agent(cloudpickle.load(fh))
+    if _config_available():
+        from mlflow_app_agent import config
+
+        config.activate_config(model_config)
+    return agent
+
+
+def _conf_from_layout(model_dir: Path) -> dict[str, Any]:
+    """While saving, MLflow infers requirements by loading the model before our flavor entry
+    is written to MLmodel: find the agent file by the layout instead."""
+    for loader, file in (("code", CODE_FILE), ("pickle", PICKLE_FILE)):
+        if (model_dir / "data" / AGENT_DIR / file).is_file():
+            return {"loader": loader, "agent_path": f"data/{AGENT_DIR}/{file}"}
+    raise ModelLoadError(f"{model_dir} has no {FLAVOR_NAME!r} flavor")
+
+
+def _config_available() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("mlflow_app_agent.config") is not None
+
+
+def _load_pyfunc(data_path: str, model_config: dict[str, Any] | None = None) -> _PyfuncWrapper:
+    """MLflow's python_function loader: ``data_path`` is ``<model>/data/agent``."""
+    model_dir = Path(data_path).resolve()
+    while not (model_dir / "MLmodel").exists():
+        if model_dir.parent == model_dir:
+            raise ModelLoadError(f"no MLmodel above {data_path}")
+        model_dir = model_dir.parent
+    return _PyfuncWrapper(agent_from_model_dir(model_dir, model_config))
+
+
+class _PyfuncWrapper:
+    """``predict(dict) -> dict`` and ``predict_stream(dict) -> Iterator[dict]``."""
+
+    def __init__(self, agent: Agent) -> None:
+        self.agent = agent
+
+    def get_raw_model(self) -> Agent:
+        return self.agent
+
+    @staticmethod
+    def _to_dict(model_input: Any) -> Any:
+        try:
+            import pandas
+        except ImportError:  # pragma: no cover
+            return model_input
+        if isinstance(model_input, pandas.DataFrame):
+            from mlflow.models.utils import _convert_llm_ndarray_to_list
+
+            return {
+                k: _convert_llm_ndarray_to_list(v[0])
+                for k, v in model_input.to_dict(orient="list").items()
+            }
+        return model_input
+
+    def predict(self, model_input: Any, params: dict[str, Any] | None = None) -> dict[str, Any]:
+        return dump(self.agent.invoke(self._to_dict(model_input)))
+
+    def predict_stream(
+        self, model_input: Any, params: dict[str, Any] | None = None
+    ) -> Iterator[dict[str, Any]]:
+        yield from self.agent.stream(self._to_dict(model_input))
