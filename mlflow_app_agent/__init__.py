@@ -27,6 +27,7 @@ _LAZY = {
     "deploy": "mlflow_app_agent.apps",
     "check_auth": "mlflow_app_agent.apps",
     "check_agent": "mlflow_app_agent.testing",
+    "get_config": "mlflow_app_agent.config",
 }
 
 __all__ = [
@@ -40,6 +41,7 @@ __all__ = [
     "check_auth",
     "create_app",
     "deploy",
+    "get_config",
     "load_agent",
     "load_model",
     "log_model",
