@@ -33,7 +33,10 @@ class LazyGroup(click.Group):
     @staticmethod
     def _available(name: str) -> bool:
         module = COMMANDS[name].split(":")[0]
-        return importlib.util.find_spec(module) is not None
+        try:
+            return importlib.util.find_spec(module) is not None
+        except ImportError:  # a parent package that does not import (yet)
+            return False
 
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
         target = COMMANDS.get(cmd_name)

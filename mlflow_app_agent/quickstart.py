@@ -1,0 +1,200 @@
+"""CLI commands of the foundation: ``quickstart``, ``log`` and ``info``."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from mlflow_app_agent.errors import MlflowAppAgentError
+
+DEFAULT_DB = "mlflow.db"
+ECHO_EXAMPLE = Path("examples", "echo", "agent.py")
+
+
+def default_tracking_uri(workdir: Path | None = None) -> str:
+    """``MLFLOW_TRACKING_URI`` if set, else a sqlite store in the working directory."""
+    uri = os.environ.get("MLFLOW_TRACKING_URI")
+    if uri:
+        return uri
+    return f"sqlite:///{(workdir or Path.cwd()).resolve() / DEFAULT_DB}"
+
+
+def find_echo_example() -> Path | None:
+    """The echo example in the working directory or in the checkout this package runs from."""
+    repo_root = Path(__file__).resolve().parent.parent
+    for base in (Path.cwd(), repo_root):
+        candidate = base / ECHO_EXAMPLE
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _fail(exc: MlflowAppAgentError) -> None:
+    click.secho(f"error: {exc.message}", fg="red", err=True)
+    sys.exit(1)
+
+
+def _quiet_mlflow() -> None:
+    import logging
+
+    for name in ("mlflow", "alembic"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
+@click.command("quickstart")
+@click.option("--agent", "agent_path", type=click.Path(dir_okay=False, exists=True),
+              help="Agent file to log (default: examples/echo/agent.py).")
+@click.option("--name", "registered_name", default="echo", show_default=True,
+              help="Registered model name.")
+@click.option("--alias", default="champion", show_default=True, help="Alias to set.")
+@click.option("--app-dir", type=click.Path(file_okay=False), default="echo-app",
+              show_default=True, help="Where to materialize the Apps source directory.")
+@click.option("--no-materialize", is_flag=True, help="Stop after logging and loading.")
+def quickstart_command(
+    agent_path: str | None, registered_name: str, alias: str, app_dir: str, no_materialize: bool
+) -> None:
+    """Log the echo agent with git provenance, register it, load it back and answer, then
+    materialize it as a Databricks Apps source directory."""
+    import mlflow
+
+    _quiet_mlflow()
+    path = Path(agent_path) if agent_path else find_echo_example()
+    if path is None:
+        click.secho(
+            f"error: {ECHO_EXAMPLE} not found; run from a checkout or pass --agent FILE",
+            fg="red", err=True,
+        )
+        sys.exit(2)
+    uri = default_tracking_uri()
+    mlflow.set_tracking_uri(uri)
+    click.echo(f"Tracking store: {uri}")
+    try:
+        from mlflow_app_agent.flavor import log_model
+
+        info = log_model(str(path), name="agent", registered_model_name=registered_name)
+        version = str(info.registered_model_version)
+        mlflow.MlflowClient().set_registered_model_alias(registered_name, alias, version)
+        model_uri = f"models:/{registered_name}/{version}"
+        from mlflow_app_agent.loading import load_agent
+
+        loaded = load_agent(f"models:/{registered_name}@{alias}")
+        request = {"input": [{"role": "user", "content": "Hello from the quickstart"}]}
+        answer = loaded.agent.invoke(request)["output"][0]["content"][0]["text"]
+        events = list(loaded.agent.stream(request))
+    except MlflowAppAgentError as exc:
+        _fail(exc)
+        return
+    git = loaded.git or {}
+    click.echo(f"Logged {path} as {model_uri} (alias @{alias}, logged model {info.model_id})")
+    if git:
+        click.echo(f"Git: {git.get('commit', '')[:12]} on {git.get('branch')} "
+                   f"(dirty: {git.get('dirty')})")
+    click.echo(f"invoke -> {answer!r}; stream -> {len(events)} events")
+    if not no_materialize:
+        try:
+            from mlflow_app_agent.apps import materialize, verify
+        except ImportError:
+            no_materialize = True
+        else:
+            try:
+                out = materialize(model_uri, app_dir, force=True)
+                problems = verify(out)
+            except MlflowAppAgentError as exc:
+                _fail(exc)
+                return
+            click.echo(f"Materialized {model_uri} into {out} (verify: "
+                       f"{'OK' if not problems else problems})")
+    click.echo("\nNext:")
+    click.echo(f"  mlflow-app-agent serve {model_uri}            # /invocations, /responses")
+    click.echo(f"  mlflow-app-agent validate {model_uri}         # property-based checks")
+    if not no_materialize:
+        click.echo(f"  mlflow-app-agent run-local {app_dir}           # as Databricks Apps runs it")
+        click.echo(f"  mlflow-app-agent deploy {app_dir} --app echo   # to a workspace")
+
+
+@click.command("log")
+@click.argument("agent_path", type=click.Path(dir_okay=False, exists=True))
+@click.option("--name", default="agent", show_default=True, help="Logged model name.")
+@click.option("--registered-model-name", help="Register under this name.")
+@click.option("--code-path", "code_paths", multiple=True, type=click.Path(exists=True))
+@click.option("--resource", "resources", multiple=True,
+              help="kind:key=value,... e.g. serving_endpoint:endpoint_name=llm,env=LLM")
+@click.option("--git", "git_mode", type=click.Choice(["auto", "require-clean", "off"]),
+              default="auto", show_default=True)
+@click.option("--input-example", help="JSON Responses request used to check the agent.")
+@click.option("--pip-requirement", "pip_requirements", multiple=True)
+@click.option("--model-config", type=click.Path(exists=True, dir_okay=False))
+def log_command(
+    agent_path: str, name: str, registered_model_name: str | None, code_paths: tuple[str, ...],
+    resources: tuple[str, ...], git_mode: Any, input_example: str | None,
+    pip_requirements: tuple[str, ...], model_config: str | None,
+) -> None:
+    """Log AGENT_PATH (a models-from-code file) to MLFLOW_TRACKING_URI or ./mlflow.db."""
+    import mlflow
+
+    from mlflow_app_agent.flavor import log_model
+    from mlflow_app_agent.resources import parse_resource_spec
+
+    _quiet_mlflow()
+    mlflow.set_tracking_uri(default_tracking_uri())
+    try:
+        example = json.loads(input_example) if input_example else None
+    except json.JSONDecodeError as exc:
+        click.secho(f"error: --input-example is not valid JSON: {exc}", fg="red", err=True)
+        sys.exit(2)
+    try:
+        info = log_model(
+            agent_path,
+            name=name,
+            registered_model_name=registered_model_name,
+            code_paths=list(code_paths) or None,
+            resources=[parse_resource_spec(spec) for spec in resources] or None,
+            git=git_mode,
+            input_example=example,
+            pip_requirements=list(pip_requirements) or None,
+            model_config=model_config,
+        )
+    except MlflowAppAgentError as exc:
+        _fail(exc)
+        return
+    click.echo(json.dumps({
+        "model_uri": info.model_uri,
+        "model_id": info.model_id,
+        "registered_model_name": registered_model_name,
+        "registered_model_version": info.registered_model_version,
+    }, indent=2))
+
+
+@click.command("info")
+@click.argument("model")
+def info_command(model: str) -> None:
+    """Print what MODEL (URI or directory) is: agent, registry version, git, resources."""
+    import mlflow
+
+    from mlflow_app_agent.loading import load_agent
+
+    _quiet_mlflow()
+    mlflow.set_tracking_uri(default_tracking_uri())
+    try:
+        loaded = load_agent(model)
+    except MlflowAppAgentError as exc:
+        _fail(exc)
+        return
+    click.echo(json.dumps({
+        "name": loaded.name,
+        "flavor": loaded.flavor,
+        "model_uri": loaded.model_uri,
+        "registered_name": loaded.registered_name,
+        "registered_version": loaded.registered_version,
+        "model_id": loaded.model_id,
+        "run_id": loaded.run_id,
+        "interfaces": list(loaded.agent.interfaces),
+        "native_interfaces": list(loaded.agent.native_interfaces),
+        "git": loaded.git,
+        "resources": [r.to_dict() for r in loaded.resources],
+    }, indent=2, sort_keys=True))
