@@ -16,3 +16,31 @@ _COMMON = dict(
 settings.register_profile("ci", derandomize=True, max_examples=50, print_blob=True, **_COMMON)
 settings.register_profile("dev", max_examples=25, **_COMMON)
 settings.load_profile("ci" if os.environ.get("CI") else "dev")
+
+
+# --- a real MLflow sqlite store, created once per session (schema migrations cost ~1 s) ---
+import pytest  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def _session_tracking_uri(tmp_path_factory: pytest.TempPathFactory) -> str:
+    return f"sqlite:///{tmp_path_factory.mktemp('mlflow') / 'mlflow.db'}"
+
+
+@pytest.fixture
+def tracking_uri(_session_tracking_uri: str, monkeypatch: pytest.MonkeyPatch) -> str:
+    """A real sqlite tracking + registry store, active for this test (env and client)."""
+    import mlflow
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", _session_tracking_uri)
+    mlflow.set_tracking_uri(_session_tracking_uri)
+    return _session_tracking_uri
+
+
+@pytest.fixture
+def unique_name(request: pytest.FixtureRequest) -> str:
+    """A registered-model name no other test uses (the store is shared per session)."""
+    import re
+    import uuid
+
+    return re.sub(r"[^A-Za-z0-9_-]", "-", request.node.name)[:40] + "-" + uuid.uuid4().hex[:6]
