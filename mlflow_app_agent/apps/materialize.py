@@ -1,0 +1,264 @@
+"""Materialize a model version into a Databricks Apps source directory.
+
+Layout::
+
+    app.yaml          command running the bundled server; env from declared resources
+    requirements.txt  the model's requirements + the server runtime, pinned; the toolkit wheel
+    wheels/           this toolkit's wheel (it is not on the package index)
+    model/            the version's artifacts, verbatim
+    MANIFEST.json     provenance and the sha256 of every file (``verify`` checks it)
+    README.md         what this is and how to run, verify and deploy it
+
+The directory is built in a temp dir next to the target and renamed into place, so a
+failure leaves nothing behind; the same version always yields a byte-identical tree.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from mlflow_app_agent._version import __version__
+from mlflow_app_agent.apps import app_yaml, requirements, wheel
+from mlflow_app_agent.apps.manifest import MANIFEST_FILE, list_files, write_manifest
+from mlflow_app_agent.errors import MaterializeError, TargetExistsError
+
+MODEL_DIR = "model"
+WHEELS_DIR = "wheels"
+MAX_FILE_BYTES = 10 * 1024 * 1024  # Databricks Apps rejects larger source files
+Progress = Callable[[str], None]
+
+
+def _is_local(model_uri: str) -> bool:
+    return "://" not in model_uri and not model_uri.startswith(("models:/", "runs:/")) or \
+        model_uri.startswith("file://")
+
+
+def _local_path(model_uri: str) -> Path:
+    return Path(model_uri[len("file://"):] if model_uri.startswith("file://") else model_uri)
+
+
+def check_no_escaping_links(root: Path) -> None:
+    """Refuse a tree with a symlink that points outside it (it would ship foreign files)."""
+    real_root = root.resolve()
+    for dirpath, dirnames, filenames in os.walk(root):
+        for name in dirnames + filenames:
+            path = Path(dirpath) / name
+            if path.is_symlink():
+                target = path.resolve()
+                if target != real_root and real_root not in target.parents:
+                    rel = path.relative_to(root).as_posix()
+                    raise MaterializeError(
+                        f"model artifact {rel!r} is a symlink to {os.readlink(path)!r}, outside "
+                        "the model directory; refusing to copy it"
+                    )
+
+
+def _normalize_tree(root: Path) -> None:
+    """Real files only, fixed permissions, no path leaving ``root``."""
+    real_root = root.resolve()
+    for dirpath, dirnames, filenames in os.walk(root):
+        for name in dirnames + filenames:
+            path = Path(dirpath) / name
+            rel = path.relative_to(root).as_posix()
+            if ".." in Path(rel).parts or real_root not in path.resolve().parents:
+                raise MaterializeError(f"model artifact path {rel!r} escapes the directory")
+            if path.is_symlink():  # an internal link (checked above): ship a real copy
+                target = path.resolve()
+                path.unlink()
+                if target.is_dir():
+                    shutil.copytree(target, path)
+                else:
+                    shutil.copyfile(target, path)
+        for name in filenames:
+            os.chmod(Path(dirpath) / name, 0o644)
+        os.chmod(dirpath, 0o755)
+
+
+def _check_sizes(root: Path) -> None:
+    big = [(rel, (root / rel).stat().st_size) for rel in list_files(root)]
+    big = [(rel, size) for rel, size in big if size > MAX_FILE_BYTES]
+    if big:
+        listed = ", ".join(f"{rel} ({size / 2**20:.1f} MiB)" for rel, size in big)
+        raise MaterializeError(
+            f"Databricks Apps rejects files over 10 MiB; too big: {listed}. Keep large "
+            "weights or data out of the model (e.g. in a UC volume or a serving endpoint)."
+        )
+
+
+def _read_mlmodel(model_dir: Path) -> dict[str, Any]:
+    import yaml
+
+    path = model_dir / "MLmodel"
+    if not path.is_file():
+        raise MaterializeError(f"{model_dir} has no MLmodel file: not an MLflow model")
+    doc = yaml.safe_load(path.read_text()) or {}
+    return doc if isinstance(doc, dict) else {}
+
+
+def _agent_facts(model_dir: Path) -> tuple[str, dict[str, Any], list[Any], list[str] | None]:
+    """(flavor, git summary, resources, server entrypoint) from the MLmodel."""
+    from mlflow_app_agent.flavor import FLAVOR_NAME
+    from mlflow_app_agent.resources import parse_resources
+
+    flavors = _read_mlmodel(model_dir).get("flavors") or {}
+    conf = flavors.get(FLAVOR_NAME)
+    if isinstance(conf, dict):
+        resources = parse_resources(conf.get("resources") or [])
+        return FLAVOR_NAME, dict(conf.get("git") or {}), resources, conf.get("server_entrypoint")
+    if "python_function" in flavors:
+        return "python_function", {}, [], None
+    raise MaterializeError(
+        f"the model has neither the {FLAVOR_NAME} nor the python_function flavor; it cannot be "
+        "served as an agent"
+    )
+
+
+def _prepare_target(out: Path, force: bool) -> None:
+    if out.exists() and not out.is_dir():
+        raise TargetExistsError(f"{out} exists and is not a directory")
+    if out.is_dir() and any(out.iterdir()) and not force:
+        raise TargetExistsError(f"{out} exists and is not empty; pass --force to replace it")
+
+
+def _swap_into_place(tmp: Path, out: Path) -> None:
+    old = None
+    if out.exists():
+        old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
+        os.rename(out, old / out.name)
+    try:
+        os.rename(tmp, out)
+    except OSError:
+        if old is not None:  # put the previous directory back
+            os.rename(old / out.name, out)
+        raise
+    finally:
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+
+
+def _readme(meta: dict[str, Any], spec: app_yaml.AppSpec) -> str:
+    name = meta.get("registered_name")
+    version = meta.get("registered_version")
+    what = f"`{name}` version {version}" if name else f"`{meta.get('source_uri')}`"
+    env_lines = "\n".join(
+        f"- `{e['name']}` from resource `{e['valueFrom']}`" for e in spec.env if "valueFrom" in e
+    ) or "- (no declared resources)"
+    return f"""# Databricks App for {what}
+
+Generated by mlflow-app-agent {__version__} with `mlflow-app-agent materialize`; do not
+edit by hand (`MANIFEST.json` holds the sha256 of every file).
+
+- logged model id: `{meta.get('model_id')}`, run id: `{meta.get('run_id')}`
+- `model/`: the model's artifacts, verbatim; `wheels/`: the mlflow-app-agent wheel
+- `app.yaml` starts the server: `{' '.join(spec.command)}`
+
+Environment filled in by Databricks Apps from the app's resources:
+{env_lines}
+
+```
+mlflow-app-agent verify .                      # nothing changed since materialize?
+mlflow-app-agent run-local . --as-user me@example.com   # fresh venv, as Apps would
+mlflow-app-agent deploy . --app NAME           # upload and deploy
+```
+"""
+
+
+def materialize(
+    model_uri: str | os.PathLike[str],
+    out_dir: str | os.PathLike[str],
+    *,
+    force: bool = False,
+    progress: Progress | None = None,
+) -> Path:
+    """Write the Apps source directory for ``model_uri`` into ``out_dir`` and return it.
+
+    ``model_uri``: ``models:/name/version``, ``models:/name@alias``, ``models:/m-<id>``,
+    ``runs:/<run>/<path>``, a local model directory, or a materialized app directory.
+    Refuses a non-empty ``out_dir`` unless ``force``. Raises :class:`MaterializeError`
+    (or :class:`TargetExistsError`, :class:`ModelLoadError`) naming what is wrong.
+    """
+    from mlflow_app_agent.loading import download_model
+
+    say = progress or (lambda _msg: None)
+    uri = str(model_uri)
+    out = Path(out_dir).absolute()
+    _prepare_target(out, force)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    try:
+        started = time.perf_counter()
+        model_dir = tmp / MODEL_DIR
+        if _is_local(uri):
+            src = _local_path(uri)
+            if not src.is_dir():
+                raise MaterializeError(f"{src} is not a directory (nor a model URI)")
+            check_no_escaping_links(src)
+            say(f"Copying model from {src} ...")
+        else:
+            say(f"Downloading {uri} ...")
+        source = download_model(str(_local_path(uri)) if _is_local(uri) else uri, model_dir)
+        if _is_local(uri) and source.source_uri == str(model_dir):
+            # a plain model dir: name the original, not our temp copy (keeps bytes stable)
+            source = dataclasses.replace(source, source_uri=str(_local_path(uri).resolve()))
+        if source.local_path.resolve() != model_dir.resolve():
+            # e.g. runs:/ URIs download into a sub-directory named after the artifact path
+            staged = tmp / ".staged"
+            os.rename(source.local_path, staged)
+            shutil.rmtree(model_dir, ignore_errors=True)
+            os.rename(staged, model_dir)
+        check_no_escaping_links(model_dir)
+        _normalize_tree(model_dir)
+        say(f"  model ready ({len(list_files(model_dir))} files, "
+            f"{time.perf_counter() - started:.1f} s)")
+
+        flavor, git, resources, entrypoint = _agent_facts(model_dir)
+        if not git and flavor == "python_function":
+            from mlflow_app_agent.loading import _git_from_mlflow_tags
+
+            git = _git_from_mlflow_tags(source)
+        if _is_local(uri) and (_local_path(uri) / MANIFEST_FILE).is_file():
+            from mlflow_app_agent.apps.manifest import read_manifest
+
+            git = git or read_manifest(_local_path(uri)).get("git") or {}
+
+        say("Bundling the mlflow-app-agent wheel and pinning requirements ...")
+        built = wheel.build_wheel()
+        (tmp / WHEELS_DIR).mkdir()
+        shutil.copyfile(built, tmp / WHEELS_DIR / built.name)
+        wheel_rel = f"./{WHEELS_DIR}/{built.name}"
+        (tmp / "requirements.txt").write_text(
+            requirements.build_requirements(model_dir, wheel_rel, model_prefix=MODEL_DIR)
+        )
+        spec = app_yaml.build_app_spec(
+            model_dir=MODEL_DIR, model_id=source.model_id, resources=resources,
+            entrypoint=entrypoint,
+        )
+        (tmp / app_yaml.APP_YAML).write_text(app_yaml.render(spec))
+        meta = {
+            **source.to_dict(),
+            "flavor": flavor,
+            "git": git,
+            "toolkit_version": __version__,
+            "resources": [r.to_dict() for r in resources],
+        }
+        (tmp / "README.md").write_text(_readme(meta, spec))
+        for path in (tmp / WHEELS_DIR / built.name, tmp / "requirements.txt",
+                     tmp / app_yaml.APP_YAML, tmp / "README.md"):
+            os.chmod(path, 0o644)
+        _check_sizes(tmp)
+        write_manifest(tmp, meta)
+        os.chmod(tmp / MANIFEST_FILE, 0o644)
+        os.chmod(tmp, 0o755)
+        _swap_into_place(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    say(f"Materialized {uri} into {out}")
+    return out
