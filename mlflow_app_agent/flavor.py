@@ -124,7 +124,10 @@ def prepare(
         dependencies.check_local_modules(
             dependencies.imported_modules_of_source(source), [*code_list, str(code_file)]
         )
-        loaded = load_code_agent(code_file, config, extra_sys_path=code_list)
+        # code_paths are copied into code/, which is put on sys.path at load time: their
+        # parent directories play that part now.
+        parents = list(dict.fromkeys(str(Path(p).resolve().parent) for p in code_list))
+        loaded = load_code_agent(code_file, config, extra_sys_path=parents)
     else:
         import cloudpickle
 
