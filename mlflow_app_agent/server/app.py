@@ -1,0 +1,143 @@
+"""The app factory. No module globals: everything an app needs hangs off ``app.state``."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import AsyncIterator
+from typing import Any
+
+from fastapi import FastAPI
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+
+from mlflow_app_agent._version import __version__
+from mlflow_app_agent.errors import ConfigError, MlflowAppAgentError
+from mlflow_app_agent.server import routes
+from mlflow_app_agent.server.config import ENV_MODEL, ServerSettings
+from mlflow_app_agent.server.errors import error_body
+from mlflow_app_agent.server.runtime import Runtime
+
+_AGENT_ROUTE_DOC = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/json": {
+                "schema": {
+                    "type": "object",
+                    "required": ["input"],
+                    "properties": {
+                        "input": {"type": "array", "items": {"type": "object"}},
+                        "stream": {"type": "boolean"},
+                        "custom_inputs": {"type": "object"},
+                        "context": {"type": "object"},
+                    },
+                }
+            }
+        },
+    },
+    "responses": {
+        "200": {"description": "ResponsesAgentResponse, or an SSE stream of events"},
+        "400": {"description": "Malformed JSON"},
+        "413": {"description": "Body too large"},
+        "422": {"description": "Body does not match ResponsesAgentRequest"},
+        "500": {"description": "The agent raised"},
+        "504": {"description": "The agent timed out"},
+    },
+}
+
+
+def create_app(
+    agent_or_model_uri: Any = None,
+    *,
+    settings: ServerSettings | None = None,
+    **overrides: Any,
+) -> FastAPI:
+    """Build the server for one agent.
+
+    ``agent_or_model_uri``: an :class:`~mlflow_app_agent.Agent`, an
+    ``mlflow.pyfunc.ResponsesAgent``, a ``LoadedAgent``, a model URI (``models:/name/1``),
+    a model or materialized app directory, or ``path/to/agent.py[:name]``; ``None`` reads
+    ``MLFLOW_APP_AGENT_MODEL``. Locations load in a worker thread at start-up (``/ready``
+    answers 503 until then). ``overrides`` are :class:`ServerSettings` fields, e.g.
+    ``create_app(agent, require_auth=True, request_timeout=30)``.
+    """
+    if agent_or_model_uri is None:
+        agent_or_model_uri = os.environ.get(ENV_MODEL)
+        if not agent_or_model_uri:
+            raise ConfigError(
+                f"no agent to serve: pass one to create_app or set {ENV_MODEL} to a model URI, "
+                "directory or agent file"
+            )
+    if settings is None:
+        settings = ServerSettings.from_env(**overrides)
+    elif overrides:
+        raise ConfigError("pass either settings= or individual setting overrides, not both")
+    runtime = Runtime(agent_or_model_uri, settings)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        runtime.start()
+        try:
+            yield
+        finally:
+            await runtime.shutdown()
+
+    app = FastAPI(
+        title="mlflow-app-agent server",
+        version=__version__,
+        lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
+    )
+    app.state.runtime = runtime
+    # Plain Starlette routes: no dependency injection on the hot path, and a streaming
+    # handler may return any ASGI callable.
+    for path, endpoint in (("/invocations", routes.invocations), ("/responses", routes.responses)):
+        app.router.add_route(path, endpoint, methods=["POST"])
+    for path in ("/health", "/ping"):
+        app.router.add_route(path, routes.health, methods=["GET"])
+    app.router.add_route("/ready", routes.ready, methods=["GET"])
+    app.router.add_route("/agent/info", routes.info, methods=["GET"])
+    _install_error_handlers(app)
+    _install_openapi(app)
+    return app
+
+
+def _install_openapi(app: FastAPI) -> None:
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            from fastapi.openapi.utils import get_openapi
+
+            schema = get_openapi(title=app.title, version=app.version, routes=[])
+            paths = schema.setdefault("paths", {})
+            for path in ("/invocations", "/responses"):
+                paths[path] = {"post": dict(_AGENT_ROUTE_DOC)}
+            for path in ("/health", "/ping", "/ready", "/agent/info"):
+                paths[path] = {"get": {"responses": {"200": {"description": "OK"}}}}
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
+def _install_error_handlers(app: FastAPI) -> None:
+    async def http_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, StarletteHTTPException)
+        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        err = MlflowAppAgentError(str(exc.detail), code=code, status_code=exc.status_code)
+        status, body = error_body(err, request.headers.get("x-request-id"))
+        return Response(body, status_code=status, media_type="application/json")
+
+    async def unexpected(request: Request, exc: Exception) -> Response:
+        status, body = error_body(exc, request.headers.get("x-request-id"))
+        return Response(body, status_code=status, media_type="application/json")
+
+    app.add_exception_handler(StarletteHTTPException, http_error)
+    app.add_exception_handler(Exception, unexpected)
+
+
+def app_from_env() -> FastAPI:
+    """Factory for ``uvicorn --factory`` and multi-worker serving: all from the environment."""
+    return create_app(None)

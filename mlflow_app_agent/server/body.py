@@ -1,0 +1,108 @@
+"""Reading and checking request bodies: size limit while reading, JSON, stream selection."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from starlette.requests import Request
+
+from mlflow_app_agent.errors import PayloadTooLargeError, RequestError
+
+# After the limit is hit we keep reading (and discarding) up to this much, so a client that
+# is still uploading gets our 413 instead of a connection reset mid-write.
+_DISCARD_LIMIT = 64 * 1024 * 1024
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The body, refusing more than ``limit`` bytes without buffering the excess."""
+    declared = request.headers.get("content-length")
+    too_large = PayloadTooLargeError(
+        f"request body is larger than the {limit} byte limit "
+        "(set MLFLOW_APP_AGENT_MAX_BODY_BYTES to change it)"
+    )
+    if declared is not None:
+        try:
+            declared_size = int(declared)
+        except ValueError:
+            raise RequestError("Content-Length header is not a number") from None
+        if declared_size > limit:
+            await _discard(request, declared_size)
+            raise too_large
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            await _discard(request, size)
+            raise too_large
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+async def _discard(request: Request, seen: int) -> None:
+    if seen > _DISCARD_LIMIT:
+        return
+    try:
+        async for chunk in request.stream():
+            seen += len(chunk)
+            if seen > _DISCARD_LIMIT:
+                return
+    except Exception:  # the body was already consumed or the client went away
+        return
+
+
+def parse_json_object(raw: bytes) -> dict[str, Any]:
+    if not raw.strip():
+        raise RequestError("request body is empty; send a JSON object with an 'input' list")
+    try:
+        data = json.loads(raw)
+    except UnicodeDecodeError:
+        raise RequestError("request body is not UTF-8 encoded JSON") from None
+    except json.JSONDecodeError as exc:
+        raise RequestError(
+            f"request body is not valid JSON: {exc.msg} (line {exc.lineno}, column {exc.colno})"
+        ) from None
+    if not isinstance(data, dict):
+        raise RequestError(
+            f"request body must be a JSON object with an 'input' list, got {_json_kind(data)}"
+        )
+    return data
+
+
+def wants_stream(data: dict[str, Any], accept: str | None) -> bool:
+    flag = data.get("stream")
+    if flag is not None and not isinstance(flag, bool):
+        raise RequestError(
+            f"request.stream: must be true or false, got {_json_kind(flag)}", status_code=422
+        )
+    if flag:
+        return True
+    return flag is None and bool(accept) and "text/event-stream" in (accept or "")
+
+
+def normalize_openai_input(data: dict[str, Any]) -> dict[str, Any]:
+    """The OpenAI Responses API allows ``input`` as a plain string and a separate
+    ``instructions`` string; MLflow's request wants a list of messages."""
+    out = dict(data)
+    value = out.get("input")
+    if isinstance(value, str):
+        out["input"] = [{"role": "user", "content": value}]
+    instructions = out.pop("instructions", None)
+    if isinstance(instructions, str) and instructions and isinstance(out.get("input"), list):
+        out["input"] = [{"role": "system", "content": instructions}, *out["input"]]
+    return out
+
+
+def _json_kind(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, (int, float)):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, list):
+        return "an array"
+    return type(value).__name__

@@ -1,0 +1,93 @@
+"""Server settings: one frozen object per app, from keyword arguments and/or the environment.
+
+Every setting has an ``MLFLOW_APP_AGENT_*`` variable so an ``app.yaml`` command can stay a
+fixed list and still be tuned per deployment.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Mapping
+from typing import Any
+
+from mlflow_app_agent.errors import ConfigError
+
+ENV_MODEL = "MLFLOW_APP_AGENT_MODEL"
+ENV_PREFIX = "MLFLOW_APP_AGENT_"
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off", ""}
+
+
+@dataclasses.dataclass(frozen=True)
+class ServerSettings:
+    """How one app instance behaves. Field names match the env vars: ``request_timeout`` is
+    ``MLFLOW_APP_AGENT_REQUEST_TIMEOUT``."""
+
+    #: Worker threads that may run sync agent code at once (a CapacityLimiter, per app).
+    max_concurrency: int = 64
+    #: Seconds an invoke (or a whole stream) may take before a 504 / timeout event; 0 = none.
+    request_timeout: float = 300.0
+    #: Largest accepted request body in bytes (413 above it).
+    max_body_bytes: int = 4 * 1024 * 1024
+    #: Reject agent calls without a forwarded identity (401).
+    require_auth: bool = False
+    #: Record an MLflow trace per request.
+    tracing: bool = True
+    #: Fraction of requests traced (1.0 = all), before the rate cap.
+    trace_sample_ratio: float = 1.0
+    #: Upper bound on traces started per second (token bucket; 0 = no bound). Writing a trace
+    #: costs ~20 ms of CPU with a sqlite store, so an unbounded burst would starve requests.
+    trace_max_per_second: float = 10.0
+    #: Seconds the shutdown waits for queued traces to be written.
+    trace_flush_timeout: float = 10.0
+
+    def __post_init__(self) -> None:
+        if self.max_concurrency < 1:
+            raise ConfigError("max_concurrency must be >= 1")
+        if self.request_timeout < 0:
+            raise ConfigError("request_timeout must be >= 0 (0 disables it)")
+        if self.max_body_bytes < 1:
+            raise ConfigError("max_body_bytes must be >= 1")
+        if not 0.0 <= self.trace_sample_ratio <= 1.0:
+            raise ConfigError("trace_sample_ratio must be between 0 and 1")
+        if self.trace_max_per_second < 0:
+            raise ConfigError("trace_max_per_second must be >= 0 (0 = unbounded)")
+
+    @classmethod
+    def from_env(
+        cls, env: Mapping[str, str] | None = None, **overrides: Any
+    ) -> ServerSettings:
+        """Defaults, then ``MLFLOW_APP_AGENT_*`` variables, then explicit ``overrides``."""
+        env = os.environ if env is None else env
+        values: dict[str, Any] = {}
+        for field in dataclasses.fields(cls):
+            raw = env.get(ENV_PREFIX + field.name.upper())
+            if raw is not None:
+                values[field.name] = _parse(field.name, field.type, raw)
+        unknown = set(overrides) - {f.name for f in dataclasses.fields(cls)}
+        if unknown:
+            raise ConfigError(f"unknown server setting(s): {', '.join(sorted(unknown))}")
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**values)
+
+
+def _parse(name: str, type_name: Any, raw: str) -> Any:
+    var = ENV_PREFIX + name.upper()
+    text = raw.strip()
+    kind = type_name if isinstance(type_name, str) else getattr(type_name, "__name__", "")
+    try:
+        if kind == "bool":
+            if text.lower() in _TRUE:
+                return True
+            if text.lower() in _FALSE:
+                return False
+            raise ValueError(text)
+        if kind == "int":
+            return int(text)
+        if kind == "float":
+            return float(text)
+    except ValueError:
+        raise ConfigError(f"{var}={raw!r} is not a valid {kind}") from None
+    return text

@@ -1,0 +1,66 @@
+"""``GET /agent/info``: what is being served, from where, by which versions."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import os
+import platform
+from typing import Any
+
+from mlflow_app_agent._version import __version__
+from mlflow_app_agent.server.runtime import Runtime
+
+_GIT_KEYS = ("commit", "branch", "dirty", "remote_url")
+
+
+def _version(*dists: str) -> str | None:
+    for dist in dists:
+        try:
+            return importlib.metadata.version(dist)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    return None
+
+
+def agent_info(runtime: Runtime) -> dict[str, Any]:
+    served = runtime.served
+    assert served is not None
+    agent = served.agent
+    git = {key: served.git.get(key) for key in _GIT_KEYS}
+    git.update({k: v for k, v in served.git.items() if k not in git and _plain(v)})
+    settings = runtime.settings
+    return {
+        "name": agent.name,
+        "description": agent.description,
+        "app_name": os.environ.get("DATABRICKS_APP_NAME"),
+        "model_uri": served.model_uri,
+        "registered_model": {
+            "name": served.registered_name,
+            "version": served.registered_version,
+        },
+        "model_id": served.model_id,
+        "run_id": served.run_id,
+        "flavor": served.flavor,
+        "git": git,
+        "interfaces": {
+            "native": list(agent.native_interfaces),
+            "served": ["invoke", "stream"],
+            "endpoints": ["/invocations", "/responses"],
+        },
+        "versions": {
+            "mlflow_app_agent": __version__,
+            "mlflow": _version("mlflow", "mlflow-skinny"),
+            "python": platform.python_version(),
+        },
+        "server": {
+            "require_auth": settings.require_auth,
+            "request_timeout": settings.request_timeout or None,
+            "max_body_bytes": settings.max_body_bytes,
+            "max_concurrency": settings.max_concurrency,
+        },
+        "tracing": runtime.tracer.stats(),
+    }
+
+
+def _plain(value: Any) -> bool:
+    return isinstance(value, (str, int, float, bool)) or value is None

@@ -1,0 +1,157 @@
+"""Request handlers. Plain Starlette endpoints (no FastAPI dependency injection) because
+the agent routes are the hot path; their OpenAPI description is attached in ``app.py``."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import anyio
+from starlette.requests import Request
+from starlette.responses import Response
+
+from mlflow_app_agent.authoring import to_request
+from mlflow_app_agent.context import reset_request_context, set_request_context
+from mlflow_app_agent.errors import AgentExecutionError, RequestError
+from mlflow_app_agent.server.auth import context_from, request_id_from, require_identity
+from mlflow_app_agent.server.body import (
+    normalize_openai_input,
+    parse_json_object,
+    read_body,
+    wants_stream,
+)
+from mlflow_app_agent.server.errors import error_body, log_failure, to_app_error
+from mlflow_app_agent.server.info import agent_info
+from mlflow_app_agent.server.openai_compat import ResponsesShaper, envelope
+from mlflow_app_agent.server.runtime import Runtime, not_ready_error
+from mlflow_app_agent.server.streaming import AgentEventStream, EventShaper
+
+HEADER_REQUEST_ID = "x-request-id"
+
+
+def _json(payload: Any, status: int = 200, request_id: str | None = None) -> Response:
+    headers = {HEADER_REQUEST_ID: request_id} if request_id else None
+    return Response(
+        json.dumps(payload, separators=(",", ":")).encode(),
+        status_code=status,
+        media_type="application/json",
+        headers=headers,
+    )
+
+
+def _runtime(request: Request) -> Runtime:
+    runtime: Runtime = request.app.state.runtime
+    return runtime
+
+
+async def invocations(request: Request) -> Any:
+    return await _handle(request, openai=False)
+
+
+async def responses(request: Request) -> Any:
+    return await _handle(request, openai=True)
+
+
+async def _handle(request: Request, *, openai: bool) -> Any:
+    runtime = _runtime(request)
+    headers = request.headers
+    request_id = request_id_from(headers)
+    ctx = context_from(headers, request_id)
+    secrets = (ctx.access_token,)
+    try:
+        if runtime.settings.require_auth:
+            require_identity(ctx)
+        data = parse_json_object(await read_body(request, runtime.settings.max_body_bytes))
+        if openai:
+            data = normalize_openai_input(data)
+        stream = wants_stream(data, headers.get("accept"))
+        served = await runtime.agent()
+        try:
+            req = to_request(data)
+        except RequestError as exc:
+            # Well-formed JSON with the wrong shape: 422, naming the fields.
+            raise RequestError(exc.message, code="invalid_request", status_code=422) from None
+    except Exception as exc:
+        status, body = error_body(exc, request_id, secrets)
+        return Response(
+            body, status_code=status, media_type="application/json",
+            headers={HEADER_REQUEST_ID: request_id},
+        )
+
+    agent = served.agent
+    model = str(data.get("model") or agent.name)
+    endpoint = request.url.path
+    span = runtime.tracer.request_span(agent.name, endpoint, data, ctx)
+    timeout = runtime.settings.request_timeout
+    if stream:
+        shaper: EventShaper = ResponsesShaper(model=model) if openai else EventShaper()
+        return AgentEventStream(
+            agent.astream(req, limiter=runtime.limiter),
+            shaper=shaper,
+            span=span,
+            ctx=ctx,
+            timeout=timeout,
+            headers={HEADER_REQUEST_ID: request_id},
+        )
+
+    token = set_request_context(ctx)
+    try:
+        with span:
+            try:
+                with anyio.fail_after(timeout or None):
+                    result = await agent.ainvoke(req, limiter=runtime.limiter)
+                result = _check_result(result)
+            except Exception as exc:
+                log_failure(exc, request_id)
+                err = to_app_error(exc)
+                span.set_error(err.code, err.message)
+                status, body = error_body(err, request_id, secrets)
+                return Response(
+                    body, status_code=status, media_type="application/json",
+                    headers={HEADER_REQUEST_ID: request_id},
+                )
+            span.set_outputs(result)
+    finally:
+        reset_request_context(token)
+    if openai:
+        result = envelope(result, model=model)
+    try:
+        return _json(result, 200, request_id)
+    except (TypeError, ValueError) as exc:
+        err = AgentExecutionError(f"the agent returned a response that is not JSON: {exc}")
+        log_failure(err, request_id)
+        status, body = error_body(err, request_id, secrets)
+        return Response(body, status_code=status, media_type="application/json",
+                        headers={HEADER_REQUEST_ID: request_id})
+
+
+def _check_result(result: Any) -> dict[str, Any]:
+    if not isinstance(result, dict) or not isinstance(result.get("output"), list):
+        kind = type(result).__name__
+        raise AgentExecutionError(
+            f"the agent returned {kind}, not a ResponsesAgentResponse (a dict with an "
+            "'output' list)"
+        )
+    return result
+
+
+async def health(request: Request) -> Response:
+    return _json({"status": "ok"})
+
+
+async def ready(request: Request) -> Response:
+    runtime = _runtime(request)
+    if runtime.served is not None:
+        return _json({"status": "ready", "agent": runtime.served.agent.name})
+    err = not_ready_error(runtime)
+    status, body = error_body(err, None)
+    return Response(body, status_code=503, media_type="application/json")
+
+
+async def info(request: Request) -> Response:
+    runtime = _runtime(request)
+    if not runtime.ready:
+        err = not_ready_error(runtime)
+        status, body = error_body(err, None)
+        return Response(body, status_code=503, media_type="application/json")
+    return _json(agent_info(runtime))

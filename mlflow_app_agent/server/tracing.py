@@ -1,0 +1,210 @@
+"""One MLflow trace per request, without letting tracing slow down or fail a request.
+
+MLflow is imported off the request path (a background warm-up), each trace is tagged with
+the request id and the caller's email (never the token) and linked to the served
+LoggedModel. Writing a trace costs ~20 ms of CPU with a sqlite store, so traces are
+admitted by a sample ratio and a token bucket; skipped and failed traces are counted and
+reported by ``/agent/info``. Any exception from MLflow is logged and swallowed.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+import time
+from types import TracebackType
+from typing import Any
+
+from mlflow_app_agent.context import RequestContext
+
+logger = logging.getLogger("mlflow_app_agent.server.tracing")
+
+TAG_REQUEST_ID = "mlflow_app_agent.request_id"
+TAG_ENDPOINT = "mlflow_app_agent.endpoint"
+
+
+class Tracer:
+    """Per-app tracing policy and counters (no module state)."""
+
+    def __init__(
+        self,
+        *,
+        enabled: bool,
+        sample_ratio: float = 1.0,
+        max_per_second: float = 0.0,
+        model_id: str | None = None,
+    ) -> None:
+        self.enabled = enabled
+        self.sample_ratio = sample_ratio
+        self.max_per_second = max_per_second
+        self.model_id = model_id
+        self.traced = 0
+        self.skipped = 0
+        self.failed = 0
+        self._mlflow: Any = None
+        self._tokens = max(max_per_second, 1.0)
+        self._last = time.monotonic()
+        self._lock = threading.Lock()
+
+    # --- set-up and shutdown ------------------------------------------------------------
+
+    def warm_up(self) -> None:
+        """Import MLflow (slow: ~1-2 s) so the first traced request does not pay for it."""
+        if not self.enabled or self._mlflow is not None:
+            return
+        try:
+            import mlflow
+
+            self._mlflow = mlflow
+        except Exception:
+            logger.warning("MLflow tracing is unavailable; serving without traces", exc_info=True)
+            self.enabled = False
+
+    def flush(self) -> None:
+        """Write queued traces (called at shutdown)."""
+        if self._mlflow is None:
+            return
+        try:
+            self._mlflow.flush_trace_async_logging()
+        except Exception:
+            logger.warning("flushing MLflow traces failed", exc_info=True)
+
+    def stats(self) -> dict[str, Any]:
+        return {
+            "enabled": self.enabled,
+            "sample_ratio": self.sample_ratio,
+            "max_per_second": self.max_per_second or None,
+            "model_id": self.model_id,
+            "traced": self.traced,
+            "skipped": self.skipped,
+            "failed": self.failed,
+        }
+
+    # --- per request ----------------------------------------------------------------------
+
+    def _admit(self) -> bool:
+        if not self.enabled or self._mlflow is None:
+            return False
+        if self.sample_ratio < 1.0 and random.random() >= self.sample_ratio:
+            return False
+        if self.max_per_second <= 0:
+            return True
+        with self._lock:
+            now = time.monotonic()
+            burst = max(self.max_per_second, 1.0)
+            self._tokens = min(burst, self._tokens + (now - self._last) * self.max_per_second)
+            self._last = now
+            if self._tokens >= 1.0:
+                self._tokens -= 1.0
+                return True
+        return False
+
+    def request_span(
+        self, name: str, endpoint: str, inputs: Any, ctx: RequestContext
+    ) -> RequestSpan:
+        if not self._admit():
+            if self.enabled:
+                self.skipped += 1
+            return RequestSpan(self, None, name, endpoint, inputs, ctx)
+        return RequestSpan(self, self._mlflow, name, endpoint, inputs, ctx)
+
+
+class RequestSpan:
+    """Context manager around ``mlflow.start_span``; a no-op when the request is not traced.
+    Enter and exit it in the same task (MLflow keeps the active span in a contextvar)."""
+
+    def __init__(
+        self,
+        tracer: Tracer,
+        mlflow: Any,
+        name: str,
+        endpoint: str,
+        inputs: Any,
+        ctx: RequestContext,
+    ) -> None:
+        self._tracer = tracer
+        self._mlflow = mlflow
+        self._name = name
+        self._endpoint = endpoint
+        self._inputs = inputs
+        self._ctx = ctx
+        self._cm: Any = None
+        self._span: Any = None
+
+    @property
+    def active(self) -> bool:
+        return self._span is not None
+
+    @property
+    def trace_id(self) -> str | None:
+        return getattr(self._span, "trace_id", None)
+
+    def __enter__(self) -> RequestSpan:
+        if self._mlflow is None:
+            return self
+        try:
+            self._cm = self._mlflow.start_span(name=self._name, span_type="AGENT")
+            self._span = self._cm.__enter__()
+            self._span.set_inputs(self._inputs)
+            tags = {TAG_REQUEST_ID: self._ctx.request_id or "", TAG_ENDPOINT: self._endpoint}
+            self._mlflow.update_current_trace(
+                tags=tags,
+                client_request_id=self._ctx.request_id,
+                user=self._ctx.user_email or self._ctx.user,
+                model_id=self._tracer.model_id,
+            )
+            self._tracer.traced += 1
+        except Exception:
+            self._fail("starting")
+        return self
+
+    def set_outputs(self, outputs: Any) -> None:
+        if self._span is None:
+            return
+        try:
+            self._span.set_outputs(outputs)
+        except Exception:
+            self._fail("recording outputs of")
+
+    def set_error(self, code: str, message: str) -> None:
+        if self._span is None:
+            return
+        try:
+            self._span.set_attribute("mlflow_app_agent.error_code", code)
+            self._span.set_attribute("mlflow_app_agent.error_message", message)
+            self._span.set_status("ERROR")
+        except Exception:
+            self._fail("recording an error on")
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        cm, self._cm = self._cm, None
+        if cm is None:
+            return
+        try:
+            cm.__exit__(exc_type, exc, tb)
+        except BaseException as raised:
+            if raised is not exc:
+                self._fail("closing")
+
+    def _fail(self, what: str) -> None:
+        self._tracer.failed += 1
+        logger.warning(
+            "%s the trace of request %s failed; the request goes on",
+            what.capitalize(),
+            self._ctx.request_id,
+            exc_info=True,
+        )
+        if what != "starting":
+            return  # keep the span so __exit__ still ends it
+        cm, self._cm, self._span = self._cm, None, None
+        if cm is not None:
+            try:
+                cm.__exit__(None, None, None)
+            except Exception:
+                pass
