@@ -1,0 +1,405 @@
+"""Deploy a materialized app directory (or a model, materialized on the fly) to Databricks Apps
+with databricks-sdk.
+
+Order, chosen so that a failure leaves nothing half-done: check the caller and the app
+(read-only), upload the directory to a fresh content-addressed workspace folder and check it
+landed as plain files, create the app or update only its ``resources`` (never ``apps.update``,
+which clears what it is not given), bring compute up, deploy a SNAPSHOT and wait, then grant
+permissions (merge). A failed or timed-out deployment never replaces the app's active one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import os
+import re
+import tempfile
+import time
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from contextlib import contextmanager
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+from mlflow_app_agent.errors import ConfigError, DeployError, ModelLoadError
+
+MAX_FILE_BYTES = 10 * 1024 * 1024  # Databricks Apps rejects bigger source files
+_APP_NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,28}[a-z0-9]$")
+_SKIP_DIRS = {"__pycache__", ".git", ".venv"}
+_UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$", re.I)
+
+Progress = Callable[[str], None]
+
+
+@dataclasses.dataclass(frozen=True)
+class DeployResult:
+    url: str | None
+    app_name: str
+    deployment_id: str
+    source_code_path: str
+    status: str
+
+
+@dataclasses.dataclass(frozen=True)
+class Grant:
+    principal: str
+    kind: str  # user_name | group_name | service_principal_name
+    level: str  # CAN_USE | CAN_MANAGE
+
+
+def parse_grant(spec: Any) -> Grant:
+    """``PRINCIPAL:LEVEL``: an email is a user, a UUID a service principal's application id,
+    anything else a group; ``user:``/``group:``/``sp:`` prefixes say it explicitly."""
+    if isinstance(spec, Grant):
+        return spec
+    principal, level = (spec if isinstance(spec, tuple) else str(spec).rpartition(":")[::2])
+    principal, level = str(principal).strip(), str(level).strip().upper()
+    if level and not level.startswith("CAN_"):
+        level = "CAN_" + level
+    if not principal or level not in ("CAN_USE", "CAN_MANAGE"):
+        raise ConfigError(f"grant {spec!r}: expected PRINCIPAL:CAN_USE or PRINCIPAL:CAN_MANAGE")
+    prefix, sep, rest = principal.partition(":")
+    kinds = {"user": "user_name", "group": "group_name", "sp": "service_principal_name",
+             "service_principal": "service_principal_name"}
+    if sep and prefix in kinds and rest:
+        return Grant(rest, kinds[prefix], level)
+    if "@" in principal:
+        return Grant(principal, "user_name", level)
+    if _UUID.match(principal):
+        return Grant(principal, "service_principal_name", level)
+    return Grant(principal, "group_name", level)
+
+
+@contextmanager
+def _calling(call: str, need: str, after: str = "") -> Iterator[None]:
+    """Turn SDK errors into a DeployError that names the call and the permission it needs."""
+    from databricks.sdk.errors import DatabricksError, PermissionDenied, Unauthenticated
+
+    try:
+        yield
+    except PermissionDenied as exc:
+        raise DeployError(f"{call} was refused (403 {exc.error_code or 'PERMISSION_DENIED'}: "
+                          f"{exc}). The caller needs {need}.{after}") from None
+    except Unauthenticated as exc:
+        raise DeployError(f"{call}: the workspace rejected the credentials (401: {exc}); check "
+                          "the profile, DATABRICKS_HOST and the token or OAuth client."
+                          f"{after}") from None
+    except DatabricksError as exc:
+        code = exc.error_code or type(exc).__name__
+        raise DeployError(f"{call} failed ({code}: {exc}).{after}") from None
+
+
+class _Deadline:
+    def __init__(self, seconds: float):
+        self.seconds, self.end = seconds, time.monotonic() + seconds
+
+    def left(self) -> timedelta:
+        return timedelta(seconds=max(0.5, self.end - time.monotonic()))
+
+
+def _collect(src: Path) -> list[tuple[str, Path]]:
+    files: list[tuple[str, Path]] = []
+    for root, dirs, names in os.walk(src):
+        dirs[:] = sorted(d for d in dirs if d not in _SKIP_DIRS)
+        for name in sorted(names):
+            if name.endswith(".pyc"):
+                continue
+            path = Path(root) / name
+            files.append((path.relative_to(src).as_posix(), path))
+    if not files:
+        raise DeployError(f"{src} is empty: nothing to deploy")
+    too_big = [f"{rel} ({p.stat().st_size / 2**20:.1f} MiB)" for rel, p in files
+               if p.stat().st_size > MAX_FILE_BYTES]
+    if too_big:
+        raise DeployError("Databricks Apps accepts files up to 10 MiB; too big: "
+                          + ", ".join(too_big))
+    if not any(rel in ("app.yaml", "app.yml") for rel, _ in files):
+        raise DeployError(f"{src} has no app.yaml: not an Apps source directory "
+                          "(run `mlflow-app-agent materialize` first)")
+    return files
+
+
+def _content_hash(files: list[tuple[str, Path]]) -> str:
+    digest = hashlib.sha256()
+    for rel, path in files:
+        digest.update(rel.encode() + b"\0" + hashlib.sha256(path.read_bytes()).digest())
+    return digest.hexdigest()[:16]
+
+
+def _canon(path: str) -> str:
+    return path[len("/Workspace"):] if path.startswith("/Workspace/") else path
+
+
+def _upload(w: Any, folder: str, files: list[tuple[str, Path]], say: Progress) -> None:
+    """Upload every file verbatim (RAW keeps ``.py`` files as files, not notebooks), then list
+    the folder back and check each landed as a FILE; on any failure remove the folder."""
+    from databricks.sdk.service.workspace import ImportFormat, ObjectType
+
+    need = f"CAN_MANAGE on the workspace folder {folder.rsplit('/', 2)[0]}"
+    total = sum(p.stat().st_size for _, p in files)
+    say(f"uploading {len(files)} files ({total / 2**20:.2f} MiB) to {folder}")
+    try:
+        dirs = sorted({folder} | {f"{folder}/{rel.rsplit('/', 1)[0]}" for rel, _ in files
+                                  if "/" in rel})
+        for d in dirs:
+            with _calling(f"workspace.mkdirs({d})", need, " Nothing was deployed."):
+                w.workspace.mkdirs(d)
+        done = 0
+        step = max(1, len(files) // 10)
+
+        def put(rel: str, path: Path) -> str:
+            with _calling(f"workspace.upload({folder}/{rel})", need, " Nothing was deployed."):
+                w.workspace.upload(f"{folder}/{rel}", path.read_bytes(),
+                                   format=ImportFormat.RAW, overwrite=True)
+            return rel
+
+        with ThreadPoolExecutor(max_workers=4) as pool:
+            futures = [pool.submit(put, rel, path) for rel, path in files]
+            try:
+                for future in as_completed(futures):
+                    future.result()
+                    done += 1
+                    if done % step == 0 or done == len(files):
+                        say(f"  uploaded {done}/{len(files)}")
+            except BaseException:
+                for future in futures:
+                    future.cancel()
+                raise
+        landed: dict[str, str] = {}
+        with _calling(f"workspace.list({folder})", need, " Nothing was deployed."):
+            for info in w.workspace.list(folder, recursive=True):
+                kind = info.object_type.value if info.object_type else "?"
+                landed[_canon(info.path or "")] = kind
+        base = _canon(folder)
+        wrong = [f"{rel} ({landed.get(f'{base}/{rel}', 'missing')})" for rel, _ in files
+                 if landed.get(f"{base}/{rel}") != ObjectType.FILE.value]
+        if wrong:
+            raise DeployError("the upload did not land as plain workspace files: "
+                              + ", ".join(wrong) + ". Nothing was deployed.")
+    except BaseException:
+        try:
+            w.workspace.delete(folder, recursive=True)
+        except Exception:  # best effort: the folder is content-addressed and unused
+            pass
+        raise
+
+
+def workspace_client(profile: str | None = None, **config: Any) -> Any:
+    """``WorkspaceClient`` from the SDK's standard auth (env, profile, OAuth M2M); ``config``
+    sets other Config fields such as ``http_timeout_seconds``."""
+    from databricks.sdk import WorkspaceClient
+    from databricks.sdk.config import Config
+
+    from mlflow_app_agent._version import __version__
+
+    try:
+        cfg = Config(profile=profile, product="mlflow-app-agent", product_version=__version__,
+                     **config)
+    except ValueError as exc:  # no usable auth configuration; the message holds no secret
+        raise DeployError(f"no Databricks credentials: {exc}") from None
+    return WorkspaceClient(config=cfg)
+
+
+def _resolve_source(model_uri_or_dir: str | os.PathLike[str], tmp: Path,
+                    say: Progress) -> Path:
+    from mlflow_app_agent import apps
+
+    path = Path(model_uri_or_dir)
+    if path.is_dir() and (path / "MANIFEST.json").is_file():
+        try:
+            verify = apps.verify
+        except (AttributeError, ImportError):
+            verify = None  # the manifest module is not installed: deploy as it is
+        if verify is not None:
+            say(f"verifying {path} against its MANIFEST.json")
+            verify(path)
+        return path
+    if path.is_dir() and (path / "app.yaml").is_file():
+        return path  # a hand-written Apps directory: deploy as it is
+    say(f"materializing {model_uri_or_dir}")
+    try:
+        materialize = apps.materialize
+    except (AttributeError, ImportError):
+        raise DeployError("materialize is not available in this installation; deploy an "
+                          "already materialized directory") from None
+    return Path(materialize(str(model_uri_or_dir), tmp / "app"))
+
+
+def _changed(current: list[Any], wanted: list[Any]) -> bool:
+    have = {r.name: r.as_dict() for r in current}
+    return any(have.get(r.name) != r.as_dict() for r in wanted)
+
+
+def deploy(
+    model_uri_or_dir: str | os.PathLike[str],
+    *,
+    app_name: str,
+    resources: Iterable[Any] | None = None,
+    grants: Iterable[Any] | None = None,
+    client: Any = None,
+    description: str | None = None,
+    timeout: float | timedelta = 1200.0,
+    progress: Progress | None = None,
+) -> DeployResult:
+    """Deploy to the Databricks App ``app_name``; returns its URL and the new deployment.
+
+    ``resources`` (Resource, dict or ``kind:key=value``) add to or replace, by name, the
+    resources the model declares. ``grants`` are ``PRINCIPAL:CAN_USE|CAN_MANAGE``. ``client``
+    defaults to ``WorkspaceClient()`` (the SDK's standard auth: profile, PAT, OAuth M2M).
+    ``timeout`` bounds the whole deploy, waits included.
+    """
+    from mlflow_app_agent.apps.declared import declared_resources, merge_resources
+
+    say: Progress = progress or (lambda _msg: None)
+    if not _APP_NAME.match(app_name or ""):
+        raise ConfigError(f"app name {app_name!r}: use 2-30 lowercase letters, digits and '-'")
+    grant_list = [parse_grant(g) for g in grants or []]
+    seconds = timeout.total_seconds() if isinstance(timeout, timedelta) else float(timeout)
+    deadline = _Deadline(seconds)
+    with tempfile.TemporaryDirectory(prefix="mlflow-app-agent-deploy-") as tmp:
+        src = _resolve_source(model_uri_or_dir, Path(tmp), say)
+        files = _collect(src)
+        try:
+            declared = declared_resources(src)
+        except ModelLoadError:
+            declared = []  # a hand-written Apps directory without a model
+        wanted = [r.to_app_resource() for r in merge_resources(declared, resources)]
+        if client is None:
+            client = workspace_client()
+        return _deploy(client, src, files, app_name, wanted, grant_list, description,
+                       deadline, say)
+
+
+def _deploy(w: Any, src: Path, files: list[tuple[str, Path]], app_name: str,
+            wanted: list[Any], grants: list[Grant], description: str | None,
+            deadline: _Deadline, say: Progress) -> DeployResult:
+    from databricks.sdk.errors import NotFound, OperationFailed, ResourceConflict
+    from databricks.sdk.service.apps import (
+        App,
+        AppAccessControlRequest,
+        AppDeployment,
+        AppDeploymentMode,
+        AppPermissionLevel,
+        ComputeState,
+    )
+
+    manage = f"CAN_MANAGE on app {app_name}"
+    with _calling("current_user.me", "a valid identity"):
+        me = w.current_user.me().user_name
+    say(f"deploying as {me} to app {app_name}")
+    app: Any = None
+    with _calling(f"apps.get({app_name})", f"CAN_USE or CAN_MANAGE on app {app_name}"):
+        try:
+            app = w.apps.get(app_name)
+        except NotFound:
+            app = None
+    folder = f"/Workspace/Users/{me}/.mlflow-app-agent/{app_name}/{_content_hash(files)}"
+    _upload(w, folder, files, say)
+
+    after_upload = f" The uploaded source stays at {folder}; nothing was deployed."
+    if app is None:
+        say(f"creating app {app_name}")
+        spec = App(name=app_name, description=description, resources=wanted or None)
+        need = ("the right to create apps in this workspace, and CAN_MANAGE on each declared "
+                "resource so it can be granted to the app")
+        with _calling(f"apps.create({app_name})", need, after_upload):
+            try:
+                app = w.apps.create(spec).response
+            except ResourceConflict:  # created concurrently by someone else: use it
+                say(f"app {app_name} already exists (created concurrently)")
+                app = w.apps.get(app_name)
+    mask = []
+    if wanted and _changed(app.resources or [], wanted):
+        mask.append("resources")
+    if description is not None and app.description != description:
+        mask.append("description")
+    if mask:
+        # merge: keep resources someone else added, replace same-named ones
+        merged = {r.name: r for r in app.resources or []} | {r.name: r for r in wanted}
+        say(f"updating app {', '.join(mask)}")
+        need = f"{manage} and CAN_MANAGE on each declared resource"
+        with _calling(f"apps.create_update({app_name}, update_mask={','.join(mask)})", need,
+                      after_upload):
+            try:
+                w.apps.create_update(
+                    app_name, ",".join(mask),
+                    app=App(name=app_name, resources=list(merged.values()),
+                            description=description),
+                ).result(timeout=deadline.left())
+            except OperationFailed as exc:
+                raise DeployError(f"updating the resources of {app_name} failed: {exc}."
+                                  f"{after_upload}") from None
+            except TimeoutError:
+                raise DeployError(f"timed out after {deadline.seconds:g}s waiting for the "
+                                  f"resource update of {app_name} (apps.get_update)."
+                                  f"{after_upload}") from None
+
+    state = app.compute_status.state if app.compute_status else None
+    if state != ComputeState.ACTIVE:
+        say(f"app compute is {state.value if state else 'unknown'}; waiting for ACTIVE")
+        with _calling(f"apps.start({app_name})", manage, after_upload):
+            try:
+                if state in (ComputeState.STOPPING,):
+                    w.apps.wait_get_app_stopped(app_name, timeout=deadline.left())
+                    state = ComputeState.STOPPED
+                if state in (ComputeState.STOPPED, ComputeState.ERROR):
+                    w.apps.start(app_name).result(timeout=deadline.left())
+                else:
+                    w.apps.wait_get_app_active(app_name, timeout=deadline.left())
+            except OperationFailed as exc:
+                raise DeployError(f"the compute of app {app_name} did not become ACTIVE: "
+                                  f"{exc}.{after_upload}") from None
+            except TimeoutError:
+                raise DeployError(f"timed out after {deadline.seconds:g}s waiting for the "
+                                  f"compute of app {app_name} to become ACTIVE (apps.get)."
+                                  f"{after_upload}") from None
+
+    previous = app.active_deployment.deployment_id if app.active_deployment else None
+    keeps = (f" The app keeps serving its previous deployment {previous}." if previous
+             else " The app had no active deployment before.")
+    with _calling(f"apps.deploy({app_name})", manage, after_upload):
+        waiter = w.apps.deploy(app_name, AppDeployment(
+            source_code_path=folder, mode=AppDeploymentMode.SNAPSHOT))
+    dep_id = waiter.response.deployment_id or waiter.deployment_id
+    say(f"deployment {dep_id} started; waiting for SUCCEEDED")
+    started = time.monotonic()
+    last: list[str] = []
+
+    def on_poll(d: Any) -> None:
+        msg = f"{d.status.state.value if d.status and d.status.state else '?'}: " \
+              f"{d.status.message if d.status else ''}"
+        if not last or last[-1] != msg:
+            say(f"  [{time.monotonic() - started:4.0f}s] {msg}")
+            last.append(msg)
+
+    with _calling(f"apps.get_deployment({app_name}, {dep_id})", manage, keeps):
+        try:
+            done = waiter.result(timeout=deadline.left(), callback=on_poll)
+        except OperationFailed:
+            d = w.apps.get_deployment(app_name, dep_id)
+            message = d.status.message if d.status else "no status message"
+            raise DeployError(f"deployment {dep_id} of app {app_name} FAILED: {message}."
+                              f"{keeps}") from None
+        except TimeoutError:
+            raise DeployError(f"timed out after {deadline.seconds:g}s waiting for deployment "
+                              f"{dep_id} of app {app_name} to reach SUCCEEDED "
+                              f"(apps.get_deployment); it may still finish.{keeps}") from None
+
+    if grants:
+        acl = [AppAccessControlRequest(permission_level=AppPermissionLevel(g.level),
+                                       **{g.kind: g.principal}) for g in grants]
+        say("granting " + ", ".join(f"{g.principal}:{g.level}" for g in grants))
+        with _calling(f"apps.update_permissions({app_name})", manage,
+                      f" Deployment {dep_id} is live; re-run to apply the grants."):
+            w.apps.update_permissions(app_name, access_control_list=acl)
+    with _calling(f"apps.get({app_name})", manage):
+        final = w.apps.get(app_name)
+    state_name = done.status.state.value if done.status and done.status.state else "SUCCEEDED"
+    say(f"deployed {app_name}: {final.url or '(no URL yet)'}")
+    return DeployResult(url=final.url, app_name=app_name, deployment_id=dep_id,
+                        source_code_path=folder, status=state_name)
+
+
+__all__ = ["DeployResult", "Grant", "deploy", "parse_grant", "workspace_client"]
