@@ -127,6 +127,12 @@ class ManifestMismatchError(MlflowAppAgentError):
         self.problems = list(problems or [])
 
 
+class RunLocalError(MlflowAppAgentError):
+    """``run-local`` could not install or start the app (pip failed, not ready, port busy)."""
+
+    code = "run_local_error"
+
+
 class DeployError(MlflowAppAgentError):
     code = "deploy_error"
 
@@ -161,6 +167,7 @@ __all__ = [
     "PermissionDeniedError",
     "ProvenanceError",
     "RequestError",
+    "RunLocalError",
     "SignatureError",
     "TargetExistsError",
     "ValidationFailure",
