@@ -407,7 +407,8 @@ def agent_from_model_dir(model_dir: Path, model_config: dict[str, Any] | None = 
     pyfunc_conf = meta.flavors.get("python_function", {})
     _add_code_from_conf_to_system_path(str(model_dir), pyfunc_conf, code_key="code")
     if model_config is None:
-        model_config = pyfunc_conf.get("model_config")
+        # mlflow.pyfunc.save_model(model_config=...) stores it under "config".
+        model_config = pyfunc_conf.get("config")
     agent_path = model_dir / conf["agent_path"]
     if conf.get("loader") == "code":
         agent = load_code_agent(agent_path, model_config)

@@ -195,7 +195,7 @@ def load_agent(
     conf = meta.flavors.get(flavor.FLAVOR_NAME)
     pyfunc_conf = meta.flavors.get("python_function") or {}
     effective_config = model_config if model_config is not None else pyfunc_conf.get(
-        "model_config"
+        "config"  # where mlflow.pyfunc.save_model(model_config=...) stores it
     )
     if conf is not None:
         agent = flavor.agent_from_model_dir(source.local_path, effective_config)
