@@ -69,6 +69,12 @@ class ModelLoadError(MlflowAppAgentError):
     code = "model_load_error"
 
 
+class TemplateError(MlflowAppAgentError, ValueError):
+    """``init`` was asked for an unknown template or an invalid project name."""
+
+    code = "template_error"
+
+
 # --- serving -----------------------------------------------------------------------------
 
 
@@ -170,5 +176,6 @@ __all__ = [
     "RunLocalError",
     "SignatureError",
     "TargetExistsError",
+    "TemplateError",
     "ValidationFailure",
 ]
