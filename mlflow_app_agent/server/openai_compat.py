@@ -93,7 +93,7 @@ class ResponsesShaper(EventShaper):
         index, new = self._claim(item_id)
         out: list[dict[str, Any]] = []
         if new:
-            item = {
+            item: dict[str, Any] = {
                 "type": "message",
                 "id": item_id,
                 "role": "assistant",

@@ -1,0 +1,152 @@
+"""Agents the server tests serve, in-process and from real uvicorn processes
+(``tests/server/agents.py:<name>``). Deterministic, no LLM."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+from mlflow_app_agent import Agent, request_context
+
+
+def _text_of(request: Any) -> str:
+    last = request.input[-1]
+    content = getattr(last, "content", "")
+    if isinstance(content, list):
+        return "".join(str(getattr(c, "text", "") or (c.get("text") if isinstance(c, dict)
+                                                       else "")) for c in content)
+    return str(content)
+
+
+def _message(text: str, item_id: str = "msg_1") -> dict[str, Any]:
+    return {
+        "type": "message",
+        "id": item_id,
+        "role": "assistant",
+        "content": [{"type": "output_text", "text": text, "annotations": []}],
+    }
+
+
+# --- echo: sync invoke, sync stream of word deltas --------------------------------------------
+echo = Agent("echo", description="repeats the last user message")
+
+
+@echo.invoke_method
+def _echo_invoke(request: Any) -> dict[str, Any]:
+    ctx = request_context()
+    return {
+        "output": [_message(_text_of(request))],
+        "custom_outputs": {"user": ctx.user, "request_id": ctx.request_id,
+                           "has_token": ctx.access_token is not None},
+    }
+
+
+@echo.stream_method
+def _echo_stream(request: Any):
+    text = _text_of(request)
+    for word in text.split(" "):
+        yield {"type": "response.output_text.delta", "item_id": "msg_1", "delta": word + " "}
+    yield {"type": "response.output_item.done", "item": _message(text)}
+
+
+# --- async echo ------------------------------------------------------------------------------
+async_echo = Agent("async-echo")
+
+
+@async_echo.invoke_method
+async def _async_invoke(request: Any) -> dict[str, Any]:
+    await asyncio.sleep(0)
+    return {"output": [_message(_text_of(request))]}
+
+
+@async_echo.stream_method
+async def _async_stream(request: Any):
+    for i in range(3):
+        await asyncio.sleep(0)
+        yield {"type": "response.output_text.delta", "item_id": "msg_1", "delta": f"t{i}"}
+    yield {"type": "response.output_item.done", "item": _message("t0t1t2")}
+
+
+# --- failures -------------------------------------------------------------------------------
+broken = Agent("broken")
+
+
+@broken.invoke_method
+def _broken_invoke(request: Any) -> dict[str, Any]:
+    raise RuntimeError("database unreachable")
+
+
+@broken.stream_method
+def _broken_stream(request: Any):
+    if _text_of(request) == "late":
+        yield {"type": "response.output_text.delta", "item_id": "msg_1", "delta": "partial"}
+    raise RuntimeError("model crashed")
+
+
+leaky = Agent("leaky")
+
+
+@leaky.invoke_method
+def _leaky_invoke(request: Any) -> dict[str, Any]:
+    raise PermissionError(f"token {request_context().access_token} rejected")
+
+
+bad_output = Agent("bad-output")
+
+
+@bad_output.invoke_method
+def _bad_output(request: Any) -> Any:
+    return ["not", "a", "response"]
+
+
+# --- slow / endless ----------------------------------------------------------------------------
+slow = Agent("slow")
+
+
+@slow.invoke_method
+def _slow_invoke(request: Any) -> dict[str, Any]:
+    time.sleep(float(_text_of(request) or "0.02"))
+    return {"output": [_message("done")]}
+
+
+@slow.stream_method
+def _slow_stream(request: Any):
+    yield {"type": "response.output_text.delta", "item_id": "msg_1", "delta": "first"}
+    time.sleep(float(_text_of(request) or "0.02"))
+    yield {"type": "response.output_item.done", "item": _message("first")}
+
+
+endless = Agent("endless")
+
+
+@endless.stream_method
+def _endless_stream(request: Any):
+    """Streams until closed; the marker file proves the generator was closed."""
+    marker = Path(os.environ.get("ENDLESS_MARKER", "endless.closed"))
+    try:
+        i = 0
+        while True:
+            yield {"type": "response.output_text.delta", "item_id": "msg_1", "delta": f"{i} "}
+            i += 1
+            time.sleep(0.01)
+    finally:
+        marker.write_text("closed")
+
+
+endless_async = Agent("endless-async")
+
+
+@endless_async.stream_method
+async def _endless_async_stream(request: Any):
+    marker = Path(os.environ.get("ENDLESS_MARKER", "endless.closed"))
+    try:
+        i = 0
+        while True:
+            yield {"type": "response.output_text.delta", "item_id": "msg_1", "delta": f"{i} "}
+            i += 1
+            await asyncio.sleep(0.01)
+    finally:
+        marker.write_text("closed")
