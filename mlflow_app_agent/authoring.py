@@ -17,7 +17,7 @@ import contextvars
 import inspect
 import queue
 import threading
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 from mlflow_app_agent.errors import AgentDefinitionError, RequestError
@@ -235,7 +235,11 @@ class Agent:
             if self.invoke_is_async:
                 return dump(await self._invoke_fn(req))
             fn = self._invoke_fn
-            result = await anyio.to_thread.run_sync(fn, req, limiter=limiter)
+            # abandon_on_cancel: a timeout (or disconnect) returns at once; the thread finishes
+            # on its own (it cannot be interrupted) and its result is dropped.
+            result = await anyio.to_thread.run_sync(
+                fn, req, limiter=limiter, abandon_on_cancel=True
+            )
             return dump(result)
         return reduce_stream([event async for event in self.astream(req, limiter=limiter)])
 
@@ -258,8 +262,13 @@ class Agent:
             finally:
                 await agen.aclose()
             return
-        async for event in _threaded_iter(self._stream_fn(req), limiter=limiter):
-            yield dump(event)
+        events = _threaded_iter(self._stream_fn(req), limiter=limiter)
+        try:
+            async for event in events:
+                yield dump(event)
+        finally:
+            # Close now (stops and closes the sync generator), not whenever GC runs.
+            await events.aclose()
 
 
 def _run_coroutine(coro: Any) -> Any:
@@ -304,7 +313,7 @@ def _iterate_async_gen(agen: Any) -> Iterator[Any]:
 
 async def _threaded_iter(
     gen: Iterator[Any], *, limiter: anyio.CapacityLimiter | None = None, buffer: int = 256
-) -> AsyncIterator[Any]:
+) -> AsyncGenerator[Any, None]:
     """Iterate a sync generator in a worker thread without blocking the event loop.
 
     Events cross threads through a bounded queue (back-pressure on a slow client); the async
