@@ -1,0 +1,167 @@
+"""Real uvicorn processes on loopback: the openai client, disconnects, ports, shutdown."""
+
+from __future__ import annotations
+
+import signal
+import socket
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from .conftest import free_port
+
+pytestmark = pytest.mark.e2e
+
+
+def test_openai_client_create_and_stream(serve: Any, agents_path: Path) -> None:
+    from openai import OpenAI
+
+    server = serve(f"{agents_path}:echo")
+    client = OpenAI(base_url=server.url, api_key="unused", max_retries=0)
+
+    response = client.responses.create(model="echo", input="hello from openai")
+    assert response.output_text == "hello from openai"
+    assert response.status == "completed"
+
+    stream = client.responses.create(model="echo", input="one two three", stream=True)
+    events = list(stream)
+    deltas = [e.delta for e in events if e.type == "response.output_text.delta"]
+    assert "".join(deltas) == "one two three "
+    assert events[0].type == "response.created" and events[-1].type == "response.completed"
+
+    with client.responses.stream(model="echo", input="accumulate me") as managed:
+        texts = [e.delta for e in managed if e.type == "response.output_text.delta"]
+        final = managed.get_final_response()
+    assert "".join(texts) == "accumulate me "
+    assert final.output_text == "accumulate me"
+
+
+def test_openai_client_sees_agent_errors(serve: Any, agents_path: Path) -> None:
+    import openai
+
+    server = serve(f"{agents_path}:broken")
+    client = openai.OpenAI(base_url=server.url, api_key="unused", max_retries=0)
+    with pytest.raises(openai.InternalServerError) as info:
+        client.responses.create(model="broken", input="x")
+    assert info.value.body["code"] == "agent_error"  # type: ignore[index]
+    with pytest.raises(openai.APIError, match="model crashed"):
+        list(client.responses.create(model="broken", input="late", stream=True))
+
+
+@pytest.mark.parametrize("agent_name", ["endless", "endless_async"])
+def test_client_disconnect_closes_the_generator(
+    serve: Any, agents_path: Path, tmp_path: Path, agent_name: str
+) -> None:
+    marker = tmp_path / f"{agent_name}.closed"
+    server = serve(f"{agents_path}:{agent_name}", env={"ENDLESS_MARKER": str(marker)})
+    with httpx.stream("POST", server.url + "/invocations",
+                      json={"input": [{"role": "user", "content": "go"}], "stream": True},
+                      timeout=10) as resp:
+        assert resp.status_code == 200
+        seen = 0
+        for line in resp.iter_lines():
+            if line.startswith("data: "):
+                seen += 1
+            if seen >= 5:
+                break
+    deadline = time.monotonic() + 10
+    while not marker.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert marker.exists(), server.stop()
+    # The server is still healthy afterwards.
+    assert httpx.get(server.url + "/health").status_code == 200
+
+
+def test_sync_agent_does_not_block_health(serve: Any, agents_path: Path) -> None:
+    server = serve(f"{agents_path}:slow")
+    with httpx.Client(base_url=server.url, timeout=10) as client:
+        import threading
+
+        slow = threading.Thread(target=client.post, args=("/invocations",),
+                                kwargs={"json": {"input": [{"role": "user", "content": "1.5"}]}})
+        slow.start()
+        time.sleep(0.3)
+        started = time.monotonic()
+        assert client.get("/health").status_code == 200
+        assert time.monotonic() - started < 0.5
+        slow.join()
+
+
+def test_databricks_app_port_wins(serve: Any, agents_path: Path) -> None:
+    port = free_port()
+    server = serve(f"{agents_path}:echo", env={"DATABRICKS_APP_PORT": str(port)})
+    assert server.port == port
+    assert httpx.get(f"http://127.0.0.1:{port}/ready").status_code == 200
+
+
+def test_sigterm_shuts_down_cleanly_and_flushes_traces(
+    serve: Any, agents_path: Path, tmp_path: Path
+) -> None:
+    db = tmp_path / "traces.db"
+    server = serve(f"{agents_path}:echo", env={
+        "MLFLOW_APP_AGENT_TRACING": "true",
+        "MLFLOW_TRACKING_URI": f"sqlite:///{db}",
+    })
+    with httpx.Client(base_url=server.url, timeout=30) as client:
+        for i in range(3):
+            resp = client.post("/invocations", json={"input": [{"role": "user", "content": "x"}]},
+                               headers={"X-Request-Id": f"sigterm-{i}"})
+            assert resp.status_code == 200
+    server.proc.send_signal(signal.SIGTERM)
+    # uvicorn re-raises the captured SIGTERM after its graceful shutdown.
+    assert server.proc.wait(timeout=30) in (0, -signal.SIGTERM)
+    assert "Application shutdown complete" in server.log.read_text()
+    import mlflow
+
+    traces = mlflow.MlflowClient(f"sqlite:///{db}").search_traces(
+        locations=["0"], max_results=10
+    )
+    ids = sorted(t.info.client_request_id for t in traces)
+    assert ids == ["sigterm-0", "sigterm-1", "sigterm-2"]
+
+
+def test_ready_only_after_load_and_port_open_first(serve: Any, tmp_path: Path) -> None:
+    agent_file = tmp_path / "sleepy_agent.py"
+    agent_file.write_text(
+        "import time\n"
+        "from mlflow_app_agent import Agent\n"
+        "time.sleep(2)\n"
+        "agent = Agent('sleepy')\n"
+        "@agent.invoke_method\n"
+        "def invoke(request):\n"
+        "    return {'output': []}\n"
+    )
+    server = serve(str(agent_file), wait=False)
+    deadline = time.monotonic() + 20
+    statuses: list[int] = []
+    while time.monotonic() < deadline:
+        try:
+            statuses.append(httpx.get(server.url + "/ready").status_code)
+            assert httpx.get(server.url + "/health").status_code == 200
+        except httpx.ConnectError:
+            pass
+        if statuses and statuses[-1] == 200:
+            break
+        time.sleep(0.05)
+    assert 503 in statuses and statuses[-1] == 200
+
+
+def test_large_body_gets_413_over_the_wire(serve: Any, agents_path: Path) -> None:
+    server = serve(f"{agents_path}:echo")
+    body = b'{"input": "' + b"x" * (5 * 1024 * 1024) + b'"}'
+    resp = httpx.post(server.url + "/invocations", content=body, timeout=30)
+    assert resp.status_code == 413
+    assert resp.json()["error"]["code"] == "payload_too_large"
+
+
+def test_port_conflict_fails_loudly(serve: Any, agents_path: Path) -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen()
+        port = sock.getsockname()[1]
+        server = serve(f"{agents_path}:echo", env={"DATABRICKS_APP_PORT": str(port)},
+                       wait=False)
+        assert server.proc.wait(timeout=30) != 0
