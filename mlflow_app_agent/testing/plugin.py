@@ -3,8 +3,6 @@ options here and does nothing else unless ``--agent-model-uri`` / ``--agent-url`
 
 from __future__ import annotations
 
-from typing import Any
-
 import pytest
 
 

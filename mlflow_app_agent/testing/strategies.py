@@ -23,6 +23,7 @@ from typing import Any
 from hypothesis import strategies as st
 
 ROLES = ("user", "system", "developer", "assistant")
+JSON = "application/json"
 # Optional request fields drawn from the schema; overrides make them realistic.
 _SCHEMA_FIELDS: dict[str, dict[str, Any] | None] = {
     "custom_inputs": None,
@@ -391,13 +392,10 @@ def _malformed_bytes(draw: st.DrawFn) -> tuple[str, bytes, str | None]:
     kind = draw(
         st.sampled_from(
             ("bad_json", "truncated_json", "invalid_utf8", "empty_body", "trailing_garbage",
-             "nan", "wrong_content_type", "huge_string", "deep_nesting_bytes", "object")
+             "nan", "wrong_content_type", "huge_string", "deep_nesting_bytes")
         )
     )  # fmt: skip
-    ctype: str | None = "application/json"
-    if kind == "object":
-        k, obj = draw(_malformed_object())
-        return k, json.dumps(obj).encode(), ctype
+    ctype: str | None = JSON
     if kind == "bad_json":
         body = draw(st.one_of(st.binary(max_size=64), st.sampled_from(
             (b"{", b"{input: []}", b"{'input': []}", b'{"input": [,]}', b"null null", b"\x00")
@@ -433,7 +431,8 @@ def _malformed_bytes(draw: st.DrawFn) -> tuple[str, bytes, str | None]:
 
 def malformed_requests() -> st.SearchStrategy[MalformedBody]:
     """Malformed HTTP bodies: bad JSON bytes, wrong types, missing/empty input, unknown
-    roles, huge strings, deep nesting, wrong content types."""
-    return _malformed_bytes().map(
+    roles, huge strings, deep nesting, wrong content types (half byte-level, half JSON)."""
+    as_json = _malformed_object().map(lambda ko: (ko[0], json.dumps(ko[1]).encode(), JSON))
+    return st.one_of(as_json, _malformed_bytes()).map(
         lambda kbc: MalformedBody(kbc[0], kbc[1], kbc[2], body_rejected(kbc[1]))
     )

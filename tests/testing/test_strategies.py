@@ -1,0 +1,108 @@
+import json
+
+import pydantic
+import pytest
+from hypothesis import given, settings
+from mlflow.types.responses import ResponsesAgentRequest
+
+from mlflow_app_agent.testing import malformed_objects, malformed_requests, responses_requests
+from mlflow_app_agent.testing.strategies import body_rejected, schema_rejects
+
+ITEM_KINDS = {"user", "system", "developer", "assistant", "function_call", "function_call_output"}
+
+
+def _kinds(request: dict) -> set[str]:
+    return {item.get("role") or item["type"] for item in request["input"]}
+
+
+@settings(max_examples=150)
+@given(responses_requests())
+def test_every_valid_request_validates(request: dict) -> None:
+    parsed = ResponsesAgentRequest.model_validate(request)
+    assert parsed.input, "a request always has input"
+    assert "stream" not in request
+    assert _kinds(request) <= ITEM_KINDS | {"message"}
+    json.dumps(request)  # JSON-ready as drawn
+    last = request["input"][-1]
+    assert last.get("role") == "user" or last.get("type") == "function_call_output"
+
+
+def test_valid_requests_cover_the_realistic_shapes() -> None:
+    seen: set[str] = set()
+    fields: set[str] = set()
+    content_forms: set[type] = set()
+
+    @settings(max_examples=300, derandomize=True)
+    @given(responses_requests())
+    def collect(request: dict) -> None:
+        seen.update(_kinds(request))
+        fields.update(request)
+        content_forms.update(type(i["content"]) for i in request["input"] if "role" in i)
+
+    collect()
+    assert {"user", "system", "assistant", "function_call", "function_call_output"} <= seen
+    assert {"custom_inputs", "context", "temperature", "metadata"} <= fields
+    assert content_forms == {str, list}
+
+
+def test_function_call_outputs_answer_an_earlier_call() -> None:
+    @settings(max_examples=200, derandomize=True)
+    @given(responses_requests())
+    def check(request: dict) -> None:
+        calls = set()
+        for item in request["input"]:
+            if item.get("type") == "function_call":
+                calls.add(item["call_id"])
+                json.loads(item["arguments"])
+            if item.get("type") == "function_call_output":
+                assert item["call_id"] in calls
+
+    check()
+
+
+@settings(max_examples=150)
+@given(malformed_requests())
+def test_malformed_bodies_are_classified_by_parsing_them(case) -> None:  # type: ignore[no-untyped-def]
+    assert isinstance(case.body, bytes)
+    assert case.must_reject == body_rejected(case.body)
+    if case.must_reject:
+        try:
+            obj = json.loads(case.body)
+        except (ValueError, RecursionError):
+            return
+        with pytest.raises((pydantic.ValidationError, TypeError, ValueError)):
+            ResponsesAgentRequest.model_validate(obj)
+
+
+def test_malformed_kinds_include_each_class() -> None:
+    kinds: dict[str, set[bool]] = {}
+
+    @settings(max_examples=400, derandomize=True)
+    @given(malformed_requests())
+    def collect(case) -> None:  # type: ignore[no-untyped-def]
+        kinds.setdefault(case.kind, set()).add(case.must_reject)
+
+    collect()
+    for kind in ("bad_json", "truncated_json", "not_object", "missing_input", "unknown_role",
+                 "huge_string", "wrong_content_type", "empty_input"):  # fmt: skip
+        assert kind in kinds, sorted(kinds)
+    assert kinds["unknown_role"] == {True}
+    assert kinds["bad_json"] == {True}
+    assert kinds["empty_input"] == {False}  # MLflow's schema accepts input: []
+    assert any(k.startswith("deep_nesting") for k in kinds)
+
+
+@settings(max_examples=100)
+@given(malformed_objects())
+def test_malformed_objects_match_the_schema(case) -> None:  # type: ignore[no-untyped-def]
+    assert case.must_reject == schema_rejects(case.obj)
+
+
+def test_schema_rejects_the_classic_mistakes() -> None:
+    assert schema_rejects({"messages": [{"role": "user", "content": "hi"}]})
+    assert schema_rejects({"input": [{"role": "robot", "content": "hi"}]})
+    assert schema_rejects({"input": "hi"})
+    assert schema_rejects([1])
+    assert not schema_rejects({"input": [{"role": "user", "content": "hi"}]})
+    assert body_rejected(b"{")
+    assert body_rejected(b"[" * 100_000 + b"]" * 100_000)
