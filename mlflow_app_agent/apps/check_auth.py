@@ -90,7 +90,9 @@ def _probe(w: Any, r: Resource) -> tuple[str, Callable[[], tuple[bool, str]]]:
 def _reason(exc: BaseException, r: Resource | None) -> str:
     from databricks.sdk.errors import DatabricksError, NotFound, PermissionDenied, Unauthenticated
 
-    message = str(exc).strip() or type(exc).__name__
+    from mlflow_app_agent.apps.deploy import sdk_message
+
+    message = sdk_message(exc)
     if isinstance(exc, PermissionDenied):
         need = f"; the app needs {r.permission} on it" if r is not None else ""
         return f"permission denied (403): {message}{need}"

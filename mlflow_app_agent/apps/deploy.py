@@ -72,6 +72,14 @@ def parse_grant(spec: Any) -> Grant:
     return Grant(principal, "group_name", level)
 
 
+_CONFIG_SUFFIX = re.compile(r"\. (?:Config|Env): .*$", re.S)
+
+
+def sdk_message(exc: BaseException) -> str:
+    """The server's message, without the SDK's appended ``. Config: host=..., token=***``."""
+    return _CONFIG_SUFFIX.sub("", str(exc)).strip() or type(exc).__name__
+
+
 @contextmanager
 def _calling(call: str, need: str, after: str = "") -> Iterator[None]:
     """Turn SDK errors into a DeployError that names the call and the permission it needs."""
@@ -81,14 +89,15 @@ def _calling(call: str, need: str, after: str = "") -> Iterator[None]:
         yield
     except PermissionDenied as exc:
         raise DeployError(f"{call} was refused (403 {exc.error_code or 'PERMISSION_DENIED'}: "
-                          f"{exc}). The caller needs {need}.{after}") from None
+                          f"{sdk_message(exc)}). The caller needs {need}.{after}") from None
     except Unauthenticated as exc:
-        raise DeployError(f"{call}: the workspace rejected the credentials (401: {exc}); check "
+        raise DeployError(f"{call}: the workspace rejected the credentials (401: "
+                          f"{sdk_message(exc)}); check "
                           "the profile, DATABRICKS_HOST and the token or OAuth client."
                           f"{after}") from None
     except DatabricksError as exc:
         code = exc.error_code or type(exc).__name__
-        raise DeployError(f"{call} failed ({code}: {exc}).{after}") from None
+        raise DeployError(f"{call} failed ({code}: {sdk_message(exc)}).{after}") from None
 
 
 class _Deadline:

@@ -38,7 +38,7 @@ class Failure:
     status: int = 403
     error_code: str = "PERMISSION_DENIED"
     message: str = ""
-    match: str | None = None  # only when this substring is in the request path or query
+    match: str | None = None  # only when this is in the URL or the body's "path"
 
 
 def _canon(path: str) -> str:
@@ -118,7 +118,7 @@ class Workspace:
     # --- dispatch ---------------------------------------------------------------------
 
     def routes(self) -> list[tuple[str, re.Pattern[str], str, Callable[..., Any]]]:
-        table = [
+        table: list[tuple[str, str, str, Callable[..., Any]]] = [
             ("GET", r"/api/2\.0/preview/scim/v2/Me", "current_user.me", self.me),
             ("GET", r"/api/2\.0/apps/(?P<name>[^/]+)", "apps.get", self.app_get),
             ("POST", r"/api/2\.0/apps", "apps.create", self.app_create),
@@ -422,6 +422,7 @@ class Workspace:
 class _Handler(BaseHTTPRequestHandler):
     server: _Server
     protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True  # headers and body go in two writes: avoid 40 ms stalls
 
     def log_message(self, format: str, *args: Any) -> None:  # keep test output quiet
         pass
@@ -444,6 +445,7 @@ class _Handler(BaseHTTPRequestHandler):
             for part in msg.iter_parts():
                 name = part.get_param("name", header="content-disposition")
                 payload = part.get_payload(decode=True)
+                assert isinstance(payload, bytes)
                 fields[str(name)] = payload if name == "content" else payload.decode()
             return fields
         if not raw:
@@ -467,8 +469,10 @@ class _Handler(BaseHTTPRequestHandler):
             with ws.lock:
                 ws.calls.append((op, self.path))
                 ws.auth_headers.append(self.headers.get("Authorization", ""))
+                where = unquote(self.path) + " " + str(
+                    body.get("path", "") if isinstance(body, dict) else "")
                 failure = next((f for f in ws.failures if f.op == op and
-                                (f.match is None or f.match in unquote(self.path))), None)
+                                (f.match is None or f.match in where)), None)
                 delay = ws.delays.get(op, 0.0)
             if delay:
                 time.sleep(delay)
@@ -516,7 +520,8 @@ class WorkspaceServer:
         self._server = _Server(("127.0.0.1", 0), _Handler)
         self._server.workspace = self.workspace
         self.host = f"http://127.0.0.1:{self._server.server_address[1]}"
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._thread = threading.Thread(target=self._server.serve_forever, args=(0.05,),
+                                        daemon=True)
 
     def __enter__(self) -> Workspace:
         self._thread.start()
@@ -533,3 +538,35 @@ def client_for(ws: Workspace, **config: Any) -> Any:
     from databricks.sdk import WorkspaceClient
 
     return WorkspaceClient(host=ws.host, token=ws.token, auth_type="pat", **config)
+
+
+def build_app_dir(root: Any, resources: list[dict[str, Any]] | None = None) -> Any:
+    """A small materialized app directory, built by hand (MANIFEST.json included), whose
+    ``model/code/agent.py`` starts with the notebook header a wrong import format converts."""
+    from pathlib import Path
+
+    import yaml
+
+    from mlflow_app_agent.apps.manifest import write_manifest
+
+    root = Path(root)
+    declared = resources if resources is not None else [
+        {"kind": "serving_endpoint", "name": "llm", "endpoint_name": "my-llm", "env": "LLM"},
+        {"kind": "experiment", "name": "traces", "experiment_id": "42",
+         "env": "MLFLOW_EXPERIMENT_ID"},
+    ]
+    files = {
+        "app.yaml": "command: [python, -m, mlflow_app_agent.server, --model, model]\n",
+        "requirements.txt": "mlflow-skinny==3.6.0\n",
+        "README.md": "# app\n",
+        "model/MLmodel": yaml.safe_dump({"flavors": {
+            "mlflow_app_agent": {"resources": declared},
+            "python_function": {"loader_module": "mlflow_app_agent.flavor"}}}),
+        "model/code/agent.py": "# Databricks notebook source\nprint('agent')\n",
+        "model/code/tools.py": "def tool():\n    return 1\n",
+    }
+    for rel, text in files.items():
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_text(text)
+    write_manifest(root, {"source_uri": "models:/demo/1", "resources": declared})
+    return root
