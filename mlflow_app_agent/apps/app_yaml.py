@@ -57,12 +57,12 @@ def resource_env(resources: Sequence[Resource]) -> list[dict[str, str]]:
 
 def build_app_spec(
     *,
-    model_dir: str,
+    model_location: str,
     model_id: str | None,
     resources: Sequence[Resource],
     entrypoint: Sequence[str] | None = None,
 ) -> AppSpec:
-    command = [*(entrypoint or DEFAULT_ENTRYPOINT), model_dir]
+    command = [*(entrypoint or DEFAULT_ENTRYPOINT), model_location]
     env = [{"name": "MLFLOW_TRACKING_URI", "value": "databricks"}]
     if model_id:
         # links production traces to the registered version's LoggedModel

@@ -81,6 +81,25 @@ def _normalize_tree(root: Path) -> None:
         os.chmod(dirpath, 0o755)
 
 
+def _normalize_registered_meta(model_dir: Path) -> None:
+    """MLflow writes ``registered_model_meta`` at download time, typed differently per URI
+    form (``1`` vs ``'1'``); one canonical spelling keeps ``model/`` identical across forms."""
+    import yaml
+
+    path = model_dir / "registered_model_meta"
+    if not path.is_file():
+        return
+    doc = yaml.safe_load(path.read_text()) or {}
+    if not isinstance(doc, dict):
+        return
+    if not doc.get("model_name"):  # models:/m-<id> downloads write an empty one
+        path.unlink()
+        return
+    if doc.get("model_version") is not None:
+        doc["model_version"] = str(doc["model_version"])
+    path.write_text(yaml.safe_dump(doc, sort_keys=True))
+
+
 def _check_sizes(root: Path) -> None:
     big = [(rel, (root / rel).stat().st_size) for rel in list_files(root)]
     big = [(rel, size) for rel, size in big if size > MAX_FILE_BYTES]
@@ -215,6 +234,7 @@ def materialize(
             os.rename(staged, model_dir)
         check_no_escaping_links(model_dir)
         _normalize_tree(model_dir)
+        _normalize_registered_meta(model_dir)
         say(f"  model ready ({len(list_files(model_dir))} files, "
             f"{time.perf_counter() - started:.1f} s)")
 
@@ -237,7 +257,8 @@ def materialize(
             requirements.build_requirements(model_dir, wheel_rel, model_prefix=MODEL_DIR)
         )
         spec = app_yaml.build_app_spec(
-            model_dir=MODEL_DIR, model_id=source.model_id, resources=resources,
+            # the app dir itself: the server then reads MANIFEST.json for name/version
+            model_location=".", model_id=source.model_id, resources=resources,
             entrypoint=entrypoint,
         )
         (tmp / app_yaml.APP_YAML).write_text(app_yaml.render(spec))

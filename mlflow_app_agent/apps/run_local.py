@@ -34,6 +34,7 @@ from mlflow_app_agent.errors import RunLocalError
 
 Progress = Callable[[str], None]
 _COMPLETE = ".mlflow-app-agent-complete"
+_SERVE_MODULE = "mlflow_app_agent.serve"
 # caller variables handed to the app: credentials the SDK reads and proxy/CA settings
 _PASS_THROUGH = re.compile(
     r"^(DATABRICKS_(HOST|TOKEN|CLIENT_ID|CLIENT_SECRET|CONFIG_PROFILE|CONFIG_FILE|"
@@ -173,19 +174,21 @@ def app_environment(spec: app_yaml.AppSpec, *, venv: Path, port: int, app_name: 
         "PYTHONUNBUFFERED": "1",
         # keep the app directory byte-identical to its MANIFEST (verify after a run)
         "PYTHONDONTWRITEBYTECODE": "1",
-        # the bundled server listens on 0.0.0.0 on Apps; locally, loopback only
-        "MLFLOW_APP_AGENT_HOST": options.host,
     })
     return env
 
 
-def app_command(spec: app_yaml.AppSpec, venv: Path, port: int) -> list[str]:
+def app_command(spec: app_yaml.AppSpec, venv: Path, port: int, host: str = "127.0.0.1"
+                ) -> list[str]:
     """Apps' substitution: ``$DATABRICKS_APP_PORT`` only, no shell."""
     cmd = [arg.replace("${DATABRICKS_APP_PORT}", str(port))
            .replace(app_yaml.PORT_VAR, str(port)) for arg in spec.command]
     exe = shutil.which(cmd[0], path=str(venv / "bin")) or shutil.which(cmd[0])
     if exe is None:
         raise RunLocalError(f"app.yaml command {cmd[0]!r} is not installed in the venv")
+    if _SERVE_MODULE in cmd and not any(a == "--host" or a.startswith("--host=") for a in cmd):
+        # the bundled server binds 0.0.0.0 as Apps requires; locally, loopback only
+        cmd.append(f"--host={host}")
     return [exe, *cmd[1:]]
 
 
@@ -226,7 +229,7 @@ class LocalApp:
             app_name = opts.app_name or re.sub(r"[^a-z0-9-]+", "-", self.app_dir.name.lower())
             env = app_environment(spec, venv=venv, port=self.app_port, app_name=app_name,
                                   options=opts, say=self.say)
-            cmd = app_command(spec, venv, self.app_port)
+            cmd = app_command(spec, venv, self.app_port, opts.host)
             self.say(f"Starting: {' '.join(cmd)} (DATABRICKS_APP_PORT={self.app_port})")
             self.process = subprocess.Popen(
                 cmd, cwd=self.app_dir, env=env, stdout=subprocess.PIPE,

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import importlib.metadata
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -43,19 +45,14 @@ def _cache_env(apps_cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("MLFLOW_APP_AGENT_CACHE_DIR", str(apps_cache))
 
 
-def _log(uri: str, log: object) -> LoggedVersion:
+def _log(uri: str, name: str, log: Callable[[], Any]) -> LoggedVersion:
     import mlflow
 
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("MLFLOW_TRACKING_URI", uri)
         mlflow.set_tracking_uri(uri)
-        info = log()  # type: ignore[operator]
-    return LoggedVersion(
-        name=info.registered_model_name if hasattr(info, "registered_model_name") else "",
-        version=str(info.registered_model_version),
-        model_id=info.model_id,
-        run_id=info.run_id,
-    )
+        info = log()
+    return LoggedVersion(name, str(info.registered_model_version), info.model_id, info.run_id)
 
 
 @pytest.fixture(scope="session")
@@ -64,7 +61,7 @@ def echo_version(_session_tracking_uri: str) -> LoggedVersion:
     import mlflow_app_agent
 
     name = f"echo-{uuid.uuid4().hex[:6]}"
-    logged = _log(_session_tracking_uri, lambda: mlflow_app_agent.log_model(
+    return _log(_session_tracking_uri, name, lambda: mlflow_app_agent.log_model(
         str(ECHO_AGENT), name="agent", registered_model_name=name,
         pip_requirements=model_requirements(),
         resources=[
@@ -73,7 +70,6 @@ def echo_version(_session_tracking_uri: str) -> LoggedVersion:
             {"kind": "secret", "scope": "team", "key": "api-key", "env": "API_KEY"},
         ],
     ))
-    return LoggedVersion(name, logged.version, logged.model_id, logged.run_id)
 
 
 @pytest.fixture(scope="session")
@@ -82,8 +78,7 @@ def plain_version(_session_tracking_uri: str) -> LoggedVersion:
     import mlflow
 
     name = f"plain-{uuid.uuid4().hex[:6]}"
-    logged = _log(_session_tracking_uri, lambda: mlflow.pyfunc.log_model(
+    return _log(_session_tracking_uri, name, lambda: mlflow.pyfunc.log_model(
         name="agent", python_model=str(PLAIN_AGENT), registered_model_name=name,
         pip_requirements=model_requirements(),
     ))
-    return LoggedVersion(name, logged.version, logged.model_id, logged.run_id)

@@ -1,0 +1,221 @@
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+import yaml
+
+from mlflow_app_agent.apps import materialize, verify
+from mlflow_app_agent.apps.manifest import MANIFEST_FILE
+from mlflow_app_agent.apps.wheel import wheel_filename
+from mlflow_app_agent.errors import MaterializeError, ModelLoadError, TargetExistsError
+
+from .conftest import LoggedVersion
+
+
+def tree(root: Path) -> dict[str, bytes]:
+    return {
+        p.relative_to(root).as_posix(): p.read_bytes()
+        for p in sorted(root.rglob("*")) if p.is_file()
+    }
+
+
+def leftovers(parent: Path) -> list[str]:
+    return sorted(p.name for p in parent.iterdir() if p.name.startswith("."))
+
+
+def test_layout_app_yaml_requirements_and_manifest(
+    tracking_uri: str, echo_version: LoggedVersion, tmp_path: Path
+) -> None:
+    out = materialize(echo_version.uri, tmp_path / "app")
+    files = tree(out)
+    assert {"app.yaml", "requirements.txt", "MANIFEST.json", "README.md",
+            f"wheels/{wheel_filename()}", "model/MLmodel"} <= set(files)
+
+    spec = yaml.safe_load(files["app.yaml"])
+    assert spec["command"] == ["python", "-m", "mlflow_app_agent.serve", "."]
+    env = {e["name"]: e for e in spec["env"]}
+    assert env["MLFLOW_TRACKING_URI"] == {"name": "MLFLOW_TRACKING_URI", "value": "databricks"}
+    assert env["MLFLOW_ACTIVE_MODEL_ID"]["value"] == echo_version.model_id
+    assert env["MLFLOW_EXPERIMENT_ID"] == {
+        "name": "MLFLOW_EXPERIMENT_ID", "valueFrom": "experiment-1234"}
+    assert env["LLM_ENDPOINT"]["valueFrom"] == "serving_endpoint-my-llm"
+    # a secret is only ever referenced, never written
+    assert env["API_KEY"] == {"name": "API_KEY", "valueFrom": "secret-team-api-key"}
+
+    reqs = files["requirements.txt"].decode().splitlines()
+    assert f"./wheels/{wheel_filename()}" in reqs
+    assert not any(r.startswith("mlflow-app-agent") for r in reqs)
+    pinned = [r for r in reqs if r and not r.startswith(("#", "./"))]
+    assert pinned and all("==" in r for r in pinned), pinned
+    assert any(r.startswith("fastapi==") for r in reqs)
+    assert any(r.startswith("opentelemetry-exporter-otlp-proto-http==") for r in reqs)
+
+    manifest = json.loads(files["MANIFEST.json"])
+    assert manifest["source_uri"] == echo_version.uri
+    assert manifest["registered_name"] == echo_version.name
+    assert manifest["registered_version"] == echo_version.version
+    assert manifest["model_id"] == echo_version.model_id
+    assert manifest["flavor"] == "mlflow_app_agent"
+    assert manifest["git"]["commit"]
+    assert manifest["toolkit_version"]
+    assert set(manifest["files"]) == set(files) - {MANIFEST_FILE}
+    assert files["MANIFEST.json"].decode() == json.dumps(
+        manifest, sort_keys=True, indent=2, ensure_ascii=False) + "\n"
+    assert verify(out) == []
+
+
+def test_same_version_twice_gives_byte_identical_trees(
+    tracking_uri: str, echo_version: LoggedVersion, tmp_path: Path
+) -> None:
+    a = materialize(echo_version.uri, tmp_path / "a")
+    b = materialize(echo_version.uri, tmp_path / "b")
+    assert tree(a) == tree(b)
+    modes = {os.stat(p).st_mode & 0o777 for p in a.rglob("*") if p.is_file()}
+    assert modes == {0o644}
+
+
+@pytest.mark.parametrize("form", ["alias", "model_id", "runs", "local_dir", "app_dir"])
+def test_every_uri_form_yields_the_same_model(
+    tracking_uri: str, echo_version: LoggedVersion, tmp_path: Path, form: str
+) -> None:
+    import mlflow
+
+    reference = materialize(echo_version.uri, tmp_path / "ref")
+    if form == "alias":
+        mlflow.MlflowClient().set_registered_model_alias(
+            echo_version.name, "champion", echo_version.version)
+        uri = f"models:/{echo_version.name}@champion"
+    elif form == "model_id":
+        uri = f"models:/{echo_version.model_id}"
+    elif form == "runs":
+        run = mlflow.MlflowClient().get_logged_model(echo_version.model_id).source_run_id
+        if run is None:
+            with mlflow.start_run() as active:
+                mlflow.log_artifacts(str(reference / "model"), "agent")
+            run = active.info.run_id
+        uri = f"runs:/{run}/agent"
+    elif form == "local_dir":
+        uri = str(reference / "model")
+    else:
+        uri = str(reference)
+    out = materialize(uri, tmp_path / form)
+    ref_files, got = tree(reference), tree(out)
+    def model_files(files: dict[str, bytes]) -> dict[str, bytes]:
+        # runs:/ and models:/m-<id> name no registered version: no registered_model_meta
+        skip = "model/registered_model_meta" if form in ("runs", "model_id") else None
+        return {k: v for k, v in files.items() if k.startswith("model/") and k != skip}
+
+    assert model_files(got) == model_files(ref_files)
+    assert got["app.yaml"] == ref_files["app.yaml"]
+    manifest = json.loads(got["MANIFEST.json"])
+    if form == "alias":
+        assert manifest["registered_version"] == echo_version.version
+    if form == "app_dir":  # the app dir carries its registry facts along
+        assert manifest["registered_name"] == echo_version.name
+        assert manifest["source_uri"] == echo_version.uri
+    assert verify(out) == []
+
+
+def test_plain_pyfunc_responses_agent(
+    tracking_uri: str, plain_version: LoggedVersion, tmp_path: Path
+) -> None:
+    out = materialize(plain_version.uri, tmp_path / "plain")
+    manifest = json.loads((out / MANIFEST_FILE).read_text())
+    assert manifest["flavor"] == "python_function"
+    assert manifest["model_id"] == plain_version.model_id
+    spec = yaml.safe_load((out / "app.yaml").read_text())
+    assert spec["command"][-1] == "."
+    assert [e["name"] for e in spec["env"]] == ["MLFLOW_TRACKING_URI", "MLFLOW_ACTIVE_MODEL_ID"]
+    assert verify(out) == []
+
+
+def test_refuses_non_empty_target_unless_forced(
+    tracking_uri: str, echo_version: LoggedVersion, tmp_path: Path
+) -> None:
+    target = tmp_path / "app"
+    target.mkdir()
+    (target / "keep.txt").write_text("mine")
+    with pytest.raises(TargetExistsError, match="not empty"):
+        materialize(echo_version.uri, target)
+    assert (target / "keep.txt").read_text() == "mine"
+    materialize(echo_version.uri, target, force=True)
+    assert not (target / "keep.txt").exists()
+    assert verify(target) == []
+    assert leftovers(tmp_path) == []
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(TargetExistsError, match="not a directory"):
+        materialize(echo_version.uri, tmp_path / "file", force=True)
+
+
+def test_failure_leaves_nothing(tracking_uri: str, tmp_path: Path) -> None:
+    with pytest.raises(ModelLoadError):
+        materialize("models:/no-such-model/1", tmp_path / "app")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_failure_with_force_keeps_the_previous_directory(
+    tracking_uri: str, echo_version: LoggedVersion, tmp_path: Path
+) -> None:
+    out = materialize(echo_version.uri, tmp_path / "app")
+    before = tree(out)
+    with pytest.raises(ModelLoadError):
+        materialize("models:/no-such-model/1", out, force=True)
+    assert tree(out) == before
+    assert leftovers(tmp_path) == []
+
+
+def _model_copy(echo_version: LoggedVersion, tmp_path: Path) -> Path:
+    ref = materialize(echo_version.uri, tmp_path / "ref")
+    src = tmp_path / "src"
+    os.rename(ref / "model", src)
+    return src
+
+
+def test_rejects_symlink_escaping_the_model(
+    tracking_uri: str, echo_version: LoggedVersion, tmp_path: Path
+) -> None:
+    src = _model_copy(echo_version, tmp_path)
+    secret = tmp_path / "outside.txt"
+    secret.write_text("not yours")
+    (src / "data" / "link.txt").symlink_to(secret)
+    with pytest.raises(MaterializeError, match="data/link.txt.*outside"):
+        materialize(str(src), tmp_path / "app")
+    assert not (tmp_path / "app").exists()
+    (src / "data" / "link.txt").unlink()
+    (src / "data" / "up").symlink_to(Path("..") / "..", target_is_directory=True)
+    with pytest.raises(MaterializeError, match="data/up"):
+        materialize(str(src), tmp_path / "app")
+
+
+def test_internal_symlink_becomes_a_real_file(
+    tracking_uri: str, echo_version: LoggedVersion, tmp_path: Path
+) -> None:
+    src = _model_copy(echo_version, tmp_path)
+    (src / "data" / "alias.py").symlink_to(Path("agent") / "agent.py")
+    out = materialize(str(src), tmp_path / "app")
+    copied = out / "model" / "data" / "alias.py"
+    assert not copied.is_symlink()
+    assert copied.read_bytes() == (src / "data" / "agent" / "agent.py").read_bytes()
+
+
+def test_reports_files_over_the_apps_limit(
+    tracking_uri: str, echo_version: LoggedVersion, tmp_path: Path
+) -> None:
+    src = _model_copy(echo_version, tmp_path)
+    (src / "weights.bin").write_bytes(b"\0" * (10 * 1024 * 1024 + 1))
+    with pytest.raises(MaterializeError, match=r"10 MiB.*model/weights\.bin \(10\.0 MiB\)"):
+        materialize(str(src), tmp_path / "app")
+    assert not (tmp_path / "app").exists()
+    assert leftovers(tmp_path) == []
+
+
+def test_not_a_model(tracking_uri: str, tmp_path: Path) -> None:
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ModelLoadError, match="neither a model directory"):
+        materialize(str(tmp_path / "empty"), tmp_path / "app")
+    with pytest.raises(MaterializeError, match="not a directory"):
+        materialize(str(tmp_path / "missing"), tmp_path / "app")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["empty"]
