@@ -247,8 +247,22 @@ class ServerTarget(Target):
             ) from None
 
     def ping(self) -> None:
-        """Fail early and clearly if nothing listens at the URL."""
-        self._request("GET", "/health")
+        """Fail early and clearly if nothing listens at the URL, and keep only the agent
+        endpoints the server has (``mlflow models serve`` has no ``/responses``)."""
+        hello = {"input": [{"role": "user", "content": "Hello!"}]}
+        found = []
+        for path in self.endpoints:
+            assert path is not None
+            resp = self._request("POST", path, json=hello)
+            if resp.status_code not in (404, 405):
+                found.append(path)
+        if not found:
+            raise ValidationFailure(
+                f"{self.url} has no agent endpoint: POST "
+                + " and ".join(str(p) for p in self.endpoints)
+                + " answered 404/405"
+            )
+        self.endpoints = tuple(found)
 
     def invoke(self, request: Any, *, endpoint: str | None = None) -> Any:
         path = self._path(endpoint)
