@@ -90,7 +90,7 @@ def _probe(w: Any, r: Resource) -> tuple[str, Callable[[], tuple[bool, str]]]:
 def _reason(exc: BaseException, r: Resource | None) -> str:
     from databricks.sdk.errors import DatabricksError, NotFound, PermissionDenied, Unauthenticated
 
-    from mlflow_app_agent.apps.deploy import sdk_message
+    from mlflow_app_agent.apps.sdk_calls import sdk_message
 
     message = sdk_message(exc)
     if isinstance(exc, PermissionDenied):
@@ -123,10 +123,11 @@ def check_auth(
     declared = declared_resources(model_uri_or_dir) if model_uri_or_dir is not None else []
     targets = merge_resources(declared, resources)
     if client is None:
-        from mlflow_app_agent.apps.deploy import workspace_client
+        from mlflow_app_agent.apps.sdk_calls import workspace_client
+        from mlflow_app_agent.errors import CheckAuthError
 
         # bound the SDK's own HTTP timeout and retries too, so no probe outlives the check
-        client = workspace_client(http_timeout_seconds=timeout,
+        client = workspace_client(error=CheckAuthError, http_timeout_seconds=timeout,
                                   retry_timeout_seconds=max(1, int(timeout)))
     w = client
 

@@ -11,23 +11,25 @@ permissions (merge). A failed or timed-out deployment never replaces the app's a
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import os
 import re
 import tempfile
 import time
-from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import ThreadPoolExecutor, as_completed
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+from mlflow_app_agent.apps.sdk_calls import calling, sdk_message, workspace_client
+from mlflow_app_agent.apps.workspace_upload import (
+    MAX_FILE_BYTES,
+    collect_files,
+    content_hash,
+    upload_dir,
+)
 from mlflow_app_agent.errors import ConfigError, DeployError, ModelLoadError
 
-MAX_FILE_BYTES = 10 * 1024 * 1024  # Databricks Apps rejects bigger source files
 _APP_NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,28}[a-z0-9]$")
-_SKIP_DIRS = {"__pycache__", ".git", ".venv"}
 _UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$", re.I)
 
 Progress = Callable[[str], None]
@@ -72,143 +74,12 @@ def parse_grant(spec: Any) -> Grant:
     return Grant(principal, "group_name", level)
 
 
-_CONFIG_SUFFIX = re.compile(r"\. (?:Config|Env): .*$", re.S)
-
-
-def sdk_message(exc: BaseException) -> str:
-    """The server's message, without the SDK's appended ``. Config: host=..., token=***``."""
-    return _CONFIG_SUFFIX.sub("", str(exc)).strip() or type(exc).__name__
-
-
-@contextmanager
-def _calling(call: str, need: str, after: str = "") -> Iterator[None]:
-    """Turn SDK errors into a DeployError that names the call and the permission it needs."""
-    from databricks.sdk.errors import DatabricksError, PermissionDenied, Unauthenticated
-
-    try:
-        yield
-    except PermissionDenied as exc:
-        raise DeployError(f"{call} was refused (403 {exc.error_code or 'PERMISSION_DENIED'}: "
-                          f"{sdk_message(exc)}). The caller needs {need}.{after}") from None
-    except Unauthenticated as exc:
-        raise DeployError(f"{call}: the workspace rejected the credentials (401: "
-                          f"{sdk_message(exc)}); check "
-                          "the profile, DATABRICKS_HOST and the token or OAuth client."
-                          f"{after}") from None
-    except DatabricksError as exc:
-        code = exc.error_code or type(exc).__name__
-        raise DeployError(f"{call} failed ({code}: {sdk_message(exc)}).{after}") from None
-
-
 class _Deadline:
     def __init__(self, seconds: float):
         self.seconds, self.end = seconds, time.monotonic() + seconds
 
     def left(self) -> timedelta:
         return timedelta(seconds=max(0.5, self.end - time.monotonic()))
-
-
-def _collect(src: Path) -> list[tuple[str, Path]]:
-    files: list[tuple[str, Path]] = []
-    for root, dirs, names in os.walk(src):
-        dirs[:] = sorted(d for d in dirs if d not in _SKIP_DIRS)
-        for name in sorted(names):
-            if name.endswith(".pyc"):
-                continue
-            path = Path(root) / name
-            files.append((path.relative_to(src).as_posix(), path))
-    if not files:
-        raise DeployError(f"{src} is empty: nothing to deploy")
-    too_big = [f"{rel} ({p.stat().st_size / 2**20:.1f} MiB)" for rel, p in files
-               if p.stat().st_size > MAX_FILE_BYTES]
-    if too_big:
-        raise DeployError("Databricks Apps accepts files up to 10 MiB; too big: "
-                          + ", ".join(too_big))
-    if not any(rel in ("app.yaml", "app.yml") for rel, _ in files):
-        raise DeployError(f"{src} has no app.yaml: not an Apps source directory "
-                          "(run `mlflow-app-agent materialize` first)")
-    return files
-
-
-def _content_hash(files: list[tuple[str, Path]]) -> str:
-    digest = hashlib.sha256()
-    for rel, path in files:
-        digest.update(rel.encode() + b"\0" + hashlib.sha256(path.read_bytes()).digest())
-    return digest.hexdigest()[:16]
-
-
-def _canon(path: str) -> str:
-    return path[len("/Workspace"):] if path.startswith("/Workspace/") else path
-
-
-def _upload(w: Any, folder: str, files: list[tuple[str, Path]], say: Progress) -> None:
-    """Upload every file verbatim (RAW keeps ``.py`` files as files, not notebooks), then list
-    the folder back and check each landed as a FILE; on any failure remove the folder."""
-    from databricks.sdk.service.workspace import ImportFormat, ObjectType
-
-    need = f"CAN_MANAGE on the workspace folder {folder.rsplit('/', 2)[0]}"
-    total = sum(p.stat().st_size for _, p in files)
-    say(f"uploading {len(files)} files ({total / 2**20:.2f} MiB) to {folder}")
-    try:
-        dirs = sorted({folder} | {f"{folder}/{rel.rsplit('/', 1)[0]}" for rel, _ in files
-                                  if "/" in rel})
-        for d in dirs:
-            with _calling(f"workspace.mkdirs({d})", need, " Nothing was deployed."):
-                w.workspace.mkdirs(d)
-        done = 0
-        step = max(1, len(files) // 10)
-
-        def put(rel: str, path: Path) -> str:
-            with _calling(f"workspace.upload({folder}/{rel})", need, " Nothing was deployed."):
-                w.workspace.upload(f"{folder}/{rel}", path.read_bytes(),
-                                   format=ImportFormat.RAW, overwrite=True)
-            return rel
-
-        with ThreadPoolExecutor(max_workers=4) as pool:
-            futures = [pool.submit(put, rel, path) for rel, path in files]
-            try:
-                for future in as_completed(futures):
-                    future.result()
-                    done += 1
-                    if done % step == 0 or done == len(files):
-                        say(f"  uploaded {done}/{len(files)}")
-            except BaseException:
-                for future in futures:
-                    future.cancel()
-                raise
-        landed: dict[str, str] = {}
-        with _calling(f"workspace.list({folder})", need, " Nothing was deployed."):
-            for info in w.workspace.list(folder, recursive=True):
-                kind = info.object_type.value if info.object_type else "?"
-                landed[_canon(info.path or "")] = kind
-        base = _canon(folder)
-        wrong = [f"{rel} ({landed.get(f'{base}/{rel}', 'missing')})" for rel, _ in files
-                 if landed.get(f"{base}/{rel}") != ObjectType.FILE.value]
-        if wrong:
-            raise DeployError("the upload did not land as plain workspace files: "
-                              + ", ".join(wrong) + ". Nothing was deployed.")
-    except BaseException:
-        try:
-            w.workspace.delete(folder, recursive=True)
-        except Exception:  # best effort: the folder is content-addressed and unused
-            pass
-        raise
-
-
-def workspace_client(profile: str | None = None, **config: Any) -> Any:
-    """``WorkspaceClient`` from the SDK's standard auth (env, profile, OAuth M2M); ``config``
-    sets other Config fields such as ``http_timeout_seconds``."""
-    from databricks.sdk import WorkspaceClient
-    from databricks.sdk.config import Config
-
-    from mlflow_app_agent._version import __version__
-
-    try:
-        cfg = Config(profile=profile, product="mlflow-app-agent", product_version=__version__,
-                     **config)
-    except ValueError as exc:  # no usable auth configuration; the message holds no secret
-        raise DeployError(f"no Databricks credentials: {exc}") from None
-    return WorkspaceClient(config=cfg)
 
 
 def _resolve_source(model_uri_or_dir: str | os.PathLike[str], tmp: Path,
@@ -236,9 +107,16 @@ def _resolve_source(model_uri_or_dir: str | os.PathLike[str], tmp: Path,
     return Path(materialize(str(model_uri_or_dir), tmp / "app"))
 
 
+def _covers(have: Any, want: Any) -> bool:
+    # the workspace may add fields of its own to a resource; only ours must match
+    if isinstance(want, dict):
+        return isinstance(have, dict) and all(_covers(have.get(k), v) for k, v in want.items())
+    return bool(have == want)
+
+
 def _changed(current: list[Any], wanted: list[Any]) -> bool:
     have = {r.name: r.as_dict() for r in current}
-    return any(have.get(r.name) != r.as_dict() for r in wanted)
+    return any(not _covers(have.get(r.name), r.as_dict()) for r in wanted)
 
 
 def deploy(
@@ -269,7 +147,7 @@ def deploy(
     deadline = _Deadline(seconds)
     with tempfile.TemporaryDirectory(prefix="mlflow-app-agent-deploy-") as tmp:
         src = _resolve_source(model_uri_or_dir, Path(tmp), say)
-        files = _collect(src)
+        files = collect_files(src)
         try:
             declared = declared_resources(src)
         except ModelLoadError:
@@ -295,17 +173,17 @@ def _deploy(w: Any, src: Path, files: list[tuple[str, Path]], app_name: str,
     )
 
     manage = f"CAN_MANAGE on app {app_name}"
-    with _calling("current_user.me", "a valid identity"):
+    with calling("current_user.me", "a valid identity"):
         me = w.current_user.me().user_name
     say(f"deploying as {me} to app {app_name}")
     app: Any = None
-    with _calling(f"apps.get({app_name})", f"CAN_USE or CAN_MANAGE on app {app_name}"):
+    with calling(f"apps.get({app_name})", f"CAN_USE or CAN_MANAGE on app {app_name}"):
         try:
             app = w.apps.get(app_name)
         except NotFound:
             app = None
-    folder = f"/Workspace/Users/{me}/.mlflow-app-agent/{app_name}/{_content_hash(files)}"
-    _upload(w, folder, files, say)
+    folder = f"/Workspace/Users/{me}/.mlflow-app-agent/{app_name}/{content_hash(files)}"
+    upload_dir(w, folder, files, say)
 
     after_upload = f" The uploaded source stays at {folder}; nothing was deployed."
     if app is None:
@@ -313,7 +191,7 @@ def _deploy(w: Any, src: Path, files: list[tuple[str, Path]], app_name: str,
         spec = App(name=app_name, description=description, resources=wanted or None)
         need = ("the right to create apps in this workspace, and CAN_MANAGE on each declared "
                 "resource so it can be granted to the app")
-        with _calling(f"apps.create({app_name})", need, after_upload):
+        with calling(f"apps.create({app_name})", need, after_upload):
             try:
                 app = w.apps.create(spec).response
             except ResourceConflict:  # created concurrently by someone else: use it
@@ -329,7 +207,7 @@ def _deploy(w: Any, src: Path, files: list[tuple[str, Path]], app_name: str,
         merged = {r.name: r for r in app.resources or []} | {r.name: r for r in wanted}
         say(f"updating app {', '.join(mask)}")
         need = f"{manage} and CAN_MANAGE on each declared resource"
-        with _calling(f"apps.create_update({app_name}, update_mask={','.join(mask)})", need,
+        with calling(f"apps.create_update({app_name}, update_mask={','.join(mask)})", need,
                       after_upload):
             try:
                 w.apps.create_update(
@@ -348,7 +226,7 @@ def _deploy(w: Any, src: Path, files: list[tuple[str, Path]], app_name: str,
     state = app.compute_status.state if app.compute_status else None
     if state != ComputeState.ACTIVE:
         say(f"app compute is {state.value if state else 'unknown'}; waiting for ACTIVE")
-        with _calling(f"apps.start({app_name})", manage, after_upload):
+        with calling(f"apps.start({app_name})", manage, after_upload):
             try:
                 if state in (ComputeState.STOPPING,):
                     w.apps.wait_get_app_stopped(app_name, timeout=deadline.left())
@@ -368,7 +246,7 @@ def _deploy(w: Any, src: Path, files: list[tuple[str, Path]], app_name: str,
     previous = app.active_deployment.deployment_id if app.active_deployment else None
     keeps = (f" The app keeps serving its previous deployment {previous}." if previous
              else " The app had no active deployment before.")
-    with _calling(f"apps.deploy({app_name})", manage, after_upload):
+    with calling(f"apps.deploy({app_name})", manage, after_upload):
         waiter = w.apps.deploy(app_name, AppDeployment(
             source_code_path=folder, mode=AppDeploymentMode.SNAPSHOT))
     dep_id = waiter.response.deployment_id or waiter.deployment_id
@@ -383,7 +261,7 @@ def _deploy(w: Any, src: Path, files: list[tuple[str, Path]], app_name: str,
             say(f"  [{time.monotonic() - started:4.0f}s] {msg}")
             last.append(msg)
 
-    with _calling(f"apps.get_deployment({app_name}, {dep_id})", manage, keeps):
+    with calling(f"apps.get_deployment({app_name}, {dep_id})", manage, keeps):
         try:
             done = waiter.result(timeout=deadline.left(), callback=on_poll)
         except OperationFailed:
@@ -400,15 +278,23 @@ def _deploy(w: Any, src: Path, files: list[tuple[str, Path]], app_name: str,
         acl = [AppAccessControlRequest(permission_level=AppPermissionLevel(g.level),
                                        **{g.kind: g.principal}) for g in grants]
         say("granting " + ", ".join(f"{g.principal}:{g.level}" for g in grants))
-        with _calling(f"apps.update_permissions({app_name})", manage,
+        with calling(f"apps.update_permissions({app_name})", manage,
                       f" Deployment {dep_id} is live; re-run to apply the grants."):
             w.apps.update_permissions(app_name, access_control_list=acl)
-    with _calling(f"apps.get({app_name})", manage):
+    with calling(f"apps.get({app_name})", manage):
         final = w.apps.get(app_name)
     state_name = done.status.state.value if done.status and done.status.state else "SUCCEEDED"
-    say(f"deployed {app_name}: {final.url or '(no URL yet)'}")
+    app_state = final.app_status.state.value if final.app_status and final.app_status.state \
+        else "unknown"
+    active = final.active_deployment.deployment_id if final.active_deployment else None
+    if active != dep_id or app_state != "RUNNING":
+        say(f"note: app {app_name} is {app_state} with active deployment {active}")
+    say(f"deployed {app_name} (deployment {dep_id}): {final.url or '(no URL yet)'}")
     return DeployResult(url=final.url, app_name=app_name, deployment_id=dep_id,
                         source_code_path=folder, status=state_name)
 
 
-__all__ = ["DeployResult", "Grant", "deploy", "parse_grant", "workspace_client"]
+__all__ = [
+    "MAX_FILE_BYTES", "DeployResult", "Grant", "deploy", "parse_grant", "sdk_message",
+    "workspace_client",
+]

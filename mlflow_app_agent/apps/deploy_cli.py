@@ -31,11 +31,11 @@ _QUIET = _NoHostMetadataNoise()
 
 
 def _client(profile: str | None, **config: Any) -> Any:
-    from mlflow_app_agent.apps.deploy import workspace_client
+    from mlflow_app_agent.apps.sdk_calls import workspace_client
 
     logging.getLogger("databricks.sdk").addFilter(_QUIET)  # idempotent for one instance
     try:
-        return workspace_client(profile, **config)
+        return workspace_client(profile, error=MlflowAppAgentError, **config)
     except MlflowAppAgentError as exc:
         raise click.ClickException(exc.message) from None
 

@@ -238,3 +238,10 @@ def test_an_unknown_location_is_a_clear_error(ws: Workspace, tmp_path: Path) -> 
         _rows(ws, model_uri_or_dir=str(tmp_path / "nope"))
     with pytest.raises(ModelLoadError, match="neither MLmodel nor model/MLmodel"):
         _rows(ws, model_uri_or_dir=tmp_path)
+
+
+def test_cli_without_credentials_is_one_line(sdk_env: dict[str, str]) -> None:
+    result = _cli(["--resource", "genie_space:space_id=g1"], {})
+    assert result.exit_code == 1
+    assert "Error: no Databricks credentials" in result.stderr
+    assert "Traceback" not in result.output

@@ -305,3 +305,14 @@ def test_deploy_a_registered_version(ws: Workspace, echo_version: Any, tracking_
                    for r in ws.apps["agent-app"]["resources"])
     assert kinds == ["experiment", "secret", "serving_endpoint"]
     assert ws.deployed_files[result.deployment_id]["app.yaml"] == landed["app.yaml"]["content"]
+
+
+def test_compute_that_never_comes_up_times_out_before_deploying(ws: Workspace,
+                                                               app_dir: Path) -> None:
+    ws.compute_stuck = True
+    with pytest.raises(DeployError) as err:
+        _deploy(ws, app_dir, timeout=1.0)
+    msg = str(err.value)
+    assert "timed out after 1s waiting for the compute of app agent-app to become ACTIVE" in msg
+    assert "(apps.get)" in msg and "nothing was deployed" in msg
+    assert "apps.deploy" not in ws.ops()

@@ -90,6 +90,7 @@ class Workspace:
             "Error installing packages: requirements.txt line 3: no matching distribution"
         )
         self.create_race = False  # create answers 409 as if another client had just created it
+        self.compute_stuck = False  # compute stays STARTING forever
 
     # --- test helpers -------------------------------------------------------------------
 
@@ -193,7 +194,7 @@ class Workspace:
     def app_get(self, q: dict[str, str], body: Any, name: str) -> dict[str, Any]:
         app = self._app(name)
         # compute comes up between two polls: STARTING on one answer, ACTIVE on the next
-        if app["compute_status"]["state"] == "STARTING":
+        if app["compute_status"]["state"] == "STARTING" and not self.compute_stuck:
             if app.pop("_starting_seen", False):
                 app["compute_status"] = {"state": "ACTIVE", "message": "App compute is active"}
             else:
