@@ -1,0 +1,161 @@
+"""A new user's path, with no edits: ``init`` -> the project's own ``pytest`` (in a subprocess)
+-> its notebook (executed by a real Jupyter kernel) logs and registers the agent into a sqlite
+registry -> the registered version loads and answers."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from mlflow_app_agent.templates import scaffold
+
+pytestmark = pytest.mark.e2e
+
+_CLEAN_PREFIXES = ("AGENT_CONFIG", "DATABRICKS_", "MLFLOW_")
+
+
+def _clean_env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(_CLEAN_PREFIXES)}
+    env.update(extra)
+    return env
+
+
+@pytest.fixture
+def clean_environ(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    from mlflow_app_agent import config
+
+    for name in list(os.environ):
+        if name.startswith(_CLEAN_PREFIXES):
+            monkeypatch.delenv(name)
+    yield
+    config.deactivate_config()  # loading a model activates its config process-wide
+
+
+def _run_project_tests(project: Path) -> str:
+    proc = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider"],
+        cwd=project,
+        env=_clean_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
+    return proc.stdout
+
+
+def _ruff_clean(project: Path) -> None:
+    ruff = Path(sys.executable).with_name("ruff")
+    if not ruff.exists():
+        pytest.skip("ruff is not installed next to this Python")
+    proc = subprocess.run(
+        [str(ruff), "check", "--no-cache", "."], cwd=project, capture_output=True, text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 0, proc.stdout
+
+
+def _execute_notebook(project: Path) -> Any:
+    nbformat = pytest.importorskip("nbformat")
+    nbclient = pytest.importorskip("nbclient")
+    nb = nbformat.read(project / "notebook.ipynb", as_version=4)
+    client = nbclient.NotebookClient(
+        nb, timeout=240, kernel_name="python3", resources={"metadata": {"path": str(project)}}
+    )
+    client.execute()
+    return nb
+
+
+def _notebook_output(nb: Any) -> str:
+    texts = []
+    for cell in nb.cells:
+        for out in cell.get("outputs", []):
+            texts.append(out.get("text", ""))
+            texts.append(str(out.get("data", {}).get("text/plain", "")))
+    return "\n".join(texts)
+
+
+def _load_registered(project: Path, name: str) -> Any:
+    import mlflow
+
+    import mlflow_app_agent
+
+    uri = f"sqlite:///{project / 'mlflow.db'}"
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    return mlflow_app_agent.load_agent(f"models:/{name}/1")
+
+
+@pytest.fixture
+def fake_workspace(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+    """The generated project's own fake (its tests use it too), for the notebook's kernel."""
+    project = tmp_path / "fake-src"
+    scaffold(project, "tool-calling")
+    spec = importlib.util.spec_from_file_location(
+        "generated_fake_databricks", project / "tests" / "fake_databricks.py"
+    )
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    with module.FakeDatabricks() as fake:
+        monkeypatch.setenv("DATABRICKS_HOST", fake.url)
+        monkeypatch.setenv("DATABRICKS_TOKEN", module.APP_TOKEN)
+        yield fake
+
+
+def test_echo_project_from_init_to_registry(
+    tmp_path: Path, clean_environ: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    project = tmp_path / "hello-agent"
+    scaffold(project, "echo")
+    out = _run_project_tests(project)
+    assert " passed" in out and "failed" not in out
+    _ruff_clean(project)
+
+    nb = _execute_notebook(project)
+    assert "registered as models:/hello-agent/1" in _notebook_output(nb)
+
+    loaded = _load_registered(project, "hello-agent")
+    assert loaded.registered_version == "1"
+    assert loaded.model_config == {"prefix": "echo: ", "uppercase": False}
+    response = loaded.agent.invoke({"input": [{"role": "user", "content": "hi"}]})
+    assert response["output"][0]["content"][0]["text"] == "echo: hi"
+    # A deployment changes behaviour through its environment, without a new version.
+    monkeypatch.setenv("AGENT_CONFIG__PREFIX", "prod: ")
+    response = loaded.agent.invoke({"input": [{"role": "user", "content": "hi"}]})
+    assert response["output"][0]["content"][0]["text"] == "prod: hi"
+
+
+def test_tool_calling_project_from_init_to_registry(
+    tmp_path: Path, clean_environ: None, fake_workspace: Any
+) -> None:
+    project = tmp_path / "tool-agent"
+    scaffold(project, "tool-calling")
+    out = _run_project_tests(project)
+    assert " passed" in out and "failed" not in out
+    _ruff_clean(project)
+
+    fake_workspace.script(
+        {"tool_calls": [{"name": "calculator", "arguments": {"expression": "(17 + 5) * 3"}}]},
+        {"content": "66."},
+    )
+    nb = _execute_notebook(project)
+    text = _notebook_output(nb)
+    assert "registered as models:/tool-agent/1" in text
+    assert "serving_endpoint databricks-claude-sonnet-4 -> AGENT_CONFIG__LLM__ENDPOINT_NAME" in text
+    assert "'output': '{\"expression\": \"(17 + 5) * 3\", \"result\": 66}'" in text
+
+    loaded = _load_registered(project, "tool-agent")
+    assert [(r.kind, r.env) for r in loaded.resources] == [
+        ("serving_endpoint", "AGENT_CONFIG__LLM__ENDPOINT_NAME")
+    ]
+    assert (loaded.local_path / "code" / "agent_tools.py").is_file()
+    assert loaded.model_config is not None
+    assert loaded.model_config["llm"]["endpoint_name"] == "databricks-claude-sonnet-4"
