@@ -49,7 +49,7 @@ def test_scaffold_writes_a_complete_project(tmp_path: Path, template: str) -> No
             assert "__MAA_" not in text, path
             assert not path.name.endswith((".tmpl", ".in")), path
     agent_py = (dest / "agent.py").read_text()
-    assert 'Agent("my-agent"' in agent_py
+    assert 'Agent(\n    "my-agent",' in agent_py
     assert "@agent.invoke_method" in agent_py and "@agent.stream_method" in agent_py
     compile(agent_py, "agent.py", "exec")
     nb = json.loads((dest / "notebook.ipynb").read_text())
@@ -83,7 +83,7 @@ def test_pin() -> None:
 
 def test_name_option_and_default_name(tmp_path: Path) -> None:
     scaffold(tmp_path / "a", "echo", name="support_bot")
-    assert 'Agent("support_bot"' in (tmp_path / "a" / "agent.py").read_text()
+    assert 'Agent(\n    "support_bot",' in (tmp_path / "a" / "agent.py").read_text()
     assert default_name(tmp_path / "My Agent!") == "My-Agent"
     assert default_name(tmp_path / "123") == "agent-123"
 
