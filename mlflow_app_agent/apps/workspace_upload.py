@@ -58,7 +58,8 @@ def upload_dir(w: Any, folder: str, files: list[tuple[str, Path]], say: Progress
 
     need = f"CAN_MANAGE on the workspace folder {folder.rsplit('/', 2)[0]}"
     total = sum(p.stat().st_size for _, p in files)
-    say(f"uploading {len(files)} files ({total / 2**20:.2f} MiB) to {folder}")
+    size = f"{total / 2**20:.1f} MiB" if total >= 2**20 else f"{total / 1024:.1f} KiB"
+    say(f"uploading {len(files)} files ({size}) to {folder}")
     try:
         dirs = sorted({folder} | {f"{folder}/{rel.rsplit('/', 1)[0]}" for rel, _ in files
                                   if "/" in rel})
@@ -66,7 +67,7 @@ def upload_dir(w: Any, folder: str, files: list[tuple[str, Path]], say: Progress
             with calling(f"workspace.mkdirs({d})", need, " Nothing was deployed."):
                 w.workspace.mkdirs(d)
         done = 0
-        step = max(1, len(files) // 10)
+        step = max(1, -(-len(files) // 4))  # about four progress lines
 
         def put(rel: str, path: Path) -> str:
             with calling(f"workspace.upload({folder}/{rel})", need, " Nothing was deployed."):
