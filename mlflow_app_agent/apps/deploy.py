@@ -104,7 +104,7 @@ def _resolve_source(model_uri_or_dir: str | os.PathLike[str], tmp: Path,
     except (AttributeError, ImportError):
         raise DeployError("materialize is not available in this installation; deploy an "
                           "already materialized directory") from None
-    return Path(materialize(str(model_uri_or_dir), tmp / "app"))
+    return Path(materialize(str(model_uri_or_dir), tmp / "app", progress=say))
 
 
 def _covers(have: Any, want: Any) -> bool:
