@@ -1,0 +1,108 @@
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import mlflow
+import pytest
+from mlflow.pyfunc import ResponsesAgent
+from mlflow.types.responses import ResponsesAgentRequest, ResponsesAgentResponse
+
+import mlflow_app_agent
+from mlflow_app_agent.errors import ModelLoadError
+from mlflow_app_agent.loading import download_model, load_agent
+
+ECHO = Path(__file__).resolve().parents[2] / "examples" / "echo" / "agent.py"
+REQUEST = {"input": [{"role": "user", "content": "hello"}]}
+PIP = ["mlflow-app-agent", "mlflow-skinny"]
+
+
+def test_registry_uris_resolve_name_version_and_ids(tracking_uri: str, unique_name: str) -> None:
+    info = mlflow_app_agent.log_model(
+        str(ECHO), registered_model_name=unique_name, pip_requirements=PIP, git="off",
+        resources=[{"kind": "experiment", "experiment_id": "42", "env": "MLFLOW_EXPERIMENT_ID"}],
+    )
+    mlflow.MlflowClient().set_registered_model_alias(unique_name, "prod", "1")
+    for uri in (f"models:/{unique_name}/1", f"models:/{unique_name}@prod",
+                f"models:/{unique_name}/latest"):
+        loaded = load_agent(uri)
+        assert loaded.registered_name == unique_name and loaded.registered_version == "1"
+        assert loaded.model_id == info.model_id and loaded.flavor == "mlflow_app_agent"
+        assert loaded.model_uri == uri and loaded.name == "echo"
+        assert loaded.resources[0].experiment_id == "42"
+    by_id = load_agent(info.model_uri)
+    assert by_id.model_id == info.model_id and by_id.registered_name is None
+    assert by_id.agent.invoke(REQUEST)["output"][0]["content"][0]["text"] == "hello"
+
+
+def test_materialized_app_dir_needs_no_registry(tmp_path: Path, tracking_uri: str,
+                                                unique_name: str) -> None:
+    mlflow_app_agent.log_model(str(ECHO), registered_model_name=unique_name, pip_requirements=PIP,
+                               git="off")
+    app = tmp_path / "app"
+    source = download_model(f"models:/{unique_name}/1", app / "model")
+    (app / "MANIFEST.json").write_text(json.dumps(source.to_dict()))
+    mlflow.set_tracking_uri("http://127.0.0.1:9")  # nothing listens there
+    try:
+        loaded = load_agent(app)
+    finally:
+        mlflow.set_tracking_uri(tracking_uri)
+    assert loaded.registered_name == unique_name and loaded.registered_version == "1"
+    assert loaded.agent.invoke(REQUEST)["output"][0]["content"][0]["text"] == "hello"
+
+
+class Plain(ResponsesAgent):
+    def predict(self, request: ResponsesAgentRequest) -> ResponsesAgentResponse:
+        return ResponsesAgentResponse(output=[self.create_text_output_item("plain", "p1")])
+
+
+def test_plain_pyfunc_responses_agent(tmp_path: Path) -> None:
+    import sys
+
+    import cloudpickle
+
+    cloudpickle.register_pickle_by_value(sys.modules[__name__])
+    try:
+        mlflow.pyfunc.save_model(tmp_path / "m", python_model=Plain(), pip_requirements=PIP)
+    finally:
+        cloudpickle.unregister_pickle_by_value(sys.modules[__name__])
+    loaded = load_agent(tmp_path / "m")
+    assert loaded.flavor == "python_function" and loaded.name == "Plain"
+    assert loaded.agent.invoke(REQUEST)["output"][0]["content"][0]["text"] == "plain"
+
+
+def test_non_agent_pyfunc_is_refused(tmp_path: Path) -> None:
+    class Doubler(mlflow.pyfunc.PythonModel):
+        def predict(self, context, model_input, params=None):  # type: ignore[no-untyped-def]
+            return model_input
+
+    mlflow.pyfunc.save_model(tmp_path / "m", python_model=Doubler(), pip_requirements=PIP)
+    with pytest.raises(ModelLoadError, match="not a ResponsesAgent"):
+        load_agent(tmp_path / "m")
+
+
+@pytest.mark.parametrize("location", ["echo-agent", "/definitely/not/here"])
+def test_bad_locations(location: str) -> None:
+    with pytest.raises(ModelLoadError, match="not a model URI"):
+        load_agent(location)
+
+
+def test_unknown_registry_entries(tracking_uri: str, unique_name: str) -> None:
+    with pytest.raises(ModelLoadError, match="cannot resolve"):
+        load_agent(f"models:/{unique_name}/3")
+    with pytest.raises(ModelLoadError, match="cannot resolve"):
+        load_agent(f"models:/{unique_name}@nope")
+
+
+def test_directory_that_is_not_a_model(tmp_path: Path) -> None:
+    with pytest.raises(ModelLoadError, match="neither a model directory"):
+        load_agent(tmp_path)
+
+
+def test_download_model_copies_a_local_dir(tmp_path: Path) -> None:
+    mlflow_app_agent.save_model(str(ECHO), tmp_path / "m", pip_requirements=PIP, git="off")
+    source = download_model(str(tmp_path / "m"), tmp_path / "copy")
+    assert (tmp_path / "copy" / "MLmodel").is_file() and source.local_path == tmp_path / "copy"
+    shutil.rmtree(tmp_path / "m")
+    assert load_agent(tmp_path / "copy").agent.invoke(REQUEST)["output"]
