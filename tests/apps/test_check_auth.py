@@ -245,3 +245,12 @@ def test_cli_without_credentials_is_one_line(sdk_env: dict[str, str]) -> None:
     assert result.exit_code == 1
     assert "Error: no Databricks credentials" in result.stderr
     assert "Traceback" not in result.output
+
+
+def test_cli_with_a_profile(ws: Workspace, sdk_env: dict[str, str], tmp_path: Path) -> None:
+    cfg = tmp_path / "databrickscfg"
+    cfg.write_text(f"[local]\nhost = {ws.host}\ntoken = {TOKEN}\n")
+    result = _cli(["--resource", "genie_space:space_id=g1", "--profile", "local"],
+                  {"DATABRICKS_CONFIG_FILE": str(cfg)})
+    assert result.exit_code == 0, result.output
+    assert "authenticated as dev@example.com" in result.stdout

@@ -316,3 +316,12 @@ def test_compute_that_never_comes_up_times_out_before_deploying(ws: Workspace,
     assert "timed out after 1s waiting for the compute of app agent-app to become ACTIVE" in msg
     assert "(apps.get)" in msg and "nothing was deployed" in msg
     assert "apps.deploy" not in ws.ops()
+
+
+def test_403_reading_the_app_stops_before_the_upload(ws: Workspace, app_dir: Path) -> None:
+    ws.add_app("agent-app")
+    ws.fail("apps.get", 403)
+    with pytest.raises(DeployError, match=r"apps.get\(agent-app\) was refused \(403.*"
+                                          r"CAN_USE or CAN_MANAGE on app agent-app"):
+        _deploy(ws, app_dir)
+    assert ws.ops() == ["current_user.me", "apps.get"]
