@@ -14,13 +14,13 @@ request):
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
+import functools
 import json
 import sys
 import time
-from collections.abc import Callable, Iterable, Iterator
-from typing import Any
+from collections.abc import Callable, Iterable
+from typing import Any, TypeVar
 
 from mlflow_app_agent.errors import MlflowAppAgentError, ValidationFailure
 from mlflow_app_agent.testing import checks
@@ -33,6 +33,7 @@ PROPERTIES: dict[str, str] = {
     "malformed": "malformed requests get a 4xx with a message, never a 5xx",
 }
 DEFAULT_MAX_EXAMPLES = 50
+T = TypeVar("T")
 SIMPLEST_REQUEST = {"input": [{"role": "user", "content": "Hello!"}]}
 
 
@@ -125,13 +126,15 @@ def check_agent(
         if ping is not None:
             ping()
         report = CheckReport(tgt.description, [])
-        with _tracing_paused(not trace and not tgt.is_server):
-            for name in names:
-                if name == "consistency" and not deterministic:
-                    report.skipped.append(f"{name:<12} the agent is declared non-deterministic")
-                    continue
-                result = run_property(tgt, name, max_examples=max_examples, seed=seed)
-                report.results.append(result)
+        for name in names:
+            if name == "consistency" and not deterministic:
+                report.skipped.append(f"{name:<12} the agent is declared non-deterministic")
+                continue
+            result = run_untraced(
+                functools.partial(run_property, tgt, name, max_examples=max_examples, seed=seed),
+                pause=not trace and not tgt.is_server,
+            )
+            report.results.append(result)
     finally:
         if tgt is not target:
             tgt.close()
@@ -142,22 +145,17 @@ def check_agent(
     return report
 
 
-@contextlib.contextmanager
-def _tracing_paused(pause: bool) -> Iterator[None]:
+def run_untraced(fn: Callable[[], T], *, pause: bool = True) -> T:
+    """``fn()`` with MLflow tracing paused: its tracer provider is hidden behind a no-op and
+    the same one restored after (MLflow's ``trace_disabled``; ``disable()``/``enable()``
+    would rebuild it and create a tracking store in the working directory)."""
     if not pause or "mlflow" not in sys.modules:
-        yield
-        return
-    import mlflow.tracing
-    from mlflow.tracing.provider import is_tracing_enabled
-
-    was_enabled = is_tracing_enabled()
-    if was_enabled:
-        mlflow.tracing.disable()
+        return fn()
     try:
-        yield
-    finally:
-        if was_enabled:
-            mlflow.tracing.enable()
+        from mlflow.tracing.provider import trace_disabled
+    except ImportError:  # an MLflow without it: traces are written, nothing breaks
+        return fn()
+    return trace_disabled(fn)()
 
 
 def run_property(

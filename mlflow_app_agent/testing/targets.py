@@ -337,13 +337,20 @@ def _clip(text: str, limit: int = 300) -> str:
 
 
 def resolve_target(target: Any, **kwargs: Any) -> Target:
-    """A :class:`Target` for an Agent/ResponsesAgent, an ``http(s)://`` URL, or a model URI
-    or directory."""
+    """A :class:`Target` for an Agent/ResponsesAgent, an ``http(s)://`` URL, an agent file
+    (``agent.py`` or ``agent.py:name``), or a model URI or directory."""
     if isinstance(target, Target):
         return target
     if isinstance(target, (str, Path)):
         text = str(target)
         if text.startswith(("http://", "https://")):
             return ServerTarget(text, **kwargs)
+        path_part, _, attr = text.partition(".py:")
+        if text.endswith(".py") or attr:
+            # An agent file, loaded the way the server loads one (``agent.py[:name]``).
+            from mlflow_app_agent.server.source import load_python_file
+
+            file = Path(path_part + ".py" if attr else text)
+            return AgentTarget(load_python_file(file, attr or None), description=text, **kwargs)
         return ModelTarget(text, **kwargs)
     return AgentTarget(target, **kwargs)

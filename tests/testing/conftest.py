@@ -20,3 +20,58 @@ def echo_server_url(echo_agent) -> Iterator[str]:  # type: ignore[no-untyped-def
 
     with serve(create_app(echo_agent, tracing=False), ready_path="/ready") as url:
         yield url
+
+
+PIP = ["mlflow-app-agent", "mlflow-skinny"]  # explicit: skips MLflow's requirement inference
+
+BROKEN_AGENT_FILE = """
+import mlflow
+from mlflow_app_agent import Agent
+
+agent = Agent("breaks-on-custom-inputs")
+
+
+@agent.invoke_method
+def invoke(request):
+    if request.custom_inputs is not None:
+        raise KeyError("session_id")
+    text = request.input[-1].model_dump().get("content")
+    return {"output": [{"type": "message", "id": "m1", "role": "assistant",
+                        "content": [{"type": "output_text", "text": str(text)}]}]}
+
+
+mlflow.models.set_model(agent)
+"""
+
+
+@pytest.fixture(scope="module")
+def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
+    """A sqlite registry holding the quickstart echo agent and a broken agent, version 1
+    each (logged once per module: logging costs seconds)."""
+    import os
+
+    import mlflow
+
+    import mlflow_app_agent
+
+    from .agents import ECHO_PATH
+
+    root = tmp_path_factory.mktemp("registry")
+    uri = f"sqlite:///{root / 'mlflow.db'}"
+    old_env, old_uri = os.environ.get("MLFLOW_TRACKING_URI"), mlflow.get_tracking_uri()
+    os.environ["MLFLOW_TRACKING_URI"] = uri
+    mlflow.set_tracking_uri(uri)
+    broken = root / "broken_agent.py"
+    broken.write_text(BROKEN_AGENT_FILE)
+    try:
+        for path, name in ((ECHO_PATH, "echo"), (broken, "broken")):
+            mlflow_app_agent.log_model(
+                str(path), registered_model_name=name, git="off", pip_requirements=PIP
+            )
+        yield {"tracking_uri": uri, "echo": "models:/echo/1", "broken": "models:/broken/1"}
+    finally:
+        mlflow.set_tracking_uri(old_uri)
+        if old_env is None:
+            os.environ.pop("MLFLOW_TRACKING_URI", None)
+        else:
+            os.environ["MLFLOW_TRACKING_URI"] = old_env
