@@ -1,0 +1,80 @@
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from mlflow_app_agent.cli import main
+
+ECHO = Path(__file__).resolve().parents[2] / "examples" / "echo" / "agent.py"
+
+
+def test_help_lists_commands() -> None:
+    result = CliRunner().invoke(main, ["--help"])
+    assert result.exit_code == 0
+    for command in ("quickstart", "log", "info"):
+        assert command in result.output
+
+
+def test_quickstart_logs_registers_and_loads(
+    tracking_uri: str, unique_name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(
+        main, ["quickstart", "--name", unique_name, "--app-dir", str(tmp_path / "app")]
+    )
+    assert result.exit_code == 0, result.output
+    assert f"models:/{unique_name}/1" in result.output
+    assert "invoke -> 'Hello from the quickstart'" in result.output
+    assert f"mlflow-app-agent serve models:/{unique_name}/1" in result.output
+    info = CliRunner().invoke(main, ["info", f"models:/{unique_name}@champion"])
+    assert info.exit_code == 0, info.output
+    facts = json.loads(info.stdout)
+    assert facts["registered_version"] == "1" and facts["name"] == "echo"
+    assert facts["git"]["commit"]
+
+
+def test_quickstart_defaults_to_sqlite_in_the_working_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import mlflow
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.chdir(tmp_path)
+    try:
+        result = CliRunner().invoke(main, ["quickstart", "--no-materialize"])
+    finally:
+        mlflow.set_tracking_uri(None)
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "mlflow.db").is_file()
+    assert f"sqlite:///{tmp_path}/mlflow.db" in result.output
+
+
+def test_log_command(tracking_uri: str, unique_name: str) -> None:
+    result = CliRunner().invoke(main, [
+        "log", str(ECHO), "--registered-model-name", unique_name, "--git", "off",
+        "--resource", "serving_endpoint:endpoint_name=llm,env=LLM",
+        "--input-example", '{"input": [{"role": "user", "content": "x"}]}',
+        "--pip-requirement", "mlflow-skinny",
+    ])
+    assert result.exit_code == 0, result.output
+    out = json.loads(result.stdout)
+    assert out["registered_model_version"] == 1 and out["model_id"].startswith("m-")
+
+
+def test_log_command_errors_are_one_clear_line(tracking_uri: str, tmp_path: Path) -> None:
+    bad = tmp_path / "bad.py"
+    bad.write_text(
+        "import mlflow\nfrom mlflow_app_agent import Agent\na = Agent('bad')\n"
+        "@a.invoke_method\ndef f(r):\n    return 'plain text'\nmlflow.models.set_model(a)\n"
+    )
+    result = CliRunner().invoke(main, ["log", str(bad), "--git", "off"])
+    assert result.exit_code == 1
+    assert "error: invoke output is a str" in result.output
+    assert "Traceback" not in result.output
+    result = CliRunner().invoke(main, ["log", str(ECHO), "--input-example", "{nope"])
+    assert result.exit_code == 2 and "not valid JSON" in result.output
+    result = CliRunner().invoke(main, ["info", "nowhere"])
+    assert result.exit_code == 1 and "not a model URI" in result.output
