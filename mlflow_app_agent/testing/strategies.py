@@ -17,6 +17,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import json
+import re
 from functools import lru_cache
 from typing import Any
 
@@ -24,6 +25,7 @@ from hypothesis import strategies as st
 
 ROLES = ("user", "system", "developer", "assistant")
 JSON = "application/json"
+_RUNS = re.compile(r"(.)\1{15,}", re.DOTALL)
 # Optional request fields drawn from the schema; overrides make them realistic.
 _SCHEMA_FIELDS: dict[str, dict[str, Any] | None] = {
     "custom_inputs": None,
@@ -260,9 +262,12 @@ class MalformedBody:
     must_reject: bool
 
     def preview(self, limit: int = 300) -> str:
-        text = self.body[:limit].decode("utf-8", errors="backslashreplace")
-        more = len(self.body) - limit
-        return text + (f"... ({more} more bytes)" if more > 0 else "")
+        """The body as text for a report: runs of one character collapsed (``[×5000``), so
+        deep nesting and huge strings stay readable; at most ``limit`` characters."""
+        text = self.body.decode("utf-8", errors="backslashreplace")
+        text = _RUNS.sub(lambda m: f"{m.group(1)}×{len(m.group(0))}", text)
+        more = len(text) - limit
+        return text[:limit] + (f"... ({more} more chars)" if more > 0 else "")
 
 
 @dataclasses.dataclass(frozen=True)
