@@ -4,10 +4,13 @@ registry -> the registered version loads and answers."""
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
+import json
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -159,3 +162,78 @@ def test_tool_calling_project_from_init_to_registry(
     assert (loaded.local_path / "code" / "agent_tools.py").is_file()
     assert loaded.model_config is not None
     assert loaded.model_config["llm"]["endpoint_name"] == "databricks-claude-sonnet-4"
+
+    # Serve the registered version; the openai client streams an answer that used a tool
+    # acting for the forwarded user, and an env override changes the prompt without re-logging.
+    db = f"sqlite:///{project / 'mlflow.db'}"
+    port = _free_port()
+    env = _clean_env(
+        MLFLOW_TRACKING_URI=db,
+        MLFLOW_REGISTRY_URI=db,
+        DATABRICKS_HOST=fake_workspace.url,
+        DATABRICKS_TOKEN="app-token",
+        AGENT_CONFIG__SYSTEM_PROMPT="Prompt set by the deployment.",
+    )
+    cli = Path(sys.executable).with_name("mlflow-app-agent")
+    with _server([str(cli), "serve", "models:/tool-agent/1", "--host", "127.0.0.1", "--port",
+                  str(port), "--no-tracing"], env, port, cwd=tmp_path):
+        from openai import OpenAI
+
+        fake_workspace.script({"tool_calls": [{"name": "whoami"}]}, {"content": "You are Ana."})
+        client = OpenAI(base_url=f"http://127.0.0.1:{port}", api_key="unused", max_retries=0)
+        stream = client.responses.create(
+            model="tool-agent",
+            input=[{"role": "user", "content": "Who am I?"}],
+            stream=True,
+            extra_headers={
+                "X-Forwarded-Access-Token": "user-token",
+                "X-Forwarded-Email": "ana@example.com",
+            },
+        )
+        events = [e.model_dump() for e in stream]
+    done = [e["item"] for e in events if e["type"] == "response.output_item.done"]
+    assert [i["type"] for i in done] == ["function_call", "function_call_output", "message"]
+    tool_result = json.loads(done[1]["output"])
+    assert tool_result["user_name"] == "ana@example.com" and tool_result["acting_as"] == "user"
+    deltas = [e["delta"] for e in events if e["type"] == "response.output_text.delta"]
+    assert "".join(deltas) == "You are Ana."
+    system = fake_workspace.chat_requests()[-1]["body"]["messages"][0]
+    assert system == {"role": "system", "content": "Prompt set by the deployment."}
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@contextlib.contextmanager
+def _server(cmd: list[str], env: dict[str, str], port: int, cwd: Path) -> Iterator[None]:
+    import httpx
+
+    log = cwd / "server.log"
+    with log.open("w") as out:
+        proc = subprocess.Popen(cmd, env=env, cwd=cwd, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            if proc.poll() is not None:
+                raise AssertionError(f"server exited: {log.read_text()[-3000:]}")
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/ready", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline:
+                raise AssertionError(f"server not ready: {log.read_text()[-3000:]}")
+            time.sleep(0.2)
+        yield
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
