@@ -60,6 +60,17 @@ class Tracer:
         except Exception:
             logger.warning("MLflow tracing is unavailable; serving without traces", exc_info=True)
             self.enabled = False
+            return
+        # The first trace otherwise pays for the tracer provider and the tracking store
+        # (engine, schema check: ~1 s on sqlite) inside a request.
+        try:
+            from mlflow.tracing.provider import get_bridged_tracer_provider
+
+            get_bridged_tracer_provider()
+            mlflow.MlflowClient().search_experiments(max_results=1)
+        except Exception:
+            logger.warning("warming up MLflow tracing failed; traces may still work",
+                           exc_info=True)
 
     def flush(self) -> None:
         """Write queued traces (called at shutdown)."""
