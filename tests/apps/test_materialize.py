@@ -219,3 +219,23 @@ def test_not_a_model(tracking_uri: str, tmp_path: Path) -> None:
     with pytest.raises(MaterializeError, match="not a directory"):
         materialize(str(tmp_path / "missing"), tmp_path / "app")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["empty"]
+
+
+def test_target_inside_the_model_is_refused(
+    tracking_uri: str, echo_version: LoggedVersion, tmp_path: Path
+) -> None:
+    src = _model_copy(echo_version, tmp_path)
+    before = tree(src)
+    with pytest.raises(MaterializeError, match="inside the model directory"):
+        materialize(str(src), src / "app")
+    assert tree(src) == before
+
+
+def test_progress_messages(
+    tracking_uri: str, echo_version: LoggedVersion, tmp_path: Path
+) -> None:
+    said: list[str] = []
+    materialize(echo_version.uri, tmp_path / "app", progress=said.append)
+    assert said[0] == f"Downloading {echo_version.uri} ..."
+    assert any("model ready:" in m and "files" in m for m in said)
+    assert said[-1].startswith("Materialized")
