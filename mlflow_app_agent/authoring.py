@@ -395,7 +395,7 @@ def as_agent(obj: Any) -> Agent:
     if isinstance(obj, type) and issubclass(obj, responses_agent_cls):
         obj = obj()
     if isinstance(obj, responses_agent_cls):
-        return from_responses_agent(obj)
+        return from_responses_agent(obj)  # type: ignore[arg-type]
     raise AgentDefinitionError(
         "expected a mlflow_app_agent.Agent, an mlflow.pyfunc.ResponsesAgent, or a path to a "
         f"Python file defining one; got {type(obj).__name__}"

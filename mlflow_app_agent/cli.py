@@ -4,6 +4,7 @@ imported only when invoked, so ``--help`` stays fast."""
 from __future__ import annotations
 
 import importlib
+import importlib.util
 from typing import Any
 
 import click

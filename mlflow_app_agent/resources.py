@@ -112,76 +112,79 @@ class Resource(pydantic.BaseModel):
     def to_dict(self) -> dict[str, Any]:
         return self.model_dump(exclude_none=True)
 
+    def field(self, name: str) -> str:
+        """A field the validator guaranteed for this kind, as a string."""
+        value = getattr(self, name)
+        if value is None:  # pragma: no cover - prevented by _complete
+            raise ConfigError(f"a {self.kind} resource needs {name}")
+        return str(value)
+
     def to_app_resource(self) -> Any:
         """The databricks-sdk ``AppResource`` for this declaration."""
         from databricks.sdk.service import apps
 
-        def perm(enum_cls: Any) -> Any:
-            return enum_cls(self.permission)
-
-        kw: dict[str, Any] = {"name": self.name, "description": self.description}
-        if self.kind == "serving_endpoint":
-            kw["serving_endpoint"] = apps.AppResourceServingEndpoint(
-                name=self.endpoint_name,
-                permission=perm(apps.AppResourceServingEndpointServingEndpointPermission),
-            )
-        elif self.kind == "secret":
-            kw["secret"] = apps.AppResourceSecret(
-                scope=self.scope, key=self.key,
-                permission=perm(apps.AppResourceSecretSecretPermission),
-            )
-        elif self.kind == "sql_warehouse":
-            kw["sql_warehouse"] = apps.AppResourceSqlWarehouse(
-                id=self.warehouse_id,
-                permission=perm(apps.AppResourceSqlWarehouseSqlWarehousePermission),
-            )
-        elif self.kind == "experiment":
-            kw["experiment"] = apps.AppResourceExperiment(
-                experiment_id=self.experiment_id,
-                permission=perm(apps.AppResourceExperimentExperimentPermission),
-            )
-        elif self.kind == "genie_space":
-            kw["genie_space"] = apps.AppResourceGenieSpace(
-                name=self.name, space_id=self.space_id,
-                permission=perm(apps.AppResourceGenieSpaceGenieSpacePermission),
-            )
-        elif self.kind == "uc_securable":
-            kw["uc_securable"] = apps.AppResourceUcSecurable(
-                securable_full_name=self.securable_full_name,
-                securable_type=apps.AppResourceUcSecurableUcSecurableType(self.securable_type),
-                permission=perm(apps.AppResourceUcSecurableUcSecurablePermission),
-            )
-        elif self.kind == "job":
-            kw["job"] = apps.AppResourceJob(
-                id=self.job_id, permission=perm(apps.AppResourceJobJobPermission)
-            )
-        elif self.kind == "database":
-            kw["database"] = apps.AppResourceDatabase(
-                instance_name=self.instance_name, database_name=self.database_name,
-                permission=perm(apps.AppResourceDatabaseDatabasePermission),
-            )
-        elif self.kind == "app":
-            kw["app"] = apps.AppResourceApp(
-                name=self.app_name, permission=perm(apps.AppResourceAppAppPermission)
-            )
-        return apps.AppResource(**kw)
+        f, perm = self.field, self.permission
+        builders: dict[str, Any] = {
+            "serving_endpoint": lambda: apps.AppResourceServingEndpoint(
+                name=f("endpoint_name"),
+                permission=apps.AppResourceServingEndpointServingEndpointPermission(perm),
+            ),
+            "secret": lambda: apps.AppResourceSecret(
+                scope=f("scope"), key=f("key"),
+                permission=apps.AppResourceSecretSecretPermission(perm),
+            ),
+            "sql_warehouse": lambda: apps.AppResourceSqlWarehouse(
+                id=f("warehouse_id"),
+                permission=apps.AppResourceSqlWarehouseSqlWarehousePermission(perm),
+            ),
+            "experiment": lambda: apps.AppResourceExperiment(
+                experiment_id=f("experiment_id"),
+                permission=apps.AppResourceExperimentExperimentPermission(perm),
+            ),
+            "genie_space": lambda: apps.AppResourceGenieSpace(
+                name=self.name, space_id=f("space_id"),
+                permission=apps.AppResourceGenieSpaceGenieSpacePermission(perm),
+            ),
+            "uc_securable": lambda: apps.AppResourceUcSecurable(
+                securable_full_name=f("securable_full_name"),
+                securable_type=apps.AppResourceUcSecurableUcSecurableType(
+                    f("securable_type")
+                ),
+                permission=apps.AppResourceUcSecurableUcSecurablePermission(perm),
+            ),
+            "job": lambda: apps.AppResourceJob(
+                id=f("job_id"), permission=apps.AppResourceJobJobPermission(perm)
+            ),
+            "database": lambda: apps.AppResourceDatabase(
+                instance_name=f("instance_name"), database_name=f("database_name"),
+                permission=apps.AppResourceDatabaseDatabasePermission(perm),
+            ),
+            "app": lambda: apps.AppResourceApp(
+                name=f("app_name"), permission=apps.AppResourceAppAppPermission(perm)
+            ),
+        }
+        return apps.AppResource(
+            name=self.name, description=self.description, **{self.kind: builders[self.kind]()}
+        )
 
     def to_mlflow_resource(self) -> Any | None:
         """MLflow's own resource object where MLflow has one (for Model Serving parity)."""
         from mlflow.models import resources as r
 
+        f = self.field
         if self.kind == "serving_endpoint":
-            return r.DatabricksServingEndpoint(endpoint_name=self.endpoint_name)
+            return r.DatabricksServingEndpoint(endpoint_name=f("endpoint_name"))
         if self.kind == "sql_warehouse":
-            return r.DatabricksSQLWarehouse(warehouse_id=self.warehouse_id)
+            return r.DatabricksSQLWarehouse(warehouse_id=f("warehouse_id"))
         if self.kind == "genie_space":
-            return r.DatabricksGenieSpace(genie_space_id=self.space_id)
-        if self.kind == "uc_securable" and self.securable_type == "CONNECTION":
-            return r.DatabricksUCConnection(connection_name=self.securable_full_name)
-        if self.kind == "uc_securable" and self.securable_type == "FUNCTION":
-            return r.DatabricksFunction(function_name=self.securable_full_name)
-        if self.kind == "uc_securable" and self.securable_type == "TABLE":
-            return r.DatabricksTable(table_name=self.securable_full_name)
+            return r.DatabricksGenieSpace(genie_space_id=f("space_id"))
+        uc_types = {
+            "CONNECTION": lambda: r.DatabricksUCConnection(connection_name=f("securable_full_name")),
+            "FUNCTION": lambda: r.DatabricksFunction(function_name=f("securable_full_name")),
+            "TABLE": lambda: r.DatabricksTable(table_name=f("securable_full_name")),
+        }
+        if self.kind == "uc_securable" and self.securable_type in uc_types:
+            return uc_types[self.securable_type]()
         return None
 
 
