@@ -30,7 +30,7 @@ from types import FrameType
 
 from mlflow_app_agent.apps import app_yaml, proxy
 from mlflow_app_agent.apps.wheel import cache_dir
-from mlflow_app_agent.errors import RunLocalError
+from mlflow_app_agent.errors import ManifestMismatchError, RunLocalError
 
 Progress = Callable[[str], None]
 _COMPLETE = ".mlflow-app-agent-complete"
@@ -90,11 +90,16 @@ def _stream(cmd: list[str], *, cwd: Path, env: dict[str, str], say: Progress, pr
         cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )
     assert proc.stdout is not None
-    for line in proc.stdout:
-        line = line.rstrip()
-        tail.append(line)
-        say(f"{prefix}{line}")
-    return proc.wait()
+    try:
+        for line in proc.stdout:
+            line = line.rstrip()
+            tail.append(line)
+            say(f"{prefix}{line}")
+        return proc.wait()
+    except BaseException:  # Ctrl-C / SIGTERM: never leave pip running behind us
+        proc.kill()
+        proc.wait()
+        raise
 
 
 @contextmanager
@@ -209,6 +214,7 @@ class LocalApp:
     def start(self) -> str:
         opts = self.options
         spec = app_yaml.read_app_spec(self.app_dir)
+        self._note_local_changes()
         token = None
         if opts.access_token_env:
             token = os.environ.get(opts.access_token_env)
@@ -250,6 +256,20 @@ class LocalApp:
             raise
         self.url = f"http://{opts.host}:{self._proxy.port}"
         return self.url
+
+    def _note_local_changes(self) -> None:
+        """Local edits are fine for trying things out, but say what will differ on Apps."""
+        from mlflow_app_agent.apps.manifest import MANIFEST_FILE, verify
+
+        if not (self.app_dir / MANIFEST_FILE).is_file():
+            return
+        try:
+            problems = verify(self.app_dir, raise_on_mismatch=False)
+        except ManifestMismatchError as exc:  # an unreadable manifest
+            problems = [exc.message]
+        if problems:
+            self.say(f"Note: {self.app_dir} differs from its {MANIFEST_FILE} "
+                     f"({'; '.join(problems[:5])}); deploy will refuse it until re-materialized")
 
     def _pump(self) -> None:
         assert self.process is not None and self.process.stdout is not None

@@ -140,3 +140,15 @@ def test_command_substitution_and_host() -> None:
     cmd = run_local.app_command(spec, venv, 8123, "127.0.0.1")
     assert cmd[1:] == ["-m", "mlflow_app_agent.serve", ".", "--port=8123", "--host=127.0.0.1"]
     assert json.dumps(cmd)  # plain strings, no shell
+
+
+def test_notes_local_changes_against_the_manifest(tmp_path: Path) -> None:
+    from mlflow_app_agent.apps.manifest import write_manifest
+
+    app_dir = make_app(tmp_path / "a", ["python", "app.py", "$DATABRICKS_APP_PORT"])
+    write_manifest(app_dir, {"source_uri": "test"})
+    (app_dir / "app.py").write_text(APP + "\n# edited\n")
+    said: list[str] = []
+    with run_local.LocalApp(app_dir, run_local.RunLocalOptions(port=0), progress=said.append):
+        pass
+    assert any("differs from its MANIFEST.json (changed: app.py)" in m for m in said)
