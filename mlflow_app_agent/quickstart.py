@@ -109,12 +109,19 @@ def quickstart_command(
                 return
             click.echo(f"Materialized {model_uri} into {out} (verify: "
                        f"{'OK' if not problems else problems})")
-    click.echo("\nNext:")
-    click.echo(f"  mlflow-app-agent serve {model_uri}            # /invocations, /responses")
-    click.echo(f"  mlflow-app-agent validate {model_uri}         # property-based checks")
+    steps = [
+        (f"mlflow-app-agent serve {model_uri}", "/invocations, /responses"),
+        (f"mlflow-app-agent validate {model_uri}", "property-based checks"),
+    ]
     if not no_materialize:
-        click.echo(f"  mlflow-app-agent run-local {app_dir}           # as Databricks Apps runs it")
-        click.echo(f"  mlflow-app-agent deploy {app_dir} --app echo   # to a workspace")
+        steps += [
+            (f"mlflow-app-agent run-local {app_dir}", "as Databricks Apps runs it"),
+            (f"mlflow-app-agent deploy {app_dir} --app echo", "to a workspace"),
+        ]
+    width = max(len(command) for command, _ in steps) + 2
+    click.echo("\nNext:")
+    for command, why in steps:
+        click.echo(f"  {command.ljust(width)}# {why}")
 
 
 @click.command("log")
