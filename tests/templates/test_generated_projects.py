@@ -19,7 +19,7 @@ import pytest
 
 from mlflow_app_agent.templates import scaffold
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 _CLEAN_PREFIXES = ("AGENT_CONFIG", "DATABRICKS_", "MLFLOW_")
 
