@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import contextlib
+import os
 from collections.abc import Iterator
 
 import pytest
@@ -44,34 +46,46 @@ mlflow.models.set_model(agent)
 """
 
 
-@pytest.fixture(scope="module")
-def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
-    """A sqlite registry holding the quickstart echo agent and a broken agent, version 1
-    each (logged once per module: logging costs seconds)."""
-    import os
-
+@contextlib.contextmanager
+def _tracking(uri: str) -> Iterator[None]:
+    """Point MLflow (env and client) at ``uri`` for the block, then restore both."""
     import mlflow
 
-    import mlflow_app_agent
-
-    from .agents import ECHO_PATH
-
-    root = tmp_path_factory.mktemp("registry")
-    uri = f"sqlite:///{root / 'mlflow.db'}"
     old_env, old_uri = os.environ.get("MLFLOW_TRACKING_URI"), mlflow.get_tracking_uri()
     os.environ["MLFLOW_TRACKING_URI"] = uri
     mlflow.set_tracking_uri(uri)
-    broken = root / "broken_agent.py"
-    broken.write_text(BROKEN_AGENT_FILE)
     try:
-        for path, name in ((ECHO_PATH, "echo"), (broken, "broken")):
-            mlflow_app_agent.log_model(
-                str(path), registered_model_name=name, git="off", pip_requirements=PIP
-            )
-        yield {"tracking_uri": uri, "echo": "models:/echo/1", "broken": "models:/broken/1"}
+        yield
     finally:
         mlflow.set_tracking_uri(old_uri)
         if old_env is None:
             os.environ.pop("MLFLOW_TRACKING_URI", None)
         else:
             os.environ["MLFLOW_TRACKING_URI"] = old_env
+
+
+@pytest.fixture(scope="session")
+def registry(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """A sqlite registry holding the quickstart echo agent and a broken agent, version 1
+    each (logged once per session: logging costs seconds). Nothing stays pointed at it: use
+    ``in_registry`` for in-process tests, pass ``tracking_uri`` to subprocesses."""
+    import mlflow_app_agent
+
+    from .agents import ECHO_PATH
+
+    root = tmp_path_factory.mktemp("registry")
+    uri = f"sqlite:///{root / 'mlflow.db'}"
+    broken = root / "broken_agent.py"
+    broken.write_text(BROKEN_AGENT_FILE)
+    with _tracking(uri):
+        for path, name in ((ECHO_PATH, "echo"), (broken, "broken")):
+            mlflow_app_agent.log_model(
+                str(path), registered_model_name=name, git="off", pip_requirements=PIP
+            )
+    return {"tracking_uri": uri, "echo": "models:/echo/1", "broken": "models:/broken/1"}
+
+
+@pytest.fixture
+def in_registry(registry: dict[str, str]) -> Iterator[dict[str, str]]:
+    with _tracking(registry["tracking_uri"]):
+        yield registry

@@ -12,30 +12,30 @@ from mlflow_app_agent.errors import ValidationFailure
 from mlflow_app_agent.testing import check_agent
 
 
-def test_quickstart_echo_version_passes(registry: dict[str, str]) -> None:
-    report = check_agent(registry["echo"], max_examples=25)
+def test_quickstart_echo_version_passes(in_registry: dict[str, str]) -> None:
+    report = check_agent(in_registry["echo"], max_examples=25)
     assert report.ok, report.format()
     assert report.target == "models:/echo/1 (echo version 1)"
 
 
-def test_broken_version_fails_with_the_request_that_breaks_it(registry: dict[str, str]) -> None:
+def test_broken_version_fails_with_the_request_that_breaks_it(in_registry: dict[str, str]) -> None:
     with pytest.raises(ValidationFailure) as info:
-        check_agent(registry["broken"], max_examples=25, properties=["invoke"])
+        check_agent(in_registry["broken"], max_examples=25, properties=["invoke"])
     result = info.value.report.failures[0]  # type: ignore[attr-defined]
     assert result.problem == "invoke raised KeyError: 'session_id'"
     assert result.counterexample["custom_inputs"] == {}
 
 
-def test_validate_cli_passes_the_echo_version(registry: dict[str, str]) -> None:
-    result = CliRunner().invoke(main, ["validate", registry["echo"], "--max-examples", "15"])
+def test_validate_cli_passes_the_echo_version(in_registry: dict[str, str]) -> None:
+    result = CliRunner().invoke(main, ["validate", in_registry["echo"], "--max-examples", "15"])
     assert result.exit_code == 0, result.output
     assert "OK: models:/echo/1 (echo version 1)" in result.output
     assert result.output.count("PASS") == 4
 
 
-def test_validate_cli_exits_1_with_a_readable_counterexample(registry: dict[str, str]) -> None:
+def test_validate_cli_exits_1_with_a_readable_counterexample(in_registry: dict[str, str]) -> None:
     result = CliRunner().invoke(
-        main, ["validate", registry["broken"], "--max-examples", "15", "--no-deterministic"]
+        main, ["validate", in_registry["broken"], "--max-examples", "15", "--no-deterministic"]
     )
     assert result.exit_code == 1, result.output
     out = result.output
@@ -47,7 +47,7 @@ def test_validate_cli_exits_1_with_a_readable_counterexample(registry: dict[str,
     assert json.loads(block)["custom_inputs"] == {}
 
 
-def test_validate_cli_exits_2_on_a_missing_model(registry: dict[str, str]) -> None:
+def test_validate_cli_exits_2_on_a_missing_model(in_registry: dict[str, str]) -> None:
     result = CliRunner().invoke(main, ["validate", "models:/nope/1"])
     assert result.exit_code == 2
     assert "Error: cannot load models:/nope/1" in result.output

@@ -63,7 +63,7 @@ def _validate(*args: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_validate_passes_the_served_quickstart_version(served_echo: str) -> None:
-    proc = _validate(served_echo, "--max-examples", "40")
+    proc = _validate(served_echo, "--max-examples", "25")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert proc.stdout.count("PASS") == 4
     assert f"OK: server {served_echo}" in proc.stdout
