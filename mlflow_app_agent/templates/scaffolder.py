@@ -1,7 +1,7 @@
 """Create a new agent project from a template (``mlflow-app-agent init``).
 
-Templates live as package data under ``templates/files/<template>/``. Every file is copied;
-files ending in ``.tmpl`` have placeholders filled and the suffix dropped (template sources
+Templates live as package data under ``templates/project-files/<template>/``. Every file is
+copied; files ending in ``.tmpl`` have placeholders filled and the suffix dropped (template sources
 are ``.py.tmpl`` so linters, type checkers and pytest in this repository leave them alone),
 and ``dot-<name>`` becomes ``.<name>`` (wheels drop dotfiles from globbed package data).
 ``requirements.in`` / ``requirements-dev.in`` list package names; the generated
@@ -26,7 +26,9 @@ from pathlib import Path
 from mlflow_app_agent._version import __version__
 from mlflow_app_agent.errors import TargetExistsError, TemplateError
 
-FILES_ROOT = Path(__file__).parent / "files"
+# Not a Python identifier, so setuptools treats the tree as plain package data (no
+# "importable package absent from packages" warnings, no risk of it being dropped).
+FILES_ROOT = Path(__file__).parent / "project-files"
 TEMPLATE_SUFFIX = ".tmpl"
 DOT_PREFIX = "dot-"
 # Directories never copied from a template (caches from running its tests in place).
