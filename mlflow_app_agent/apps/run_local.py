@@ -163,9 +163,7 @@ def app_environment(spec: app_yaml.AppSpec, *, venv: Path, port: int, app_name: 
     """The environment Apps gives the app process, with local stand-ins."""
     env = {k: v for k, v in os.environ.items() if _PASS_THROUGH.match(k)}
     env.update(spec.values())
-    if "MLFLOW_TRACKING_URI" in os.environ:
-        # tracing goes where the caller's MLflow points, not to a workspace it may not reach
-        env["MLFLOW_TRACKING_URI"] = os.environ["MLFLOW_TRACKING_URI"]
+    env.update(_tracking_env(spec, venv, say))
     for name, resource in spec.value_from().items():
         if name not in options.extra_env:
             say(f"Note: {name} comes from app resource {resource!r} on Apps; set it here "
@@ -181,6 +179,30 @@ def app_environment(spec: app_yaml.AppSpec, *, venv: Path, port: int, app_name: 
         "PYTHONDONTWRITEBYTECODE": "1",
     })
     return env
+
+
+def _has_databricks_auth() -> bool:
+    return bool(os.environ.get("DATABRICKS_HOST") or os.environ.get("DATABRICKS_CONFIG_PROFILE")
+                or (Path.home() / ".databrickscfg").is_file())
+
+
+def _tracking_env(spec: app_yaml.AppSpec, venv: Path, say: Progress) -> dict[str, str]:
+    """Where the app's traces go locally. The caller's ``MLFLOW_TRACKING_URI`` wins; a
+    ``databricks`` URI is kept only when Databricks credentials exist here; otherwise the
+    local sqlite store quickstart uses, or no tracing if the venv cannot write sqlite."""
+    if os.environ.get("MLFLOW_TRACKING_URI"):
+        return {"MLFLOW_TRACKING_URI": os.environ["MLFLOW_TRACKING_URI"]}
+    wanted = spec.values().get("MLFLOW_TRACKING_URI", "")
+    if not wanted.startswith("databricks") or _has_databricks_auth():
+        return {}
+    if list(venv.glob("lib/python*/site-packages/sqlalchemy")):
+        uri = f"sqlite:///{Path.cwd().resolve() / 'mlflow.db'}"
+        say(f"Note: no Databricks credentials here; traces go to {uri} (set "
+            "MLFLOW_TRACKING_URI to choose)")
+        return {"MLFLOW_TRACKING_URI": uri}
+    say("Note: no Databricks credentials and no local MLflow store here; tracing is off "
+        "(set MLFLOW_TRACKING_URI to turn it on)")
+    return {"MLFLOW_APP_AGENT_TRACING": "false"}
 
 
 def app_command(spec: app_yaml.AppSpec, venv: Path, port: int, host: str = "127.0.0.1"

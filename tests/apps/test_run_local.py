@@ -152,3 +152,27 @@ def test_notes_local_changes_against_the_manifest(tmp_path: Path) -> None:
     with run_local.LocalApp(app_dir, run_local.RunLocalOptions(port=0), progress=said.append):
         pass
     assert any("differs from its MANIFEST.json (changed: app.py)" in m for m in said)
+
+
+def test_where_traces_go_locally(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    spec = AppSpec(command=["python"], env=[{"name": "MLFLOW_TRACKING_URI",
+                                             "value": "databricks"}])
+    venv = tmp_path / "venv"
+    said: list[str] = []
+    monkeypatch.setenv("HOME", str(tmp_path))  # no ~/.databrickscfg
+    monkeypatch.chdir(tmp_path)
+    for var in ("DATABRICKS_HOST", "DATABRICKS_CONFIG_PROFILE"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "sqlite:///mine.db")
+    assert run_local._tracking_env(spec, venv, said.append) == {
+        "MLFLOW_TRACKING_URI": "sqlite:///mine.db"}
+    monkeypatch.delenv("MLFLOW_TRACKING_URI")
+    # no credentials, no sqlalchemy in the venv: tracing off rather than failing per request
+    assert run_local._tracking_env(spec, venv, said.append) == {
+        "MLFLOW_APP_AGENT_TRACING": "false"}
+    (venv / "lib" / "python3.11" / "site-packages" / "sqlalchemy").mkdir(parents=True)
+    assert run_local._tracking_env(spec, venv, said.append) == {
+        "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path.resolve() / 'mlflow.db'}"}
+    (tmp_path / ".databrickscfg").write_text("[DEFAULT]\nhost = https://x\n")
+    assert run_local._tracking_env(spec, venv, said.append) == {}  # keeps app.yaml's
+    assert len(said) == 2
