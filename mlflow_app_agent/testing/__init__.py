@@ -18,6 +18,7 @@ _LAZY = {
     "malformed_requests": "mlflow_app_agent.testing.strategies",
     "malformed_objects": "mlflow_app_agent.testing.strategies",
     "MalformedBody": "mlflow_app_agent.testing.strategies",
+    "MalformedObject": "mlflow_app_agent.testing.strategies",
     "check_agent": "mlflow_app_agent.testing.properties",
     "CheckReport": "mlflow_app_agent.testing.properties",
     "PropertyResult": "mlflow_app_agent.testing.properties",
@@ -25,6 +26,10 @@ _LAZY = {
     "check_stream": "mlflow_app_agent.testing.properties",
     "check_malformed": "mlflow_app_agent.testing.properties",
     "Target": "mlflow_app_agent.testing.targets",
+    "AgentTarget": "mlflow_app_agent.testing.targets",
+    "ServerTarget": "mlflow_app_agent.testing.targets",
+    "StreamResult": "mlflow_app_agent.testing.targets",
+    "fuzz_server": "mlflow_app_agent.testing.fuzz",
     "resolve_target": "mlflow_app_agent.testing.targets",
     "ci_profile": "mlflow_app_agent.testing.profiles",
 }

@@ -106,3 +106,25 @@ def test_schema_rejects_the_classic_mistakes() -> None:
     assert not schema_rejects({"input": [{"role": "user", "content": "hi"}]})
     assert body_rejected(b"{")
     assert body_rejected(b"[" * 100_000 + b"]" * 100_000)
+
+
+def test_public_names_resolve() -> None:
+    import mlflow_app_agent.testing as testing
+
+    for name in testing.__all__:
+        assert getattr(testing, name) is not None, name
+    assert testing.check_agent is __import__("mlflow_app_agent").check_agent
+
+
+def test_ci_profile_registers_ci_and_dev(monkeypatch: pytest.MonkeyPatch) -> None:
+    from hypothesis import settings
+
+    from mlflow_app_agent.testing import ci_profile
+
+    monkeypatch.setenv("CI", "true")
+    assert ci_profile(max_examples=7, load=False) == "ci"
+    ci = settings.get_profile("ci")
+    assert ci.derandomize and ci.deadline is None and ci.max_examples == 7
+    monkeypatch.delenv("CI")
+    assert ci_profile(load=False) == "dev"
+    ci_profile(load=False)  # re-register the repo's own numbers (50 / 25)
