@@ -84,3 +84,59 @@ def test_stream_without_done_behind_our_server_fails() -> None:
 def test_unreachable_server_is_a_clear_error() -> None:
     with pytest.raises(ValidationFailure, match="failed: ConnectError"):
         check_agent("http://127.0.0.1:9", max_examples=1, timeout=2)
+
+
+HELLO_JSON = b'{"input": [{"role": "user", "content": "hi"}]}'
+MUST_REJECT = {
+    "bad_json": b"{input: []}",
+    "truncated_json": HELLO_JSON[:20],
+    "invalid_utf8": b'{"input": [{"role": "user", "content": "\xff\xfe"}]}',
+    "empty_body": b"",
+    "trailing_garbage": HELLO_JSON + b"}",
+    "not_object": b"[1, 2]",
+    "missing_input": b'{"messages": [{"role": "user", "content": "hi"}]}',
+    "input_not_list": b'{"input": "hi"}',
+    "item_not_object": b'{"input": [42]}',
+    "unknown_role": b'{"input": [{"role": "robot", "content": "hi"}]}',
+    "missing_content": b'{"input": [{"role": "user"}]}',
+    "content_wrong_type": b'{"input": [{"role": "user", "content": 42}]}',
+    "unknown_item_type": b'{"input": [{"type": "teleport"}]}',
+    "wrong_field_type": b'{"input": [{"role": "user", "content": "hi"}], "temperature": "hot"}',
+    "huge_string": b'{"input": [{"role": "user", "content": "' + b"x" * 6_000_000 + b'"}]}',
+    "deep_nesting": b'{"input": ' + b"[" * 5_000 + b"]" * 5_000 + b"}",
+}
+# Odd but valid for MLflow's schema: a server may answer 2xx or 4xx, never 5xx.
+EDGE = {
+    "empty_input": b'{"input": []}',
+    "text_plain": HELLO_JSON,
+    "nan": b'{"input": [{"role": "user", "content": "hi"}], "temperature": NaN}',
+    "many_items": b'{"input": ['
+    + b",".join([b'{"role": "user", "content": "hi"}'] * 10_000)
+    + b"]}",
+}
+
+
+@pytest.mark.parametrize("kind", sorted(MUST_REJECT))
+def test_our_server_rejects_each_malformed_class(echo_server_url: str, kind: str) -> None:
+    from mlflow_app_agent.testing.checks import rejection_problems
+    from mlflow_app_agent.testing.strategies import body_rejected
+
+    body = MUST_REJECT[kind]
+    assert body_rejected(body) or kind == "huge_string"  # over the server's 4 MiB limit
+    with ServerTarget(echo_server_url) as target:
+        resp = target.post_raw(body, "application/json")
+    assert 400 <= resp.status < 500, (resp.status, resp.text[:300])
+    assert rejection_problems(resp.status, resp.content_type, resp.text,
+                              must_reject=True, what=kind) == []  # fmt: skip
+
+
+@pytest.mark.parametrize("kind", sorted(EDGE))
+def test_our_server_never_5xx_on_odd_but_valid_bodies(echo_server_url: str, kind: str) -> None:
+    from mlflow_app_agent.testing.checks import rejection_problems
+
+    ctype = "text/plain" if kind == "text_plain" else "application/json"
+    with ServerTarget(echo_server_url) as target:
+        resp = target.post_raw(EDGE[kind], ctype)
+    assert resp.status < 500, resp.text[:300]
+    assert rejection_problems(resp.status, resp.content_type, resp.text,
+                              must_reject=False, what=kind) == []  # fmt: skip
