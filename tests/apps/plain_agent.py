@@ -25,11 +25,14 @@ class PlainAgent(ResponsesAgent):
         content = last.get("content")
         return f"plain: {content} (user={request_context().user})"
 
-    def predict(self, request: ResponsesAgentRequest) -> ResponsesAgentResponse:
+    # MLflow's documented ResponsesAgent signatures differ from PythonModel's stubs
+    def predict(  # type: ignore[override]
+        self, request: ResponsesAgentRequest
+    ) -> ResponsesAgentResponse:
         item = self.create_text_output_item(text=self._text(request), id="msg-plain")
-        return ResponsesAgentResponse(output=[item])
+        return ResponsesAgentResponse(output=[item])  # type: ignore[list-item]
 
-    def predict_stream(
+    def predict_stream(  # type: ignore[override]
         self, request: ResponsesAgentRequest
     ) -> Generator[ResponsesAgentStreamEvent, None, None]:
         text = self._text(request)
@@ -37,7 +40,7 @@ class PlainAgent(ResponsesAgent):
             yield ResponsesAgentStreamEvent(
                 **self.create_text_delta(delta=word + " ", item_id="msg-plain")
             )
-        yield ResponsesAgentStreamEvent(
+        yield ResponsesAgentStreamEvent(  # type: ignore[call-arg]
             type="response.output_item.done",
             item=self.create_text_output_item(text=text, id="msg-plain"),
         )
