@@ -125,12 +125,13 @@ def _placeholders(agent_name: str, template: str) -> dict[str, str]:
 def _render_tree(src: Path, dst: Path, values: dict[str, str]) -> list[Path]:
     created: list[Path] = []
     for root, dirs, files in os.walk(src):
-        dirs[:] = sorted(d for d in dirs if d not in _SKIP)
+        # Dot-entries are tool caches (.ruff_cache, ...): template dotfiles are "dot-<name>".
+        dirs[:] = sorted(d for d in dirs if d not in _SKIP and not d.startswith("."))
         rel_root = Path(root).relative_to(src)
         for file_name in sorted(files):
-            if rel_root == Path(".") and file_name in ("template.json",) or file_name.endswith(
-                (".in", ".pyc")
-            ):
+            if file_name.startswith(".") or file_name.endswith((".in", ".pyc")):
+                continue
+            if rel_root == Path(".") and file_name == "template.json":
                 continue
             out_name = file_name
             if out_name.startswith(DOT_PREFIX):

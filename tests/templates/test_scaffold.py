@@ -24,6 +24,7 @@ EXPECTED = {
     "requirements.txt",
     "requirements-dev.txt",
     "pytest.ini",
+    "ruff.toml",
     ".gitignore",
     "tests/conftest.py",
     "tests/test_agent.py",
@@ -145,6 +146,21 @@ def test_unknown_placeholder_is_an_error(tmp_path: Path, monkeypatch: pytest.Mon
     assert not (tmp_path / "out").exists()
 
 
+def test_tool_caches_in_the_template_tree_are_not_copied(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from mlflow_app_agent.templates import scaffolder as mod
+
+    root = tmp_path / "files"
+    (root / "t" / ".ruff_cache").mkdir(parents=True)
+    (root / "t" / ".ruff_cache" / "x").write_text("cache")
+    (root / "t" / ".DS_Store").write_text("junk")
+    (root / "t" / "template.json").write_text('{"description": "x"}')
+    (root / "t" / "dot-gitignore").write_text("*.pyc\n")
+    monkeypatch.setattr(mod, "FILES_ROOT", root)
+    assert scaffold(tmp_path / "out", "t") == [Path(".gitignore")]
+
+
 def test_template_sources_are_not_python_modules() -> None:
     # .py sources are .py.tmpl, so ruff/mypy/pytest of this repo never pick them up.
     assert not list(FILES_ROOT.rglob("*.py"))
@@ -176,3 +192,40 @@ def test_cli_errors_are_readable(tmp_path: Path) -> None:
     assert "Traceback" not in result.output
     result = runner.invoke(main, ["init"])
     assert result.exit_code != 0 and "DIRECTORY" in result.output
+
+
+@pytest.mark.e2e
+def test_templates_ship_in_the_wheel(tmp_path: Path) -> None:
+    """The wheel materialized apps install carries the template tree (nested files too), and
+    `init` works from it alone."""
+    import subprocess
+    import sys
+    import zipfile
+
+    from mlflow_app_agent.apps.wheel import write_wheel
+
+    wheel = write_wheel(tmp_path / "dist")
+    site = tmp_path / "site"
+    with zipfile.ZipFile(wheel) as zf:
+        names = zf.namelist()
+        zf.extractall(site)
+    root = "mlflow_app_agent/templates/project-files/"
+    shipped = {n[len(root):] for n in names if n.startswith(root)}
+    rels = [p.relative_to(FILES_ROOT) for p in FILES_ROOT.rglob("*") if p.is_file()]
+    on_disk = {
+        r.as_posix() for r in rels
+        if not any(part.startswith(".") or part == "__pycache__" for part in r.parts)
+    }
+    assert shipped == on_disk
+    code = (
+        "import sys, mlflow_app_agent.templates as t; "
+        "assert t.__file__.startswith(sys.argv[1]), t.__file__; "
+        "t.scaffold(sys.argv[2], 'tool-calling')"
+    )
+    env = {**os.environ, "PYTHONPATH": str(site)}
+    proc = subprocess.run(
+        [sys.executable, "-c", code, str(site), str(tmp_path / "p")],
+        env=env, cwd=tmp_path, capture_output=True, text=True, timeout=60,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert (tmp_path / "p" / "tests" / "fake_databricks.py").is_file()
