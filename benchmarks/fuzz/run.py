@@ -19,6 +19,7 @@ import json
 import os
 import platform
 import shlex
+import signal
 import socket
 import subprocess
 import sys
@@ -138,6 +139,8 @@ def main() -> None:
     parser.add_argument("--valid-cases", type=int, default=1000)
     parser.add_argument("--no-write", action="store_true", help="print, don't write RESULTS.md")
     args = parser.parse_args()
+    # SIGTERM (e.g. a CI timeout) unwinds like Ctrl-C, so the server subprocess is stopped too.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
 
     from mlflow_app_agent.testing.fuzz import fuzz_server
 

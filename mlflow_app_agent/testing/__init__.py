@@ -15,10 +15,10 @@ from typing import Any
 
 _LAZY = {
     "responses_requests": "mlflow_app_agent.testing.strategies",
-    "malformed_requests": "mlflow_app_agent.testing.strategies",
-    "malformed_objects": "mlflow_app_agent.testing.strategies",
-    "MalformedBody": "mlflow_app_agent.testing.strategies",
-    "MalformedObject": "mlflow_app_agent.testing.strategies",
+    "malformed_requests": "mlflow_app_agent.testing.malformed",
+    "malformed_objects": "mlflow_app_agent.testing.malformed",
+    "MalformedBody": "mlflow_app_agent.testing.malformed",
+    "MalformedObject": "mlflow_app_agent.testing.malformed",
     "check_agent": "mlflow_app_agent.testing.properties",
     "CheckReport": "mlflow_app_agent.testing.properties",
     "PropertyResult": "mlflow_app_agent.testing.properties",

@@ -4,7 +4,7 @@ Three sources, each driven by hypothesis (derandomized, so a run is repeatable):
 
 * ``schemathesis`` — cases generated from the server's own OpenAPI document, both
   schema-conforming ("positive") and schema-violating ("negative"), for every operation;
-* ``malformed`` — :func:`~mlflow_app_agent.testing.strategies.malformed_requests` (bad JSON,
+* ``malformed`` — :func:`~mlflow_app_agent.testing.malformed.malformed_requests` (bad JSON,
   wrong types, unknown roles, huge strings, deep nesting, wrong content types);
 * ``valid`` — :func:`~mlflow_app_agent.testing.strategies.responses_requests`, half of them
   with ``"stream": true``.
@@ -186,7 +186,7 @@ def _contract(status: int, text: str) -> list[str]:
 def _malformed(client: Any, n: int, say: Callable[[str], None]) -> FuzzStats:
     from hypothesis import strategies as st
 
-    from mlflow_app_agent.testing.strategies import malformed_requests
+    from mlflow_app_agent.testing.malformed import malformed_requests
 
     stats = FuzzStats("malformed bodies (mlflow_app_agent.testing)")
     say(f"{stats.source}: {n} cases")

@@ -168,13 +168,13 @@ def run_property(
     from hypothesis import strategies as st
     from hypothesis.errors import Flaky
 
-    from mlflow_app_agent.testing import strategies
+    from mlflow_app_agent.testing import malformed, strategies
 
     body = _PROPERTY_BODIES[name]
     count = [0]
     if name == "malformed":
         cases: Any = (
-            strategies.malformed_requests() if target.is_server else strategies.malformed_objects()
+            malformed.malformed_requests() if target.is_server else malformed.malformed_objects()
         )
     else:
         cases = strategies.responses_requests()

@@ -119,7 +119,7 @@ EDGE = {
 @pytest.mark.parametrize("kind", sorted(MUST_REJECT))
 def test_our_server_rejects_each_malformed_class(echo_server_url: str, kind: str) -> None:
     from mlflow_app_agent.testing.checks import rejection_problems
-    from mlflow_app_agent.testing.strategies import body_rejected
+    from mlflow_app_agent.testing.malformed import body_rejected
 
     body = MUST_REJECT[kind]
     assert body_rejected(body) or kind == "huge_string"  # over the server's 4 MiB limit

@@ -6,7 +6,7 @@ from hypothesis import given, settings
 from mlflow.types.responses import ResponsesAgentRequest
 
 from mlflow_app_agent.testing import malformed_objects, malformed_requests, responses_requests
-from mlflow_app_agent.testing.strategies import body_rejected, schema_rejects
+from mlflow_app_agent.testing.malformed import body_rejected, schema_rejects
 
 ITEM_KINDS = {"user", "system", "developer", "assistant", "function_call", "function_call_output"}
 
