@@ -9,6 +9,7 @@ own hypothesis properties (see the ``agent_target`` pytest fixture).
 
 from __future__ import annotations
 
+import contextvars
 import dataclasses
 import json
 import queue
@@ -152,8 +153,14 @@ class AgentTarget(Target):
 
 
 def _start(fn: Callable[[], None], what: str) -> None:
-    # A daemon thread: an agent that never returns must not keep the process alive.
-    threading.Thread(target=fn, name=f"mlflow-app-agent-check-{what}", daemon=True).start()
+    # A daemon thread: an agent that never returns must not keep the process alive. It runs
+    # in a copy of the caller's context, so e.g. ``use_request_context(...)`` around a check
+    # reaches the agent.
+    ctx = contextvars.copy_context()
+    thread = threading.Thread(
+        target=ctx.run, args=(fn,), name=f"mlflow-app-agent-check-{what}", daemon=True
+    )
+    thread.start()
 
 
 def _drain(handoff: queue.Queue[tuple[str, Any]], timeout: float) -> Iterator[tuple[str, Any]]:

@@ -130,3 +130,14 @@ def test_runs_are_repeatable(echo_agent) -> None:  # type: ignore[no-untyped-def
         check_agent(target, max_examples=10, properties=["invoke"])
         seen.append(target.log)  # type: ignore[attr-defined]
     assert seen[0] == seen[1] and len(seen[0]) >= 10
+
+
+def test_request_context_reaches_the_agent(echo_agent) -> None:  # type: ignore[no-untyped-def]
+    from mlflow_app_agent import RequestContext, use_request_context
+    from mlflow_app_agent.testing.targets import AgentTarget
+
+    with use_request_context(RequestContext(user_email="ana@example.com")):
+        response = AgentTarget(echo_agent).invoke(HELLO)
+        assert check_agent(echo_agent, max_examples=5, properties=["consistency"]).ok
+    text = response["output"][0]["content"][0]["text"]
+    assert text == "Hello! (for ana@example.com)"
