@@ -161,11 +161,12 @@ def _local_source(path: Path, copy_to: Path | None = None) -> ModelSource:
             f"{path} is neither a model directory (MLmodel) nor a materialized app directory "
             f"({MANIFEST_FILE} + {APP_MODEL_DIR}/MLmodel)"
         )
+    local_path = path
     if copy_to is not None:
         shutil.copytree(path, copy_to, dirs_exist_ok=True)
-        path = copy_to
+        local_path = copy_to
     return ModelSource(
-        source_uri=str(path), local_path=path, model_id=_mlmodel_model_id(path)
+        source_uri=str(path), local_path=local_path, model_id=_mlmodel_model_id(path)
     )
 
 

@@ -104,5 +104,6 @@ def test_download_model_copies_a_local_dir(tmp_path: Path) -> None:
     mlflow_app_agent.save_model(str(ECHO), tmp_path / "m", pip_requirements=PIP, git="off")
     source = download_model(str(tmp_path / "m"), tmp_path / "copy")
     assert (tmp_path / "copy" / "MLmodel").is_file() and source.local_path == tmp_path / "copy"
+    assert source.source_uri == str(tmp_path / "m")  # where it came from, not the copy
     shutil.rmtree(tmp_path / "m")
     assert load_agent(tmp_path / "copy").agent.invoke(REQUEST)["output"]
