@@ -8,17 +8,15 @@ run it locally as Apps would, deploy it, and check the auth of its declared reso
 from __future__ import annotations
 
 import importlib
-import sys
-import types
 from typing import Any
 
 from mlflow_app_agent.apps.manifest import verify
 from mlflow_app_agent.apps.materialize import materialize
 
-# public function -> submodule defining it (the same name, hence the guard below)
+# public function -> submodule defining it
 _LAZY = {
-    "deploy": "mlflow_app_agent.apps.deploy",
-    "check_auth": "mlflow_app_agent.apps.check_auth",
+    "deploy": "mlflow_app_agent.apps.deployment",
+    "check_auth": "mlflow_app_agent.apps.auth_check",
 }
 
 __all__ = ["check_auth", "deploy", "materialize", "verify"]
@@ -31,15 +29,3 @@ def __getattr__(name: str) -> Any:
     value = getattr(importlib.import_module(module), name)
     globals()[name] = value
     return value
-
-
-class _AppsPackage(types.ModuleType):
-    # Importing the submodule ``apps.deploy`` would bind the *module* as ``apps.deploy``,
-    # shadowing the function for good; keep the attribute lazy (the function) instead.
-    def __setattr__(self, name: str, value: Any) -> None:
-        if name in _LAZY and isinstance(value, types.ModuleType):
-            return
-        super().__setattr__(name, value)
-
-
-sys.modules[__name__].__class__ = _AppsPackage
