@@ -13,9 +13,9 @@ models is checked by :mod:`mlflow_app_agent.signature`, not here.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextvars
 import inspect
-import queue
 import threading
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
@@ -316,41 +316,51 @@ async def _threaded_iter(
 ) -> AsyncGenerator[Any, None]:
     """Iterate a sync generator in a worker thread without blocking the event loop.
 
-    Events cross threads through a bounded queue (back-pressure on a slow client); the async
-    side drains everything available per wake-up, so a fast generator costs one loop wake-up
-    per batch rather than per event.
+    Events cross threads through a bounded deque (back-pressure on a slow client). The
+    worker wakes the loop only when the consumer is actually waiting, and the consumer takes
+    everything available per wake-up: a fast generator costs one cross-thread wake-up (a
+    syscall and a GIL hand-off) per batch rather than per event.
     """
     import anyio.to_thread
 
     loop = asyncio.get_running_loop()
-    handoff: queue.Queue[Any] = queue.Queue(maxsize=buffer)
+    items: collections.deque[Any] = collections.deque()
+    lock = threading.Lock()
+    space = threading.Condition(lock)
     wakeup = asyncio.Event()
     stop = threading.Event()
+    state: dict[str, Any] = {"waiting": False, "done": False, "error": None}
 
-    def notify() -> None:
-        loop.call_soon_threadsafe(wakeup.set)
+    def wake_consumer() -> None:  # call with the lock held
+        if state["waiting"]:
+            state["waiting"] = False
+            try:
+                loop.call_soon_threadsafe(wakeup.set)
+            except RuntimeError:  # the loop is closed: nobody is listening any more
+                pass
 
     def produce() -> None:
         try:
             for item in gen:
-                while True:
+                with lock:
+                    while len(items) >= buffer and not stop.is_set():
+                        space.wait(0.05)
                     if stop.is_set():
                         return
-                    try:
-                        handoff.put(item, timeout=0.05)
-                        break
-                    except queue.Full:
-                        notify()
-                if handoff.qsize() <= 1:
-                    notify()
-            handoff.put((_STREAM_END, None))
+                    items.append(item)
+                    wake_consumer()
         except BaseException as exc:  # handed to the consumer, re-raised there
-            handoff.put((_STREAM_END, exc))
+            with lock:
+                state["error"] = exc
         finally:
-            close = getattr(gen, "close", None)
-            if close is not None:
-                close()
-            notify()
+            try:
+                close = getattr(gen, "close", None)
+                if close is not None:
+                    close()
+            finally:
+                with lock:
+                    state["done"] = True
+                    wake_consumer()
 
     ctx = contextvars.copy_context()
     worker = asyncio.ensure_future(
@@ -358,29 +368,29 @@ async def _threaded_iter(
     )
     try:
         while True:
-            try:
-                item = handoff.get_nowait()
-            except queue.Empty:
-                wakeup.clear()
-                if handoff.empty():
-                    if worker.done() and handoff.empty():
-                        worker.result()
-                        return
-                    await wakeup.wait()
+            with lock:
+                batch = list(items)
+                items.clear()
+                if batch:
+                    space.notify_all()
+                done, error = state["done"], state["error"]
+                if not batch and not done:
+                    state["waiting"] = True
+                    wakeup.clear()
+            if batch:
+                for item in batch:
+                    yield item
                 continue
-            if isinstance(item, tuple) and len(item) == 2 and item[0] is _STREAM_END:
-                if item[1] is not None:
-                    raise item[1]
+            if done:
+                if error is not None:
+                    raise error
                 return
-            yield item
+            await wakeup.wait()
     finally:
         stop.set()
-        # Drain so a producer blocked on a full queue sees ``stop`` promptly.
-        while not handoff.empty():
-            try:
-                handoff.get_nowait()
-            except queue.Empty:
-                break
+        with lock:
+            items.clear()
+            space.notify_all()
         if not worker.done():
             await asyncio.shield(worker)
 
