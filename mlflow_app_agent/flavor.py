@@ -20,7 +20,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from mlflow_app_agent import dependencies, provenance, signature
+from mlflow_app_agent import config, dependencies, provenance, signature
 from mlflow_app_agent._version import __version__
 from mlflow_app_agent.authoring import Agent, as_agent, dump
 from mlflow_app_agent.errors import AgentDefinitionError, ModelLoadError
@@ -108,7 +108,7 @@ def prepare(
     model_config: Any = None,
 ) -> Prepared:
     """Resolve, check and describe ``agent`` without writing anything."""
-    config = _load_model_config(model_config)
+    config_dict = config.load_model_config(model_config)
     code_list = [str(Path(p)) for p in (code_paths or [])]
     for p in code_list:
         if not Path(p).exists():
@@ -127,7 +127,7 @@ def prepare(
         # code_paths are copied into code/, which is put on sys.path at load time: their
         # parent directories play that part now.
         parents = list(dict.fromkeys(str(Path(p).resolve().parent) for p in code_list))
-        loaded = load_code_agent(code_file, config, extra_sys_path=parents)
+        loaded = load_code_agent(code_file, config_dict, extra_sys_path=parents)
     else:
         import cloudpickle
 
@@ -143,7 +143,10 @@ def prepare(
         dependencies.check_local_modules(
             dependencies.imported_modules_of_pickle(pickled), code_list
         )
-    with _active_config(config):
+    schema = config.config_schema_of(loaded)
+    if schema is not None:
+        config.validate_config(config_dict or {}, schema)
+    with config.activate_config(config_dict):
         check = signature.check_agent_output(loaded, input_example)
     logged = [str(code_file)] if code_file else []
     git_info = provenance.collect([*logged, *code_list], git)
@@ -155,7 +158,7 @@ def prepare(
         resources=declared,
         git=git_info,
         check=check,
-        model_config=config,
+        model_config=config_dict,
     )
 
 
@@ -341,7 +344,7 @@ def load_code_agent(
     sys.path[:0] = added
     sys.modules[module_name] = module
     try:
-        with _active_config(model_config):
+        with config.activate_config(model_config):
             spec.loader.exec_module(module)
     except ModuleNotFoundError as exc:
         raise ModelLoadError(
@@ -378,24 +381,6 @@ def _is_agent_like(value: Any) -> bool:
     return isinstance(value, ResponsesAgent)
 
 
-def _load_model_config(source: Any) -> dict[str, Any] | None:
-    try:
-        from mlflow_app_agent import config
-    except ImportError:  # pragma: no cover - config module not present
-        return dict(source) if isinstance(source, dict) else None
-    return config.load_model_config(source)
-
-
-def _active_config(base: dict[str, Any] | None) -> Any:
-    import contextlib
-
-    try:
-        from mlflow_app_agent import config
-    except ImportError:  # pragma: no cover
-        return contextlib.nullcontext()
-    return config.activate_config(base)
-
-
 def agent_from_model_dir(model_dir: Path, model_config: dict[str, Any] | None = None) -> Agent:
     """Load the agent stored in our flavor at ``model_dir`` (the dir holding MLmodel)."""
     import cloudpickle
@@ -413,12 +398,9 @@ def agent_from_model_dir(model_dir: Path, model_config: dict[str, Any] | None = 
     if conf.get("loader") == "code":
         agent = load_code_agent(agent_path, model_config)
     else:
-        with _active_config(model_config), agent_path.open("rb") as fh:
+        with config.activate_config(model_config), agent_path.open("rb") as fh:
             agent = as_agent(cloudpickle.load(fh))
-    if _config_available():
-        from mlflow_app_agent import config
-
-        config.activate_config(model_config)
+    config.activate_config(model_config)
     return agent
 
 
@@ -429,12 +411,6 @@ def _conf_from_layout(model_dir: Path) -> dict[str, Any]:
         if (model_dir / "data" / AGENT_DIR / file).is_file():
             return {"loader": loader, "agent_path": f"data/{AGENT_DIR}/{file}"}
     raise ModelLoadError(f"{model_dir} has no {FLAVOR_NAME!r} flavor")
-
-
-def _config_available() -> bool:
-    import importlib.util
-
-    return importlib.util.find_spec("mlflow_app_agent.config") is not None
 
 
 def _load_pyfunc(data_path: str, model_config: dict[str, Any] | None = None) -> _PyfuncWrapper:

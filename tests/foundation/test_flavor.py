@@ -281,3 +281,49 @@ def test_inferred_requirements_name_the_toolkit(tmp_path: Path) -> None:
     mlflow_app_agent.save_model(str(echo), tmp_path / "m", git="off")
     requirements = (tmp_path / "m" / "requirements.txt").read_text()
     assert "mlflow-app-agent==" in requirements
+
+
+def write_configured_agent(directory: Path) -> Path:
+    agent_file = directory / "configured.py"
+    agent_file.write_text(
+        "import mlflow, pydantic\n"
+        "from mlflow_app_agent import Agent, get_config\n"
+        "class Settings(pydantic.BaseModel):\n"
+        "    greeting: str\n"
+        "    shout: bool = False\n"
+        "agent = Agent('configured')\n"
+        "agent.config_schema = Settings\n"
+        "@agent.invoke_method\n"
+        "def invoke(request):\n"
+        "    cfg = get_config(Settings)\n"
+        "    text = f'{cfg.greeting} {request.input[-1].content}'\n"
+        "    text = text.upper() if cfg.shout else text\n"
+        "    return {'output': [{'type': 'message', 'id': '1', 'role': 'assistant',\n"
+        "                        'content': [{'type': 'output_text', 'text': text}]}]}\n"
+        "mlflow.models.set_model(agent)\n"
+    )
+    return agent_file
+
+
+def test_model_config_is_stored_validated_and_overridable(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from mlflow_app_agent import config
+    from mlflow_app_agent.errors import ConfigError
+
+    agent_file = write_configured_agent(tmp_path)
+    try:
+        with pytest.raises(ConfigError, match="config key 'greeting'"):
+            mlflow_app_agent.save_model(str(agent_file), tmp_path / "bad", git="off",
+                                        model_config={"shout": True}, pip_requirements=PIP)
+        assert not (tmp_path / "bad").exists()
+        mlflow_app_agent.save_model(str(agent_file), tmp_path / "m", git="off",
+                                    model_config={"greeting": "hi"}, pip_requirements=PIP)
+        loaded = mlflow_app_agent.load_agent(tmp_path / "m")
+        assert loaded.model_config == {"greeting": "hi"}
+        assert loaded.agent.invoke(REQUEST)["output"][0]["content"][0]["text"] == "hi ping pong"
+        monkeypatch.setenv("AGENT_CONFIG__SHOUT", "true")  # per deployment, no re-logging
+        model = mlflow.pyfunc.load_model(str(tmp_path / "m"))
+        assert model.predict(REQUEST)["output"][0]["content"][0]["text"] == "HI PING PONG"
+    finally:
+        config.deactivate_config()
