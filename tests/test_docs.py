@@ -1,0 +1,24 @@
+"""The docs build with mkdocs in strict mode (broken links and missing pages fail)."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_mkdocs_strict_build(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "mkdocs", "build", "--strict", "--site-dir", str(tmp_path)],
+        cwd=ROOT, capture_output=True, text=True, timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "index.html").is_file()
+
+
+def test_readme_keeps_exactly_two_setup_commands() -> None:
+    readme = (ROOT / "README.md").read_text()
+    assert readme.count("<!-- quickstart-command -->") == 1
+    assert readme.count("<!-- test-command -->") == 1
+    ci = (ROOT / ".ci" / "run").read_text()
+    assert "<!-- test-command -->" in ci
