@@ -24,29 +24,22 @@ from mlflow_app_agent import config, dependencies, provenance, signature
 from mlflow_app_agent._version import __version__
 from mlflow_app_agent.authoring import Agent, as_agent, dump
 from mlflow_app_agent.errors import AgentDefinitionError, ModelLoadError
+from mlflow_app_agent.model_files import (
+    AGENT_DIR,
+    CODE_FILE,
+    FLAVOR_NAME,
+    PICKLE_FILE,
+    agent_from_model_dir,
+    load_code_agent,
+)
 from mlflow_app_agent.resources import parse_resources
 
 if TYPE_CHECKING:
     from mlflow.models import Model
     from mlflow.models.model import ModelInfo
 
-FLAVOR_NAME = "mlflow_app_agent"
 FLAVOR_VERSION = 1
-AGENT_DIR = "agent"
-CODE_FILE = "agent.py"
-PICKLE_FILE = "agent.pkl"
 SERVER_ENTRYPOINT = ["python", "-m", "mlflow_app_agent.serve"]
-
-
-def get_default_pip_requirements() -> list[str]:
-    """What a logged agent needs at least; the toolkit itself is shipped as a wheel by
-    ``materialize`` (it is not on the package index)."""
-    from mlflow.utils.requirements_utils import _get_pinned_requirement
-
-    return [f"mlflow-app-agent=={__version__}"] + [
-        _get_pinned_requirement(name)
-        for name in ("mlflow-skinny", "cloudpickle", "pydantic", "fastapi", "uvicorn")
-    ]
 
 
 def save_model(
@@ -218,7 +211,7 @@ def _write(
             mlflow_model=mlflow_model,
             signature=signature.responses_signature(),
             input_example=prepared.check.input_example,
-            pip_requirements=_requirements(pip_requirements),
+            pip_requirements=pip_requirements,  # None: MLflow infers them
             extra_pip_requirements=extra_pip_requirements,
             model_config=prepared.model_config,
             streamable=True,
@@ -231,12 +224,6 @@ def _write(
     mlflow_model.metadata = {**(metadata or {}), "task": signature.TASK}
     mlflow_model.add_flavor(FLAVOR_NAME, **_flavor_conf(prepared))
     mlflow_model.save(str(path / "MLmodel"))
-
-
-def _requirements(pip_requirements: Sequence[str] | str | None) -> Any:
-    if pip_requirements is not None:
-        return pip_requirements
-    return None  # MLflow infers them (imports seen while loading in a subprocess)
 
 
 def log_model(
@@ -315,102 +302,6 @@ def load_model(model_uri: str, dst_path: str | None = None) -> Agent:
     from mlflow_app_agent.loading import load_agent
 
     return load_agent(model_uri, dst_path=dst_path).agent
-
-
-# --- loading ------------------------------------------------------------------------------
-
-
-def load_code_agent(
-    code_file: Path, model_config: dict[str, Any] | None = None, *, extra_sys_path: Any = ()
-) -> Agent:
-    """Execute a models-from-code file and return the agent it defines.
-
-    The file sets it with ``mlflow.models.set_model(agent)`` (MLflow's convention), or
-    defines a module-level ``Agent``/``ResponsesAgent`` (exactly one).
-    """
-    import importlib.util
-    import sys
-    import uuid
-
-    import mlflow.models.model as mlflow_model_module
-
-    module_name = f"mlflow_app_agent_code_{uuid.uuid4().hex}"
-    spec = importlib.util.spec_from_file_location(module_name, code_file)
-    if spec is None or spec.loader is None:
-        raise AgentDefinitionError(f"cannot import {code_file}")
-    module = importlib.util.module_from_spec(spec)
-    mlflow_model_module.__mlflow_model__ = None
-    added = [str(p) for p in extra_sys_path if str(p) not in sys.path]
-    sys.path[:0] = added
-    sys.modules[module_name] = module
-    try:
-        with config.activate_config(model_config):
-            spec.loader.exec_module(module)
-    except ModuleNotFoundError as exc:
-        raise ModelLoadError(
-            f"{code_file.name} imports {exc.name!r}, which is not installed or logged"
-        ) from exc
-    except Exception as exc:
-        raise AgentDefinitionError(
-            f"running {code_file.name} failed: {type(exc).__name__}: {exc}"
-        ) from exc
-    finally:
-        for p in added:
-            if p in sys.path:
-                sys.path.remove(p)
-    candidate = mlflow_model_module.__mlflow_model__
-    mlflow_model_module.__mlflow_model__ = None
-    if candidate is None:
-        found = [v for v in vars(module).values() if _is_agent_like(v)]
-        if len(found) != 1:
-            raise AgentDefinitionError(
-                f"{code_file.name} must call mlflow.models.set_model(agent) (found "
-                f"{len(found)} module-level agents)"
-            )
-        candidate = found[0]
-    return as_agent(candidate)
-
-
-def _is_agent_like(value: Any) -> bool:
-    if isinstance(value, Agent):
-        return True
-    try:
-        from mlflow.pyfunc import ResponsesAgent
-    except ImportError:  # pragma: no cover
-        return False
-    return isinstance(value, ResponsesAgent)
-
-
-def agent_from_model_dir(model_dir: Path, model_config: dict[str, Any] | None = None) -> Agent:
-    """Load the agent stored in our flavor at ``model_dir`` (the dir holding MLmodel)."""
-    import cloudpickle
-    from mlflow.models import Model
-    from mlflow.utils.model_utils import _add_code_from_conf_to_system_path
-
-    meta = Model.load(str(model_dir / "MLmodel"))
-    conf = meta.flavors.get(FLAVOR_NAME) or _conf_from_layout(model_dir)
-    pyfunc_conf = meta.flavors.get("python_function", {})
-    _add_code_from_conf_to_system_path(str(model_dir), pyfunc_conf, code_key="code")
-    if model_config is None:
-        # mlflow.pyfunc.save_model(model_config=...) stores it under "config".
-        model_config = pyfunc_conf.get("config")
-    agent_path = model_dir / conf["agent_path"]
-    if conf.get("loader") == "code":
-        agent = load_code_agent(agent_path, model_config)
-    else:
-        with config.activate_config(model_config), agent_path.open("rb") as fh:
-            agent = as_agent(cloudpickle.load(fh))
-    config.activate_config(model_config)
-    return agent
-
-
-def _conf_from_layout(model_dir: Path) -> dict[str, Any]:
-    """While saving, MLflow infers requirements by loading the model before our flavor entry
-    is written to MLmodel: find the agent file by the layout instead."""
-    for loader, file in (("code", CODE_FILE), ("pickle", PICKLE_FILE)):
-        if (model_dir / "data" / AGENT_DIR / file).is_file():
-            return {"loader": loader, "agent_path": f"data/{AGENT_DIR}/{file}"}
-    raise ModelLoadError(f"{model_dir} has no {FLAVOR_NAME!r} flavor")
 
 
 def _load_pyfunc(data_path: str, model_config: dict[str, Any] | None = None) -> _PyfuncWrapper:

@@ -179,7 +179,7 @@ def load_agent(
     """Load the agent at ``model_uri_or_dir`` (our flavor or a pyfunc ResponsesAgent)."""
     from mlflow.models import Model
 
-    from mlflow_app_agent import flavor
+    from mlflow_app_agent import model_files
 
     location = str(model_uri_or_dir)
     if Path(location).is_dir():
@@ -193,14 +193,14 @@ def load_agent(
         target = dst_path or tempfile.mkdtemp(prefix="mlflow-app-agent-model-")
         source = download_model(location, target)
     meta = Model.load(str(source.local_path / "MLmodel"))
-    conf = meta.flavors.get(flavor.FLAVOR_NAME)
+    conf = meta.flavors.get(model_files.FLAVOR_NAME)
     pyfunc_conf = meta.flavors.get("python_function") or {}
     effective_config = model_config if model_config is not None else pyfunc_conf.get(
         "config"  # where mlflow.pyfunc.save_model(model_config=...) stores it
     )
     if conf is not None:
-        agent = flavor.agent_from_model_dir(source.local_path, effective_config)
-        flavor_name = flavor.FLAVOR_NAME
+        agent = model_files.agent_from_model_dir(source.local_path, effective_config)
+        flavor_name = model_files.FLAVOR_NAME
         git = conf.get("git") or {}
         resources = parse_resources(conf.get("resources") or [])
     elif pyfunc_conf:
