@@ -62,6 +62,8 @@ def server_env(server: str, tracking_uri: str) -> dict[str, str]:
     env.pop("DATABRICKS_APP_PORT", None)
     if server == "ours-trace-all":
         env["MLFLOW_APP_AGENT_TRACE_MAX_PER_SECOND"] = "0"  # trace every request
+    if server == "ours-no-trace":
+        env["MLFLOW_APP_AGENT_TRACING"] = "false"
     return env
 
 
@@ -70,7 +72,8 @@ def ready_path(server: str) -> str:
 
 
 class Server:
-    def __init__(self, server: str, kind: str, tracking_uri: str, log_dir: Path) -> None:
+    def __init__(self, server: str, kind: str, tracking_uri: str, log_dir: Path,
+                 experiment_id: str) -> None:
         self.name = server
         self.port = free_port()
         self.log = log_dir / f"{server}-{kind}-{self.port}.log"
@@ -78,7 +81,8 @@ class Server:
         with self.log.open("wb") as out:
             self.proc = subprocess.Popen(server_cmd(server, kind, self.port), stdout=out,
                                          stderr=subprocess.STDOUT,
-                                         env=server_env(server, tracking_uri))
+                                         env={**server_env(server, tracking_uri),
+                                              "MLFLOW_EXPERIMENT_ID": experiment_id})
         self.path = ready_path(server)
 
     async def wait_ready(self, timeout: float = 60) -> float:
@@ -145,12 +149,13 @@ async def one_request(port: int, method: str, path: str, body: bytes) -> tuple[i
 
 
 async def closed_loop(port: int, concurrency: int, seconds: float, warmup: float) -> dict[str, Any]:
-    """``concurrency`` keep-alive clients, each sending the next request when the last ends."""
+    """``concurrency`` keep-alive clients, each sending the next request when the last ends.
+    Counts only what completes inside the measured ``seconds`` after ``warmup``."""
     payload = build_request("POST", "/invocations", BODY, port)
-    counts = {"ok": 0, "errors": 0, "total": 0}
+    counts = {"ok": 0, "errors": 0, "sent": 0}
     latencies: list[float] = []
-    measuring = False
-    stop_at = time.perf_counter() + warmup + seconds
+    t_start = time.perf_counter() + warmup
+    stop_at = t_start + seconds
 
     async def client() -> None:
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
@@ -158,32 +163,20 @@ async def closed_loop(port: int, concurrency: int, seconds: float, warmup: float
             while time.perf_counter() < stop_at:
                 t0 = time.perf_counter()
                 writer.write(payload)
+                counts["sent"] += 1
                 status, _ = await read_response(reader)
-                counts["total"] += 1
-                if measuring:
+                t1 = time.perf_counter()
+                if t_start <= t1 <= stop_at:
                     if status == 200:
                         counts["ok"] += 1
-                        latencies.append(time.perf_counter() - t0)
+                        latencies.append(t1 - t0)
                     else:
                         counts["errors"] += 1
         finally:
             writer.close()
 
-    tasks = [asyncio.create_task(client()) for _ in range(concurrency)]
-    await asyncio.sleep(warmup)
-    measuring = True
-    t_start = time.perf_counter()
-    await asyncio.gather(*tasks)
-    elapsed = time.perf_counter() - t_start
-    latencies.sort()
-    return {
-        "rps": counts["ok"] / elapsed,
-        "ok": counts["ok"],
-        "errors": counts["errors"],
-        "total": counts["total"] + 1,  # + the check request before the run
-        "p50_ms": 1000 * latencies[len(latencies) // 2] if latencies else None,
-        "p99_ms": 1000 * latencies[int(len(latencies) * 0.99)] if latencies else None,
-    }
+    await asyncio.gather(*(client() for _ in range(concurrency)))
+    return {**counts, "seconds": seconds, "latencies": latencies}
 
 
 async def stream_once(port: int) -> tuple[int, float, int]:
@@ -203,68 +196,134 @@ async def stream_once(port: int) -> tuple[int, float, int]:
 
 
 # --- scenarios ------------------------------------------------------------------------------------
+# The machine is shared, so servers of one scenario run side by side and are measured in
+# alternating windows: background load hits all of them alike. Between windows we wait
+# until every server process is idle (e.g. done exporting traces), so one server's
+# leftover work is not billed to the next.
 
-def count_traces(uri: str) -> int:
+def count_traces(uri: str, experiment_id: str) -> int:
     import sqlite3
 
     with sqlite3.connect(uri.removeprefix("sqlite:///")) as db:
-        return int(db.execute("SELECT COUNT(*) FROM trace_info").fetchone()[0])
+        row = db.execute("SELECT COUNT(*) FROM trace_info WHERE experiment_id = ?",
+                         (experiment_id,)).fetchone()
+        return int(row[0])
 
 
-async def run_throughput(server: str, kind: str, uri: str, logs: Path, seconds: float,
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def quiesce(servers: list[Server], max_wait: float = 20.0) -> None:
+    deadline = time.perf_counter() + max_wait
+    last = {s.name: cpu_seconds(s.proc.pid) for s in servers}
+    while time.perf_counter() < deadline:
+        await asyncio.sleep(0.3)
+        now = {s.name: cpu_seconds(s.proc.pid) for s in servers}
+        if all(now[k] - last[k] < 0.02 for k in now):
+            return
+        last = now
+
+
+async def start_all(names: list[str], kind: Callable[[str], str], uri: str, logs: Path,
+                    experiments: dict[str, str]) -> list[Server]:
+    servers = [Server(n, kind(n), uri, logs, experiments[n]) for n in names]
+    for srv in servers:
+        await srv.wait_ready()
+    await asyncio.sleep(2.0)  # background imports (MLflow) finish before timing
+    return servers
+
+
+async def run_throughput(names: list[str], kind: str, uri: str, logs: Path,
+                         experiments: dict[str, str], window: float, rounds: int,
                          concurrency: int) -> dict[str, Any]:
-    before = count_traces(uri)
-    srv = Server(server, kind, uri, logs)
+    before = {n: count_traces(uri, experiments[n]) for n in names}
+    servers = await start_all(names, lambda n: kind, uri, logs, experiments)
+    totals = {n: {"ok": 0, "errors": 0, "sent": 0, "seconds": 0.0, "lat": []} for n in names}
     try:
-        await srv.wait_ready()
-        await asyncio.sleep(2.0)  # let background imports (MLflow) finish first
-        status, _ = await one_request(srv.port, "POST", "/invocations", BODY)
-        assert status == 200, status
-        result = await closed_loop(srv.port, concurrency, seconds, warmup=1.0)
-        result["requests_total"] = result.pop("total")
+        for srv in servers:
+            status, _ = await one_request(srv.port, "POST", "/invocations", BODY)
+            assert status == 200, (srv.name, status)
+            totals[srv.name]["sent"] += 1
+        for r in range(rounds):
+            order = servers[r % len(servers):] + servers[: r % len(servers)]
+            for srv in order:
+                await quiesce(servers)
+                res = await closed_loop(srv.port, concurrency, window, warmup=0.5)
+                t = totals[srv.name]
+                for key in ("ok", "errors", "sent", "seconds"):
+                    t[key] += res[key]
+                t["lat"].extend(res["latencies"])
     finally:
-        srv.stop()  # SIGTERM: both servers flush queued traces on the way out
-    result["traces_written"] = count_traces(uri) - before
-    return result
+        for srv in servers:
+            srv.stop()  # SIGTERM: both agent servers flush queued traces on the way out
+    out = {}
+    for n, t in totals.items():
+        lat = sorted(t["lat"])
+        out[n] = {
+            "rps": t["ok"] / t["seconds"],
+            "ok": t["ok"],
+            "errors": t["errors"],
+            "requests_sent": t["sent"],
+            "p50_ms": 1000 * lat[len(lat) // 2] if lat else None,
+            "p99_ms": 1000 * lat[int(len(lat) * 0.99)] if lat else None,
+            "traces_written": count_traces(uri, experiments[n]) - before[n],
+        }
+    return out
 
 
-async def run_stream(server: str, uri: str, logs: Path, repeats: int) -> dict[str, Any]:
-    srv = Server(server, "streamer" if server != "starlette" else "sse", uri, logs)
+async def run_stream(names: list[str], uri: str, logs: Path, experiments: dict[str, str],
+                     repeats: int) -> dict[str, Any]:
+    servers = await start_all(names, lambda n: "sse" if n == "starlette" else "streamer",
+                              uri, logs, experiments)
+    rates: dict[str, list[float]] = {n: [] for n in names}
+    events = {}
     try:
-        await srv.wait_ready()
-        await asyncio.sleep(2.0)
-        await stream_once(srv.port)  # warm-up
-        rates, n = [], 0
-        for _ in range(repeats):
-            status, elapsed, n = await stream_once(srv.port)
-            assert status == 200
-            rates.append(n / elapsed)
-        return {"events_per_s": statistics.median(rates), "events": n,
-                "runs": [round(r) for r in rates]}
+        for srv in servers:
+            await stream_once(srv.port)  # warm-up
+        for r in range(repeats):
+            order = servers[r % len(servers):] + servers[: r % len(servers)]
+            for srv in order:
+                await quiesce(servers)
+                status, elapsed, n = await stream_once(srv.port)
+                assert status == 200
+                rates[srv.name].append(n / elapsed)
+                events[srv.name] = n
     finally:
-        srv.stop()
-
-
-async def run_cold(server: str, uri: str, logs: Path, repeats: int) -> dict[str, Any]:
-    ready, first = [], []
-    for _ in range(repeats):
-        srv = Server(server, "echo", uri, logs)
-        try:
-            ready.append(await srv.wait_ready())
-            while True:
-                status, _ = await one_request(srv.port, "POST", "/invocations", BODY)
-                if status == 200:
-                    break
-                await asyncio.sleep(0.005)
-            first.append(time.perf_counter() - srv.started)
-        finally:
+        for srv in servers:
             srv.stop()
-    return {"ready_s": statistics.median(ready), "first_invocation_s": statistics.median(first),
-            "ready_runs": [round(r, 3) for r in ready]}
+    return {n: {"events_per_s": statistics.median(v), "best": max(v), "events": events[n],
+                "runs": [round(x) for x in v]} for n, v in rates.items()}
+
+
+async def run_cold(names: list[str], uri: str, logs: Path, experiments: dict[str, str],
+                   repeats: int) -> dict[str, Any]:
+    ready: dict[str, list[float]] = {n: [] for n in names}
+    first: dict[str, list[float]] = {n: [] for n in names}
+    for _ in range(repeats):
+        for name in names:
+            srv = Server(name, "echo", uri, logs, experiments[name])
+            try:
+                ready[name].append(await srv.wait_ready())
+                while True:
+                    status, _ = await one_request(srv.port, "POST", "/invocations", BODY)
+                    if status == 200:
+                        break
+                    await asyncio.sleep(0.005)
+                first[name].append(time.perf_counter() - srv.started)
+            finally:
+                srv.stop()
+    return {n: {"ready_s": statistics.median(ready[n]),
+                "first_invocation_s": statistics.median(first[n]),
+                "ready_runs": [round(x, 3) for x in ready[n]]} for n in names}
 
 
 def ratio(a: float | None, b: float | None) -> float | None:
     return None if not a or not b else a / b
+
+
+ALL_SERVERS = ["ours", "ours-trace-all", "ours-no-trace", "agentserver", "starlette"]
 
 
 async def main_async(args: argparse.Namespace) -> dict[str, Any]:
@@ -272,34 +331,32 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     uri = f"sqlite:///{work / 'mlflow.db'}"
     logs = work / "logs"
     logs.mkdir()
-    # Create the store (schema migrations) once, before any timing.
-    subprocess.run([PY, "-c", f"import mlflow; mlflow.MlflowClient('{uri}').search_experiments()"],
-                   check=True, capture_output=True)
-    results: dict[str, Any] = {"tracking_uri": "sqlite (one file shared by all servers)"}
+    # Create the store (schema migrations) and one experiment per server, before timing.
+    made = subprocess.run(
+        [PY, "-c", "import json, sys, mlflow; c = mlflow.MlflowClient(sys.argv[1]); "
+         "print(json.dumps({n: c.create_experiment('bench-' + n) for n in sys.argv[2:]}))",
+         uri, *ALL_SERVERS], check=True, capture_output=True, text=True)
+    experiments = json.loads(made.stdout.strip().splitlines()[-1])
+    results: dict[str, Any] = {"tracking_store": "one sqlite file shared by all servers, "
+                                                 "one experiment per server"}
     step: Callable[[str], None] = lambda s: print(s, flush=True)  # noqa: E731
-
+    w, rounds = args.window, args.rounds
     if "a" in args.scenarios:
-        results["a"] = {}
-        for server in ("ours", "ours-trace-all", "agentserver"):
-            step(f"(a) {server}")
-            results["a"][server] = await run_throughput(server, "sleepy", uri, logs,
-                                                        args.seconds, 32)
+        step("(a) sync 20 ms agent")
+        results["a"] = await run_throughput(["ours", "ours-trace-all", "agentserver"],
+                                            "sleepy", uri, logs, experiments, w, rounds, 32)
     if "b" in args.scenarios:
-        results["b"] = {}
-        for server in ("ours", "ours-trace-all", "agentserver", "starlette"):
-            step(f"(b) {server}")
-            results["b"][server] = await run_throughput(server, "echo", uri, logs,
-                                                        args.seconds, 32)
+        step("(b) async echo")
+        results["b"] = await run_throughput(ALL_SERVERS, "echo", uri, logs, experiments,
+                                            w, rounds, 32)
     if "c" in args.scenarios:
-        results["c"] = {}
-        for server in ("ours", "agentserver", "starlette"):
-            step(f"(c) {server}")
-            results["c"][server] = await run_stream(server, uri, logs, args.stream_repeats)
+        step("(c) one stream of 1,000 deltas")
+        results["c"] = await run_stream(["ours", "agentserver", "starlette"], uri, logs,
+                                        experiments, args.stream_repeats)
     if "d" in args.scenarios:
-        results["d"] = {}
-        for server in ("ours", "agentserver"):
-            step(f"(d) {server}")
-            results["d"][server] = await run_cold(server, uri, logs, args.cold_repeats)
+        step("(d) cold start")
+        results["d"] = await run_cold(["ours", "agentserver"], uri, logs, experiments,
+                                      args.cold_repeats)
     results["logs"] = str(logs)
     return results
 
@@ -316,9 +373,12 @@ def machine() -> dict[str, Any]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--scenarios", default="abcd")
-    parser.add_argument("--seconds", type=float, default=8.0)
-    parser.add_argument("--stream-repeats", type=int, default=7)
-    parser.add_argument("--cold-repeats", type=int, default=3)
+    parser.add_argument("--window", type=float, default=4.0,
+                        help="seconds per measured window (throughput scenarios)")
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="windows per server (throughput scenarios)")
+    parser.add_argument("--stream-repeats", type=int, default=15)
+    parser.add_argument("--cold-repeats", type=int, default=5)
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
     info = machine()

@@ -3,10 +3,10 @@ the agent routes are the hot path; their OpenAPI description is attached in ``ap
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import Any
 
-import anyio
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -29,14 +29,30 @@ from mlflow_app_agent.server.streaming import AgentEventStream, EventShaper
 HEADER_REQUEST_ID = "x-request-id"
 
 
-def _json(payload: Any, status: int = 200, request_id: str | None = None) -> Response:
-    headers = {HEADER_REQUEST_ID: request_id} if request_id else None
-    return Response(
-        json.dumps(payload, separators=(",", ":")).encode(),
-        status_code=status,
-        media_type="application/json",
-        headers=headers,
-    )
+class JSONBody:
+    """A pre-encoded JSON response as a bare ASGI callable: the agent routes are the hot path
+    and Starlette's Response adds header bookkeeping we do not need."""
+
+    __slots__ = ("body", "status", "request_id")
+
+    def __init__(self, body: bytes, status: int = 200, request_id: str | None = None) -> None:
+        self.body = body
+        self.status = status
+        self.request_id = request_id
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        headers = [
+            (b"content-type", b"application/json"),
+            (b"content-length", str(len(self.body)).encode()),
+        ]
+        if self.request_id:
+            headers.append((b"x-request-id", self.request_id.encode("latin-1")))
+        await send({"type": "http.response.start", "status": self.status, "headers": headers})
+        await send({"type": "http.response.body", "body": self.body})
+
+
+def _json(payload: Any, status: int = 200, request_id: str | None = None) -> JSONBody:
+    return JSONBody(json.dumps(payload, separators=(",", ":")).encode(), status, request_id)
 
 
 def _runtime(request: Request) -> Runtime:
@@ -73,14 +89,11 @@ async def _handle(request: Request, *, openai: bool) -> Any:
             raise RequestError(exc.message, code="invalid_request", status_code=422) from None
     except Exception as exc:
         status, body = error_body(exc, request_id, secrets)
-        return Response(
-            body, status_code=status, media_type="application/json",
-            headers={HEADER_REQUEST_ID: request_id},
-        )
+        return JSONBody(body, status, request_id)
 
     agent = served.agent
     model = str(data.get("model") or agent.name)
-    endpoint = request.url.path
+    endpoint = request.scope["path"]
     span = runtime.tracer.request_span(agent.name, endpoint, data, ctx)
     timeout = runtime.settings.request_timeout
     if stream:
@@ -98,7 +111,8 @@ async def _handle(request: Request, *, openai: bool) -> Any:
     try:
         with span:
             try:
-                with anyio.fail_after(timeout or None):
+                # asyncio.timeout: a few µs, where anyio.fail_after costs ~15 µs per request.
+                async with asyncio.timeout(timeout or None):
                     result = await agent.ainvoke(req, limiter=runtime.limiter)
                 result = _check_result(result)
             except Exception as exc:
@@ -106,10 +120,7 @@ async def _handle(request: Request, *, openai: bool) -> Any:
                 err = to_app_error(exc)
                 span.set_error(err.code, err.message)
                 status, body = error_body(err, request_id, secrets)
-                return Response(
-                    body, status_code=status, media_type="application/json",
-                    headers={HEADER_REQUEST_ID: request_id},
-                )
+                return JSONBody(body, status, request_id)
             span.set_outputs(result)
     finally:
         reset_request_context(token)
@@ -121,8 +132,7 @@ async def _handle(request: Request, *, openai: bool) -> Any:
         err = AgentExecutionError(f"the agent returned a response that is not JSON: {exc}")
         log_failure(err, request_id)
         status, body = error_body(err, request_id, secrets)
-        return Response(body, status_code=status, media_type="application/json",
-                        headers={HEADER_REQUEST_ID: request_id})
+        return JSONBody(body, status, request_id)
 
 
 def _check_result(result: Any) -> dict[str, Any]:
@@ -135,11 +145,11 @@ def _check_result(result: Any) -> dict[str, Any]:
     return result
 
 
-async def health(request: Request) -> Response:
+async def health(request: Request) -> Any:
     return _json({"status": "ok"})
 
 
-async def ready(request: Request) -> Response:
+async def ready(request: Request) -> Any:
     runtime = _runtime(request)
     if runtime.served is not None:
         return _json({"status": "ready", "agent": runtime.served.agent.name})
@@ -148,7 +158,7 @@ async def ready(request: Request) -> Response:
     return Response(body, status_code=503, media_type="application/json")
 
 
-async def info(request: Request) -> Response:
+async def info(request: Request) -> Any:
     runtime = _runtime(request)
     if not runtime.ready:
         err = not_ready_error(runtime)
