@@ -186,7 +186,7 @@ def _contract(status: int, text: str) -> list[str]:
 def _malformed(client: Any, n: int, say: Callable[[str], None]) -> FuzzStats:
     from hypothesis import strategies as st
 
-    from mlflow_app_agent.testing.malformed import malformed_requests
+    from mlflow_app_agent.testing.malformed import malformed_requests, must_reject_at
 
     stats = FuzzStats("malformed bodies (mlflow_app_agent.testing)")
     say(f"{stats.source}: {n} cases")
@@ -200,7 +200,7 @@ def _malformed(client: Any, n: int, say: Callable[[str], None]) -> FuzzStats:
             stats.record(None, [text], what)
             return
         problems = checks.rejection_problems(
-            status, ctype, text, must_reject=case.must_reject, what=case.kind
+            status, ctype, text, must_reject=must_reject_at(case, path), what=case.kind
         )
         stats.record(status, problems, what)
 

@@ -64,13 +64,25 @@ def schema_rejects(obj: Any) -> bool:
     return False
 
 
-def body_rejected(body: bytes) -> bool:
-    """Whether a Python server must reject these bytes: not JSON, or not a valid request."""
+def body_rejected(body: bytes, *, openai_compat: bool = False) -> bool:
+    """Whether a Python server must reject these bytes: not JSON, or not a valid request.
+
+    ``openai_compat``: judge as an OpenAI-compatible ``/responses`` route does, where the
+    Responses API also allows ``input`` as a plain string (one user message)."""
     try:
         obj = json.loads(body)
     except (ValueError, RecursionError):
         return True
+    if openai_compat and isinstance(obj, dict) and isinstance(obj.get("input"), str):
+        obj = {**obj, "input": [{"role": "user", "content": obj["input"]}]}
     return schema_rejects(obj)
+
+
+def must_reject_at(case: MalformedBody, path: str | None) -> bool:
+    """``case.must_reject``, for the route it is sent to."""
+    if path is not None and path.rstrip("/").endswith("/responses") and case.must_reject:
+        return body_rejected(case.body, openai_compat=True)
+    return case.must_reject
 
 
 def _nested(depth: int) -> Any:

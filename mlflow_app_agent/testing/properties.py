@@ -267,14 +267,17 @@ def check_consistency(target: Target, request: Any, endpoint: str | None = None)
 
 
 def check_malformed(target: Target, case: Any, endpoint: str | None = None) -> None:
+    from mlflow_app_agent.testing import malformed
+
     if target.is_server:
         what = f"a malformed body ({case.kind})"
         shown = {"kind": case.kind, "content_type": case.content_type, "body": case.preview()}
         resp = _call("POST", lambda: target.post_raw(case.body, case.content_type,
                                                      endpoint=endpoint), shown, endpoint)  # fmt: skip
         problems = checks.rejection_problems(
-            resp.status, resp.content_type, resp.text, must_reject=case.must_reject, what=what
-        )
+            resp.status, resp.content_type, resp.text,
+            must_reject=malformed.must_reject_at(case, endpoint), what=what,
+        )  # fmt: skip
         if problems:
             raise _Broken(problems, shown, endpoint)
         return

@@ -128,3 +128,13 @@ def test_ci_profile_registers_ci_and_dev(monkeypatch: pytest.MonkeyPatch) -> Non
     monkeypatch.delenv("CI")
     assert ci_profile(load=False) == "dev"
     ci_profile(load=False)  # re-register the repo's own numbers (50 / 25)
+
+
+def test_responses_route_judges_string_input_the_openai_way() -> None:
+    from mlflow_app_agent.testing.malformed import MalformedBody, must_reject_at
+
+    case = MalformedBody("input_not_list", b'{"input": "hi"}', "application/json", True)
+    assert must_reject_at(case, "/invocations")
+    assert not must_reject_at(case, "/responses")  # OpenAI's Responses API allows a string
+    number = MalformedBody("input_not_list", b'{"input": 5}', "application/json", True)
+    assert must_reject_at(number, "/responses")
