@@ -45,8 +45,18 @@ def validate_command(
     (http://127.0.0.1:8000). Servers are also sent malformed requests, which must get a 4xx
     with a message, never a 5xx.
     """
-    from mlflow_app_agent.errors import MlflowAppAgentError, ValidationFailure
-    from mlflow_app_agent.testing.properties import check_agent
+    from mlflow_app_agent.errors import (
+        MissingDependencyError,
+        MlflowAppAgentError,
+        ValidationFailure,
+    )
+    from mlflow_app_agent.testing.properties import check_agent, require_testing_extras
+
+    try:
+        require_testing_extras()
+    except MissingDependencyError as exc:
+        click.echo(f"Error: {exc.message}", err=True)
+        raise SystemExit(2) from None
 
     click.echo(f"Validating {target} ({max_examples} examples per property)...", err=True)
     try:

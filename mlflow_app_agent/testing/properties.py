@@ -22,7 +22,11 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any, TypeVar
 
-from mlflow_app_agent.errors import MlflowAppAgentError, ValidationFailure
+from mlflow_app_agent.errors import (
+    MissingDependencyError,
+    MlflowAppAgentError,
+    ValidationFailure,
+)
 from mlflow_app_agent.testing import checks
 from mlflow_app_agent.testing.targets import Target, resolve_target
 
@@ -116,6 +120,7 @@ def check_agent(
     in-process agent is paused during the check (hundreds of synthetic requests would flood
     the tracking store) unless ``trace=True``.
     """
+    require_testing_extras()
     names = list(properties) if properties is not None else list(PROPERTIES)
     unknown = sorted(set(names) - set(PROPERTIES))
     if unknown:
@@ -144,6 +149,19 @@ def check_agent(
         failure.report = report  # type: ignore[attr-defined]
         raise failure
     return report
+
+
+def require_testing_extras() -> None:
+    """Validation needs the ``testing`` extra; say so instead of an ImportError later."""
+    import importlib.util
+
+    missing = [
+        m for m in ("hypothesis", "hypothesis_jsonschema") if not importlib.util.find_spec(m)
+    ]
+    if missing:
+        raise MissingDependencyError(
+            f"validation needs {' and '.join(missing)}: pip install 'mlflow-app-agent[testing]'"
+        )
 
 
 def run_untraced(fn: Callable[[], T], *, pause: bool = True) -> T:

@@ -58,3 +58,16 @@ def test_validate_cli_exits_2_on_an_unreachable_server() -> None:
     result = CliRunner().invoke(main, ["validate", "http://127.0.0.1:9", "--timeout", "2"])
     assert result.exit_code == 2
     assert "ConnectError" in result.output
+
+
+def test_validate_cli_names_the_missing_extra(monkeypatch: pytest.MonkeyPatch) -> None:
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec",
+        lambda name, *a: None if name == "hypothesis_jsonschema" else real(name, *a),
+    )  # fmt: skip
+    result = CliRunner().invoke(main, ["validate", "models:/any/1"])
+    assert result.exit_code == 2
+    assert "pip install 'mlflow-app-agent[testing]'" in result.output
