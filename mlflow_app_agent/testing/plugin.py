@@ -150,6 +150,5 @@ def pytest_collection_modifyitems(
     from mlflow_app_agent.testing.properties import PROPERTIES
 
     for prop in PROPERTIES:
-        items.append(
-            AgentPropertyItem.from_parent(session, name=f"agent_contract[{prop}]", prop=prop)
-        )
+        name = f"agent_contract[{prop}]"
+        items.append(AgentPropertyItem.from_parent(session, name=name, nodeid=name, prop=prop))
