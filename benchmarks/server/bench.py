@@ -62,6 +62,8 @@ def server_env(server: str, tracking_uri: str) -> dict[str, str]:
     env.pop("DATABRICKS_APP_PORT", None)
     if server == "ours-trace-all":
         env["MLFLOW_APP_AGENT_TRACE_MAX_PER_SECOND"] = "0"  # trace every request
+    if server.startswith("ours-cap"):  # e.g. ours-cap2: at most 2 traces/s
+        env["MLFLOW_APP_AGENT_TRACE_MAX_PER_SECOND"] = server.removeprefix("ours-cap")
     if server == "ours-no-trace":
         env["MLFLOW_APP_AGENT_TRACING"] = "false"
     return env
