@@ -63,11 +63,32 @@ def parse_json_object(raw: bytes) -> dict[str, Any]:
         raise RequestError(
             f"request body is not valid JSON: {exc.msg} (line {exc.lineno}, column {exc.colno})"
         ) from None
+    except RecursionError:
+        # CPython's decoder gives up on nesting deeper than the interpreter's stack allows.
+        raise RequestError("request body is nested too deeply to be a Responses request") from None
     if not isinstance(data, dict):
         raise RequestError(
             f"request body must be a JSON object with an 'input' list, got {_json_kind(data)}"
         )
+    _check_depth(data)
     return data
+
+
+MAX_JSON_DEPTH = 64
+
+
+def _check_depth(data: Any, limit: int = MAX_JSON_DEPTH) -> None:
+    """Refuse absurd nesting up front: validation, tracing and agents all recurse over the
+    request, and a Responses request needs a handful of levels (custom_inputs a few more)."""
+    stack = [(data, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if depth > limit:
+            raise RequestError(f"request body nests deeper than {limit} levels")
+        if isinstance(node, dict):
+            stack.extend((v, depth + 1) for v in node.values() if isinstance(v, (dict, list)))
+        elif isinstance(node, list):
+            stack.extend((v, depth + 1) for v in node if isinstance(v, (dict, list)))
 
 
 def wants_stream(data: dict[str, Any], accept: str | None) -> bool:

@@ -127,6 +127,11 @@ def test_responses_stream_has_lifecycle(echo: TestClient) -> None:
         (b'{"input": [{"role": 7, "content": "x"}]}', 422, ["request.input.0"]),
         (b'{"input": [], "stream": "yes"}', 422, ["request.stream"]),
         (b'{"input": [], "temperature": "hot"}', 422, ["request.temperature"]),
+        # nesting the JSON decoder survives but validation and tracing would not
+        (b'{"input": [], "custom_inputs": {"a": ' + b"[" * 500 + b"]" * 500 + b"}}", 400,
+         ["nests deeper than 64 levels"]),
+        # nesting beyond the decoder's own recursion limit
+        (b'{"input": ' + b"[" * 100_000 + b"]" * 100_000 + b"}", 400, ["nested too deeply"]),
     ],
 )
 def test_bad_requests_name_the_problem(
