@@ -71,3 +71,19 @@ def test_validate_cli_names_the_missing_extra(monkeypatch: pytest.MonkeyPatch) -
     result = CliRunner().invoke(main, ["validate", "models:/any/1"])
     assert result.exit_code == 2
     assert "pip install 'mlflow-app-agent[testing]'" in result.output
+
+
+def test_plain_mlflow_responses_agent_version_passes(in_registry: dict[str, str]) -> None:
+    """A ResponsesAgent logged with plain ``mlflow.pyfunc.log_model`` (python_function)."""
+    import mlflow
+
+    from . import agents
+    from .conftest import PIP
+
+    mlflow.pyfunc.log_model(
+        name="agent", python_model=agents.responses_agent_echo(), pip_requirements=PIP,
+        registered_model_name="plain-responses-agent",
+    )  # fmt: skip
+    report = check_agent("models:/plain-responses-agent/1", max_examples=15)
+    assert report.ok, report.format()
+    assert report.target.endswith("(plain-responses-agent version 1)")
