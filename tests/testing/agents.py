@@ -164,3 +164,22 @@ def responses_agent_echo() -> Any:
             yield ResponsesAgentStreamEvent(type="response.output_item.done", item=message(text))
 
     return Echo()
+
+
+def fresh_ids() -> Agent:
+    """Correct, but every answer gets new item ids (as real LLM agents' do)."""
+    import uuid
+
+    agent = Agent("fresh-ids")
+
+    @agent.invoke_method
+    def invoke(request: Any) -> dict[str, Any]:
+        return {"output": [message(last_text(request), f"msg_{uuid.uuid4().hex}")]}
+
+    @agent.stream_method
+    def stream(request: Any) -> Iterator[dict[str, Any]]:
+        item_id, text = f"msg_{uuid.uuid4().hex}", last_text(request)
+        yield {"type": "response.output_text.delta", "item_id": item_id, "delta": text}
+        yield {"type": "response.output_item.done", "item": message(text, item_id)}
+
+    return agent

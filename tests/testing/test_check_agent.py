@@ -141,3 +141,7 @@ def test_request_context_reaches_the_agent(echo_agent) -> None:  # type: ignore[
         assert check_agent(echo_agent, max_examples=5, properties=["consistency"]).ok
     text = response["output"][0]["content"][0]["text"]
     assert text == "Hello! (for ana@example.com)"
+
+
+def test_volatile_item_ids_do_not_break_consistency() -> None:
+    assert check_agent(agents.fresh_ids(), max_examples=15, properties=["consistency"]).ok
