@@ -58,15 +58,28 @@ def to_request(request: Any) -> ResponsesAgentRequest:
 
 
 def describe_validation_error(exc: Any, *, prefix: str) -> str:
-    """One readable line per pydantic error: ``request.input.0.role: Field required``."""
-    parts = []
-    for err in exc.errors()[:5]:
-        loc = ".".join(str(p) for p in (prefix, *err.get("loc", ())))
-        parts.append(f"{loc}: {err.get('msg', 'invalid')}")
-    more = len(exc.errors()) - 5
-    if more > 0:
-        parts.append(f"... and {more} more")
-    return "; ".join(parts)
+    """One readable clause per pydantic error: ``request.input.0.role: Field required``.
+
+    Union branches (pydantic labels them ``function-after[check_role(), ...Message]``) are
+    shown as ``(as Message)``, so a client sees which item shape each complaint is about.
+    """
+    parts: list[str] = []
+    for err in exc.errors():
+        path, branch = [prefix], ""
+        for segment in err.get("loc", ()):
+            text = str(segment)
+            if "[" in text:  # a union/validator branch label, not a field
+                branch = text.rstrip("]").rsplit(",", 1)[-1].rsplit("[", 1)[-1].strip()
+                continue
+            path.append(text)
+        where = ".".join(path) + (f" (as {branch})" if branch else "")
+        clause = f"{where}: {err.get('msg', 'invalid')}"
+        if clause not in parts:
+            parts.append(clause)
+    shown = parts[:5]
+    if len(parts) > 5:
+        shown.append(f"... and {len(parts) - 5} more")
+    return "; ".join(shown)
 
 
 def dump(obj: Any) -> Any:

@@ -215,3 +215,12 @@ def test_request_context_from_headers_hides_the_token() -> None:
     assert "dapi-secret" not in repr(ctx) and "dapi-secret" not in str(ctx.to_public_dict())
     assert ctx.access_token == "dapi-secret"
     assert not RequestContext().is_authenticated
+
+
+def test_union_errors_say_which_item_shape_they_are_about() -> None:
+    with pytest.raises(RequestError) as info:
+        to_request({"input": [{"role": 7, "content": "x"}]})
+    message = str(info.value)
+    assert "request.input.0.role (as Message): Input should be a valid string" in message
+    assert "request.input.0.type (as OutputItem): Field required" in message
+    assert "function-after" not in message
