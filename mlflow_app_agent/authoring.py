@@ -12,14 +12,11 @@ models is checked by :mod:`mlflow_app_agent.signature`, not here.
 
 from __future__ import annotations
 
-import asyncio
-import collections
-import contextvars
 import inspect
-import threading
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
+from mlflow_app_agent.bridges import iterate_async_gen, run_coroutine, threaded_iter
 from mlflow_app_agent.errors import AgentDefinitionError, RequestError
 
 if TYPE_CHECKING:
@@ -32,7 +29,6 @@ StreamFn = Callable[[Any], Any]
 
 DONE_EVENT = "response.output_item.done"
 TEXT_DELTA_EVENT = "response.output_text.delta"
-_STREAM_END = object()
 
 
 def to_request(request: Any) -> ResponsesAgentRequest:
@@ -214,7 +210,7 @@ class Agent:
         req = to_request(request)
         if self._invoke_fn is not None:
             if self.invoke_is_async:
-                return dump(_run_coroutine(self._invoke_fn(req)))
+                return dump(run_coroutine(self._invoke_fn(req)))
             return dump(self._invoke_fn(req))
         return reduce_stream(list(self._iter_stream(req)))
 
@@ -229,7 +225,8 @@ class Agent:
             yield from response_to_events(self.invoke(req))
             return
         if self.stream_is_async:
-            yield from _iterate_async_gen(self._stream_fn(req))
+            for event in iterate_async_gen(self._stream_fn(req)):
+                yield dump(event)
             return
         for event in self._stream_fn(req):
             yield dump(event)
@@ -275,137 +272,13 @@ class Agent:
             finally:
                 await agen.aclose()
             return
-        events = _threaded_iter(self._stream_fn(req), limiter=limiter)
+        events = threaded_iter(self._stream_fn(req), limiter=limiter)
         try:
             async for event in events:
                 yield dump(event)
         finally:
             # Close now (stops and closes the sync generator), not whenever GC runs.
             await events.aclose()
-
-
-def _run_coroutine(coro: Any) -> Any:
-    """Run a coroutine to completion from sync code, even inside a running loop (notebooks)."""
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        return asyncio.run(coro)
-    result: dict[str, Any] = {}
-    ctx = contextvars.copy_context()
-
-    def runner() -> None:
-        try:
-            result["value"] = ctx.run(asyncio.run, coro)
-        except BaseException as exc:  # re-raised in the caller's thread
-            result["error"] = exc
-
-    thread = threading.Thread(target=runner, name="mlflow-app-agent-run")
-    thread.start()
-    thread.join()
-    if "error" in result:
-        raise result["error"]
-    return result["value"]
-
-
-def _iterate_async_gen(agen: Any) -> Iterator[Any]:
-    """Drive an async generator from sync code, one event at a time, in its own loop."""
-    loop = asyncio.new_event_loop()
-    try:
-        while True:
-            try:
-                event = loop.run_until_complete(agen.__anext__())
-            except StopAsyncIteration:
-                return
-            yield dump(event)
-    finally:
-        try:
-            loop.run_until_complete(agen.aclose())
-        finally:
-            loop.close()
-
-
-async def _threaded_iter(
-    gen: Iterator[Any], *, limiter: anyio.CapacityLimiter | None = None, buffer: int = 256
-) -> AsyncGenerator[Any, None]:
-    """Iterate a sync generator in a worker thread without blocking the event loop.
-
-    Events cross threads through a bounded deque (back-pressure on a slow client). The
-    worker wakes the loop only when the consumer is actually waiting, and the consumer takes
-    everything available per wake-up: a fast generator costs one cross-thread wake-up (a
-    syscall and a GIL hand-off) per batch rather than per event.
-    """
-    import anyio.to_thread
-
-    loop = asyncio.get_running_loop()
-    items: collections.deque[Any] = collections.deque()
-    lock = threading.Lock()
-    space = threading.Condition(lock)
-    wakeup = asyncio.Event()
-    stop = threading.Event()
-    state: dict[str, Any] = {"waiting": False, "done": False, "error": None}
-
-    def wake_consumer() -> None:  # call with the lock held
-        if state["waiting"]:
-            state["waiting"] = False
-            try:
-                loop.call_soon_threadsafe(wakeup.set)
-            except RuntimeError:  # the loop is closed: nobody is listening any more
-                pass
-
-    def produce() -> None:
-        try:
-            for item in gen:
-                with lock:
-                    while len(items) >= buffer and not stop.is_set():
-                        space.wait(0.05)
-                    if stop.is_set():
-                        return
-                    items.append(item)
-                    wake_consumer()
-        except BaseException as exc:  # handed to the consumer, re-raised there
-            with lock:
-                state["error"] = exc
-        finally:
-            try:
-                close = getattr(gen, "close", None)
-                if close is not None:
-                    close()
-            finally:
-                with lock:
-                    state["done"] = True
-                    wake_consumer()
-
-    ctx = contextvars.copy_context()
-    worker = asyncio.ensure_future(
-        anyio.to_thread.run_sync(ctx.run, produce, limiter=limiter)
-    )
-    try:
-        while True:
-            with lock:
-                batch = list(items)
-                items.clear()
-                if batch:
-                    space.notify_all()
-                done, error = state["done"], state["error"]
-                if not batch and not done:
-                    state["waiting"] = True
-                    wakeup.clear()
-            if batch:
-                for item in batch:
-                    yield item
-                continue
-            if done:
-                if error is not None:
-                    raise error
-                return
-            await wakeup.wait()
-    finally:
-        stop.set()
-        with lock:
-            items.clear()
-            space.notify_all()
-        if not worker.done():
-            await asyncio.shield(worker)
 
 
 def as_agent(obj: Any) -> Agent:

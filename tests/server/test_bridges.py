@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from mlflow_app_agent.authoring import _threaded_iter
+from mlflow_app_agent.bridges import threaded_iter as _threaded_iter
 
 
 def test_yields_everything_in_order_with_back_pressure() -> None:
