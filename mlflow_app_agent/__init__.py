@@ -5,9 +5,8 @@ Heavy modules (MLflow, FastAPI, the SDK) are imported lazily, on first use of a 
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
 
+from mlflow_app_agent._lazy import lazy_getattr
 from mlflow_app_agent._version import __version__
 from mlflow_app_agent.authoring import Agent
 from mlflow_app_agent.context import RequestContext, request_context, use_request_context
@@ -53,13 +52,7 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'mlflow_app_agent' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_getattr(__name__, globals(), _LAZY)
 
 
 def __dir__() -> list[str]:

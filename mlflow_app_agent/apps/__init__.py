@@ -7,9 +7,8 @@ run it locally as Apps would, deploy it, and check the auth of its declared reso
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
 
+from mlflow_app_agent._lazy import lazy_getattr
 from mlflow_app_agent.apps.manifest import verify
 from mlflow_app_agent.apps.materialize import materialize
 
@@ -22,10 +21,4 @@ _LAZY = {
 __all__ = ["check_auth", "deploy", "materialize", "verify"]
 
 
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'mlflow_app_agent.apps' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_getattr(__name__, globals(), _LAZY)

@@ -10,8 +10,8 @@ run, so it must not pull in hypothesis or MLflow until something here is used.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+
+from mlflow_app_agent._lazy import lazy_getattr
 
 _LAZY = {
     "responses_requests": "mlflow_app_agent.testing.strategies",
@@ -37,13 +37,7 @@ _LAZY = {
 __all__ = sorted(_LAZY)
 
 
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'mlflow_app_agent.testing' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_getattr(__name__, globals(), _LAZY)
 
 
 def __dir__() -> list[str]:
