@@ -5,7 +5,6 @@ Heavy modules (MLflow, FastAPI, the SDK) are imported lazily, on first use of a 
 
 from __future__ import annotations
 
-
 from mlflow_app_agent._lazy import lazy_getattr
 from mlflow_app_agent._version import __version__
 from mlflow_app_agent.authoring import Agent

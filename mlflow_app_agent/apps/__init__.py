@@ -7,7 +7,6 @@ run it locally as Apps would, deploy it, and check the auth of its declared reso
 
 from __future__ import annotations
 
-
 from mlflow_app_agent._lazy import lazy_getattr
 from mlflow_app_agent.apps.manifest import verify
 from mlflow_app_agent.apps.materialize import materialize

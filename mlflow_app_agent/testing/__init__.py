@@ -10,7 +10,6 @@ run, so it must not pull in hypothesis or MLflow until something here is used.
 
 from __future__ import annotations
 
-
 from mlflow_app_agent._lazy import lazy_getattr
 
 _LAZY = {
