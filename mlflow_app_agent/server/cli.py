@@ -42,7 +42,7 @@ def resolve_port(flag: int | None, env: dict[str, str] | None = None) -> int:
 @click.option("--tracing/--no-tracing", default=None,
               help="Record an MLflow trace per request (default on; env MLFLOW_APP_AGENT_TRACING).")
 @click.option("--trace-max-per-second", type=click.FloatRange(min=0), default=None,
-              help="Cap on traces started per second; 0 = no cap (default 10).")
+              help="Cap on traces started per second; 0 = no cap (default 5).")
 @click.option("--trace-sample-ratio", type=click.FloatRange(0, 1), default=None,
               help="Fraction of requests traced (default 1.0).")
 @click.option("--timeout", "request_timeout", type=click.FloatRange(min=0), default=None,

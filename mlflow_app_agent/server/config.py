@@ -39,7 +39,7 @@ class ServerSettings:
     trace_sample_ratio: float = 1.0
     #: Upper bound on traces started per second (token bucket; 0 = no bound). Writing a trace
     #: costs ~20 ms of CPU with a sqlite store, so an unbounded burst would starve requests.
-    trace_max_per_second: float = 10.0
+    trace_max_per_second: float = 5.0
     #: Seconds the shutdown waits for queued traces to be written.
     trace_flush_timeout: float = 10.0
 
