@@ -267,3 +267,19 @@ def test_serves_a_responses_agent() -> None:
         assert c.post("/invocations", json=MSG).json()["output"][0]["content"][0]["text"] == "hey"
         events = sse_events(c.post("/invocations", json={**MSG, "stream": True}).text)
         assert events[0]["type"] == "response.output_item.done"
+
+
+def test_user_middleware_still_sees_agent_routes() -> None:
+    seen: list[str] = []
+    app = create_app(agents.echo, tracing=False)
+
+    @app.middleware("http")
+    async def record(request: Any, call_next: Any) -> Any:
+        seen.append(request.url.path)
+        return await call_next(request)
+
+    with TestClient(app) as c:
+        assert c.post("/invocations", json=MSG).status_code == 200
+        events = sse_events(c.post("/responses", json={"input": "a", "stream": True}).text)
+        assert events[-1]["type"] == "response.completed"
+    assert seen == ["/invocations", "/responses"]

@@ -107,3 +107,16 @@ def test_unreachable_tracking_server_never_fails_requests(
             assert events.status_code == 200 and events.text.endswith("data: [DONE]\n\n")
     finally:
         mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'reset.db'}")
+
+
+def test_experiment_from_env_is_used(tracking_uri: str, monkeypatch: pytest.MonkeyPatch,
+                                     unique_name: str) -> None:
+    import mlflow
+
+    experiment_id = mlflow.MlflowClient().create_experiment(unique_name)
+    monkeypatch.setenv("MLFLOW_EXPERIMENT_ID", experiment_id)
+    with _traced_app(agents.echo) as c:
+        assert c.post("/invocations", json=MSG, headers={"X-Request-Id": "t-exp"}).status_code == 200
+    mlflow.flush_trace_async_logging()
+    traces = mlflow.MlflowClient().search_traces(locations=[experiment_id])
+    assert [t.info.client_request_id for t in traces] == ["t-exp"]
