@@ -44,3 +44,21 @@ def unique_name(request: pytest.FixtureRequest) -> str:
     import uuid
 
     return re.sub(r"[^A-Za-z0-9_-]", "-", request.node.name)[:40] + "-" + uuid.uuid4().hex[:6]
+
+
+@pytest.fixture(autouse=True)
+def _restore_registry_uri() -> object:
+    """``mlflow.set_registry_uri`` sets a global *and* ``MLFLOW_REGISTRY_URI`` in os.environ;
+    a test that calls it must not point later tests (or their subprocesses) at its store."""
+    import os
+    import sys
+
+    before = os.environ.get("MLFLOW_REGISTRY_URI")
+    yield
+    if before is None:
+        os.environ.pop("MLFLOW_REGISTRY_URI", None)
+    else:
+        os.environ["MLFLOW_REGISTRY_URI"] = before
+    utils = sys.modules.get("mlflow.tracking._model_registry.utils")
+    if utils is not None:
+        utils._registry_uri = None  # type: ignore[attr-defined]
