@@ -42,6 +42,10 @@ class ServerSettings:
     trace_max_per_second: float = 5.0
     #: Seconds the shutdown waits for queued traces to be written.
     trace_flush_timeout: float = 10.0
+    #: Where traces are written: ``process`` (a child writer process, so trace I/O does not
+    #: hold the server's GIL), ``thread`` (MLflow's in-process export threads) or ``auto``
+    #: (``process`` for local sqlite/file stores, ``thread`` for tracking servers).
+    trace_export: str = "auto"
 
     def __post_init__(self) -> None:
         if self.max_concurrency < 1:
@@ -54,6 +58,10 @@ class ServerSettings:
             raise ConfigError("trace_sample_ratio must be between 0 and 1")
         if self.trace_max_per_second < 0:
             raise ConfigError("trace_max_per_second must be >= 0 (0 = unbounded)")
+        if self.trace_export not in ("auto", "process", "thread"):
+            raise ConfigError(
+                f"trace_export must be one of auto, process, thread (got {self.trace_export!r})"
+            )
 
     @classmethod
     def from_env(

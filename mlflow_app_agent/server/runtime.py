@@ -35,6 +35,7 @@ class Runtime:
             enabled=settings.tracing,
             sample_ratio=settings.trace_sample_ratio,
             max_per_second=settings.trace_max_per_second,
+            export=settings.trace_export,
         )
         self._limiter: anyio.CapacityLimiter | None = None
         self._loading: asyncio.Future[Any] | None = None

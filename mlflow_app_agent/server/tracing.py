@@ -34,8 +34,11 @@ class Tracer:
         sample_ratio: float = 1.0,
         max_per_second: float = 0.0,
         model_id: str | None = None,
+        export: str = "auto",
     ) -> None:
         self.enabled = enabled
+        #: asked for (auto/process/thread) until warm-up, then what is in effect
+        self.export = export
         self.sample_ratio = sample_ratio
         self.max_per_second = max_per_second
         self.model_id = model_id
@@ -76,6 +79,14 @@ class Tracer:
         except Exception:
             logger.warning("warming up MLflow tracing failed; traces may still work",
                            exc_info=True)
+        try:
+            from mlflow_app_agent.server import trace_export
+
+            self.export = trace_export.install(self.export)
+        except Exception:
+            self.export = "thread"
+            logger.warning("the trace writer process could not start; writing traces "
+                           "in-process", exc_info=True)
 
     def flush(self) -> None:
         """Write queued traces (called at shutdown)."""
@@ -87,8 +98,18 @@ class Tracer:
             logger.warning("flushing MLflow traces failed", exc_info=True)
 
     def stats(self) -> dict[str, Any]:
+        writer: dict[str, int] | None = None
+        if self._mlflow is not None and self.export == "process":
+            from mlflow_app_agent.server import trace_export
+
+            queue = trace_export.current_queue()
+            if queue is not None:
+                writer = {"sent": queue.sent, "dropped": queue.dropped,
+                          "in_process": queue.fallen_back, "alive": queue.alive}
         return {
             "enabled": self.enabled,
+            "export": self.export,
+            "writer": writer,
             "sample_ratio": self.sample_ratio,
             "max_per_second": self.max_per_second or None,
             "model_id": self.model_id,
@@ -260,8 +281,7 @@ def _fewer_export_workers_for_local_stores(tracking_uri: str) -> None:
     creates its export queue (the first trace)."""
     import os
 
-    if EXPORT_WORKERS_ENV in os.environ:
-        return
-    scheme = tracking_uri.split(":", 1)[0] if "://" in tracking_uri else "file"
-    if scheme in ("sqlite", "file"):
+    from mlflow_app_agent.server.trace_export import is_local_store
+
+    if EXPORT_WORKERS_ENV not in os.environ and is_local_store(tracking_uri):
         os.environ[EXPORT_WORKERS_ENV] = "1"

@@ -97,30 +97,89 @@ def test_databricks_app_port_wins(serve: Any, agents_path: Path) -> None:
     assert httpx.get(f"http://127.0.0.1:{port}/ready").status_code == 200
 
 
-def test_sigterm_shuts_down_cleanly_and_flushes_traces(
+def _writer_pids(server_pid: int) -> list[int]:
+    """Child processes of the server that run the trace writer (Linux /proc)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            cmdline = (entry / "cmdline").read_bytes()
+        except OSError:
+            continue
+        ppid = int(stat.rsplit(")", 1)[1].split()[1])
+        if ppid == server_pid and b"mlflow_app_agent.server.trace_export" in cmdline:
+            found.append(int(entry.name))
+    return found
+
+
+def _wait_for(predicate: Any, timeout: float = 30.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.05)
+    return False
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads /proc")
+def test_sigterm_right_after_a_burst_writes_every_trace(
     serve: Any, agents_path: Path, tmp_path: Path
 ) -> None:
     db = tmp_path / "traces.db"
     server = serve(f"{agents_path}:echo", env={
         "MLFLOW_APP_AGENT_TRACING": "true",
+        "MLFLOW_APP_AGENT_TRACE_MAX_PER_SECOND": "0",  # trace every request
         "MLFLOW_TRACKING_URI": f"sqlite:///{db}",
     })
+    burst = 40
     with httpx.Client(base_url=server.url, timeout=30) as client:
-        for i in range(3):
+        assert _wait_for(lambda: client.get("/agent/info").json()["tracing"]["export"]
+                         == "process")
+        for i in range(burst):
             resp = client.post("/invocations", json={"input": [{"role": "user", "content": "x"}]},
                                headers={"X-Request-Id": f"sigterm-{i}"})
             assert resp.status_code == 200
-    server.proc.send_signal(signal.SIGTERM)
+    writers = _writer_pids(server.proc.pid)
+    assert len(writers) == 1
+    server.proc.send_signal(signal.SIGTERM)  # at once: most traces are still queued
     # uvicorn re-raises the captured SIGTERM after its graceful shutdown.
-    assert server.proc.wait(timeout=30) in (0, -signal.SIGTERM)
+    assert server.proc.wait(timeout=60) in (0, -signal.SIGTERM)
     assert "Application shutdown complete" in server.log.read_text()
+    assert _wait_for(lambda: not Path(f"/proc/{writers[0]}").exists(), timeout=10)
     import mlflow
 
     traces = mlflow.MlflowClient(f"sqlite:///{db}").search_traces(
-        locations=["0"], max_results=10
+        locations=["0"], max_results=100
     )
     ids = sorted(t.info.client_request_id for t in traces)
-    assert ids == ["sigterm-0", "sigterm-1", "sigterm-2"]
+    assert ids == sorted(f"sigterm-{i}" for i in range(burst))
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads /proc")
+def test_a_killed_server_leaves_no_trace_writer_behind(
+    serve: Any, agents_path: Path, tmp_path: Path
+) -> None:
+    server = serve(f"{agents_path}:echo", env={
+        "MLFLOW_APP_AGENT_TRACING": "true",
+        "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'killed.db'}",
+    })
+    assert _wait_for(lambda: len(_writer_pids(server.proc.pid)) == 1)
+    (writer,) = _writer_pids(server.proc.pid)
+    server.proc.kill()
+    server.proc.wait(timeout=10)
+    # The writer sees its pipe close and exits; it is nobody's zombie once reparented.
+    assert _wait_for(lambda: not Path(f"/proc/{writer}").exists()
+                     or "(Z)" in _state(writer), timeout=15)
+
+
+def _state(pid: int) -> str:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return ""
+    return "(" + stat.rsplit(")", 1)[1].split()[0] + ")"
 
 
 def test_ready_only_after_load_and_port_open_first(serve: Any, tmp_path: Path) -> None:

@@ -1,0 +1,162 @@
+"""The out-of-process trace writer against real sqlite stores: it writes what MLflow's own
+in-process export writes, flush means written, a dead or stalled writer never fails or
+blocks the caller."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from mlflow_app_agent.server import trace_export
+
+
+@pytest.fixture
+def store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+    """``store(name)`` points MLflow (env and client) at a fresh sqlite file and warms its
+    tracer provider; the session's tracking URI and MLflow's own queue come back after."""
+    import mlflow
+    from mlflow.tracing.provider import get_bridged_tracer_provider
+
+    before = mlflow.get_tracking_uri()
+
+    def use(name: str) -> str:
+        uri = f"sqlite:///{tmp_path / name}.db"
+        monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+        mlflow.set_tracking_uri(uri)
+        get_bridged_tracer_provider()
+        return uri
+
+    yield use
+    trace_export.install("thread")
+    mlflow.set_tracking_uri(before)
+
+
+def _make_traces(count: int, prefix: str) -> None:
+    import mlflow
+
+    for i in range(count):
+        with mlflow.start_span(name="request", span_type="AGENT") as root:
+            root.set_inputs({"input": [{"role": "user", "content": f"hello {i}"}]})
+            mlflow.update_current_trace(tags={"n": str(i)}, client_request_id=f"{prefix}-{i}",
+                                        user="ada@example.com")
+            with mlflow.start_span(name="tool", span_type="TOOL") as tool:
+                tool.set_inputs({"q": i})
+                tool.set_outputs({"a": i * 2})
+            root.set_outputs({"output": [{"type": "message", "text": f"bye {i}"}]})
+
+
+def _written(prefix: str) -> dict[str, Any]:
+    import mlflow
+
+    mlflow.flush_trace_async_logging()
+    traces = mlflow.search_traces(return_type="list", max_results=1000)
+    return {t.info.client_request_id: t for t in traces
+            if (t.info.client_request_id or "").startswith(prefix)}
+
+
+def _shape(trace: Any) -> dict[str, Any]:
+    """What a reader of the trace sees, without ids and timings."""
+    info = trace.info
+    return {
+        "state": str(info.state),
+        "tags": {k: v for k, v in info.tags.items() if not k.startswith("mlflow.artifact")},
+        "user": info.trace_metadata.get("mlflow.trace.user"),
+        "metadata_keys": sorted(info.trace_metadata),
+        "spans": [(s.name, s.span_type, s.inputs, s.outputs, str(s.status.status_code),
+                   bool(s.parent_id)) for s in trace.data.spans],
+    }
+
+
+def test_auto_picks_a_process_only_for_local_stores() -> None:
+    assert trace_export.resolve_mode("auto", "sqlite:////tmp/m.db") == "process"
+    assert trace_export.resolve_mode("auto", "file:///tmp/mlruns") == "process"
+    assert trace_export.resolve_mode("auto", "/tmp/mlruns") == "process"
+    assert trace_export.resolve_mode("auto", "http://127.0.0.1:5000") == "thread"
+    assert trace_export.resolve_mode("auto", "databricks") == "thread"
+    assert trace_export.resolve_mode("auto", "databricks://prod") == "thread"
+    assert trace_export.resolve_mode("auto", "mlruns") == "process"
+    assert trace_export.resolve_mode("auto", "C:\\runs\\mlruns") == "process"
+    assert trace_export.resolve_mode("thread", "sqlite:///m.db") == "thread"
+    assert trace_export.resolve_mode("process", "databricks") == "process"
+
+
+def test_writer_process_writes_what_mlflow_writes_in_process(store: Any) -> None:
+    shapes = {}
+    for mode in ("thread", "process"):
+        store(mode)
+        assert trace_export.install(mode) == mode
+        assert (trace_export.current_queue() is not None) == (mode == "process")
+        _make_traces(5, mode)
+        written = _written(mode)  # flush returns only once the writer wrote everything
+        assert sorted(written) == [f"{mode}-{i}" for i in range(5)]
+        shapes[mode] = {k.split("-")[1]: _shape(t) for k, t in written.items()}
+    assert shapes["process"] == shapes["thread"]
+    assert shapes["process"]["3"]["spans"][1][3] == {"a": 6}
+
+
+def test_install_is_idempotent_and_thread_mode_restores_mlflows_queue(store: Any) -> None:
+    store("idem")
+    assert trace_export.install("auto") == "process"
+    writer = trace_export.current_queue()
+    assert writer is not None and writer.alive
+    assert trace_export.install("process") == "process"
+    assert trace_export.current_queue() is writer
+    assert trace_export.install("thread") == "thread"
+    assert trace_export.current_queue() is None and not writer.alive
+    _make_traces(2, "restored")
+    assert len(_written("restored")) == 2
+
+
+def test_a_dead_writer_falls_back_to_in_process_export(store: Any) -> None:
+    store("dead")
+    trace_export.install("process")
+    writer = trace_export.current_queue()
+    assert writer is not None and writer._proc is not None
+    writer._proc.kill()
+    deadline = time.monotonic() + 10
+    while writer.alive and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert not writer.alive
+    _make_traces(3, "fallback")
+    assert len(_written("fallback")) == 3
+    assert writer.fallen_back >= 3
+
+
+def test_a_stalled_writer_never_blocks_the_caller(
+    store: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MLFLOW_ASYNC_TRACE_LOGGING_MAX_QUEUE_SIZE", "4")
+    store("stalled")
+    trace_export.install("process")
+    writer = trace_export.current_queue()
+    assert writer is not None and writer._proc is not None
+    os.kill(writer._proc.pid, signal.SIGSTOP)  # the pipe fills, then the bounded queue
+    try:
+        started = time.monotonic()
+        _make_traces(150, "stalled")
+        elapsed = time.monotonic() - started
+    finally:
+        os.kill(writer._proc.pid, signal.SIGCONT)
+    assert writer.dropped > 0
+    assert elapsed < 30  # ~150 traces of span bookkeeping; a blocked put would hang forever
+    written = _written("stalled")
+    assert 1 <= len(written) < 150
+    assert writer.alive
+
+
+def test_flush_with_no_writer_running_is_a_no_op(store: Any) -> None:
+    from mlflow.tracing.export.async_export_queue import AsyncTraceExportQueue
+    from mlflow.tracing.export.mlflow_v3 import MlflowV3SpanExporter
+
+    uri = store("idle")
+    queue = trace_export.ProcessExportQueue(uri, fallback=AsyncTraceExportQueue(),
+                                            exporter_cls=MlflowV3SpanExporter)
+    assert not queue.alive and not queue.is_active()
+    queue.flush(timeout=1)
+    queue.flush(terminate=True, timeout=1)
