@@ -254,3 +254,76 @@ def test_cli_with_a_profile(ws: Workspace, sdk_env: dict[str, str], tmp_path: Pa
                   {"DATABRICKS_CONFIG_FILE": str(cfg)})
     assert result.exit_code == 0, result.output
     assert "authenticated as dev@example.com" in result.stdout
+
+
+# --- the remaining resource kinds, and SDK errors that are neither 401, 403 nor 404 --------
+
+
+def test_tables_volumes_jobs_databases_and_apps_are_probed(ws: Workspace) -> None:
+    ws.tables["main.sales.orders"] = {"full_name": "main.sales.orders"}
+    ws.volumes["main.sales.files"] = {"full_name": "main.sales.files"}
+    ws.jobs["7"] = {"job_id": 7, "settings": {"name": "nightly-refresh"}}
+    ws.database_instances["pg1"] = {"name": "pg1", "state": "AVAILABLE"}
+    app = ws.add_app("helper")
+    rows = _rows(ws, resources=[
+        {"kind": "uc_securable", "securable_type": "TABLE",
+         "securable_full_name": "main.sales.orders"},
+        {"kind": "uc_securable", "securable_type": "volume",
+         "securable_full_name": "main.sales.files"},
+        {"kind": "job", "job_id": "7"},
+        {"kind": "database", "instance_name": "pg1", "database_name": "agents"},
+        {"kind": "app", "app_name": "helper"},
+    ])
+    assert [(r.resource, r.check, r.ok, r.reason) for r in rows[1:]] == [
+        ("uc_securable TABLE/main.sales.orders", "tables.get", True,
+         "reachable: table main.sales.orders"),
+        ("uc_securable VOLUME/main.sales.files", "volumes.read", True,
+         "reachable: volume main.sales.files"),
+        ("job 7", "jobs.get", True, "reachable: nightly-refresh"),
+        ("database pg1/agents", "database.get_database_instance", True,
+         "reachable: instance pg1"),
+        ("app helper", "apps.get", True, f"reachable: {app['url']}"),
+    ]
+    assert "jobs.get" in ws.ops() and "database.get_database_instance" in ws.ops()
+
+
+def test_missing_job_database_and_app_fail_with_the_workspace_error(ws: Workspace) -> None:
+    rows = _rows(ws, resources=[
+        {"kind": "job", "job_id": "404404"},
+        {"kind": "database", "instance_name": "gone", "database_name": "agents"},
+        {"kind": "app", "app_name": "nope"},
+    ])
+    assert [r.ok for r in rows] == [True, False, False, False]
+    # the Jobs API answers a missing job with 400; the SDK maps it to NotFound
+    assert rows[1].reason == "not found (404): Job 404404 does not exist."
+    assert rows[2].reason.startswith("not found (404): database instance gone")
+    assert rows[3].reason.startswith("not found (404)")
+
+
+def test_a_server_error_is_a_fail_row_with_its_code(ws: Workspace) -> None:
+    ws.fail("genie.get_space", 500, message="the Genie service is down")
+    ws.fail("apps.get", 403)
+    rows = _rows(ws, resources=[{"kind": "genie_space", "space_id": "g1"},
+                                {"kind": "app", "app_name": "helper"}])
+    assert [r.ok for r in rows] == [True, False, False]
+    assert rows[1].reason == "INTERNAL_ERROR: the Genie service is down"
+    assert rows[2].reason.startswith("permission denied (403)")
+    assert rows[2].reason.endswith("; the app needs CAN_USE on it")
+
+
+def test_a_non_sdk_error_in_a_probe_is_a_fail_row_not_a_traceback(ws: Workspace) -> None:
+    # a job id that is not a number never reaches the workspace: the probe itself fails
+    rows = _rows(ws, resources=[{"kind": "job", "job_id": "nightly"}])
+    assert [r.ok for r in rows] == [True, False]
+    assert rows[1].reason.startswith("ValueError: ")
+    assert "jobs.get" not in ws.ops()
+
+
+def test_without_a_client_the_environment_credentials_are_used(
+    ws: Workspace, sdk_env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for key, value in sdk_env.items():
+        monkeypatch.setenv(key, value)
+    rows = check_auth(None, resources=[{"kind": "genie_space", "space_id": "g1"}], timeout=3)
+    assert [(r.check, r.ok) for r in rows] == [("current_user.me", True), ("genie.get_space", True)]
+    assert ws.auth_headers and all(h == f"Bearer {TOKEN}" for h in ws.auth_headers)

@@ -79,6 +79,7 @@ class Workspace:
         self.warehouses: dict[str, dict[str, Any]] = {}
         self.experiments: dict[str, dict[str, Any]] = {}
         self.jobs: dict[str, dict[str, Any]] = {}
+        self.database_instances: dict[str, dict[str, Any]] = {}
         self.secrets: dict[str, dict[str, bytes]] = {}  # scope -> key -> value
         self.calls: list[tuple[str, str]] = []  # (op, path?query)
         self.auth_headers: list[str] = []
@@ -161,6 +162,9 @@ class Workspace:
             ("GET", r"/api/2\.0/mlflow/experiments/get", "experiments.get_experiment",
              self.experiment_get),
             ("GET", r"/api/2\.[12]/jobs/get", "jobs.get", self.job_get),
+            ("GET", r"/api/2\.0/database/instances/(?P<name>[^/]+)",
+             "database.get_database_instance",
+             self._getter(self.database_instances, "database instance")),
             ("GET", r"/api/2\.0/secrets/list", "secrets.list_secrets", self.secrets_list),
             ("GET", r"/api/2\.0/secrets/get", "secrets.get_secret", self.secret_get),
         ]
