@@ -8,7 +8,10 @@ CPU) drives all of them. Servers of a scenario run side by side and are measured
 alternating windows (the machine is shared), waiting for all of them to be idle between
 windows. Both agent servers trace into one sqlite store (one experiment each):
 AgentServer every request (MLflow's defaults), ``ours`` by its default policy (every
-request, at most 10 traces/s), ``ours-trace-all`` every request, ``ours-no-trace`` none.
+request, at most 5 traces/s, written by its trace-writer child process),
+``ours-thread-export`` the same policy written by MLflow's in-process export thread,
+``ours-trace-all`` every request, ``ours-no-trace`` none. A server's CPU, for the idle
+check between windows, includes its child processes (our trace writer).
 Scenarios:
   (a) sync agent sleeping 20 ms, 32 concurrent clients: requests/s
   (b) async echo, 32 concurrent clients: requests/s
@@ -76,6 +79,8 @@ def server_env(server: str, tracking_uri: str, experiment_id: str) -> dict[str, 
         env["MLFLOW_APP_AGENT_TRACE_MAX_PER_SECOND"] = server.removeprefix("ours-cap")
     if server == "ours-no-trace":
         env["MLFLOW_APP_AGENT_TRACING"] = "false"
+    if server == "ours-thread-export":  # the previous default: MLflow's export thread
+        env["MLFLOW_APP_AGENT_TRACE_EXPORT"] = "thread"
     return env
 
 
@@ -111,12 +116,19 @@ class Server:
         raise RuntimeError(f"{self.name} not ready:\n{self.log.read_text()[-3000:]}")
 
     def stop(self) -> None:
+        """SIGTERM, then wait for the server and for its children (our trace writer drains
+        its pipe after the server exits), so trace counts are final."""
+        children = child_pids(self.proc.pid)
         self.proc.terminate()
         try:
-            self.proc.wait(timeout=30)
+            self.proc.wait(timeout=60)
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait()
+        deadline = time.perf_counter() + 120
+        while time.perf_counter() < deadline and any(
+                Path(f"/proc/{c}").exists() and "Z" not in proc_state(c) for c in children):
+            time.sleep(0.1)
 
 
 # --- the load generator ---------------------------------------------------------------------
@@ -221,9 +233,36 @@ def count_traces(uri: str, experiment_id: str) -> int:
         return int(row[0])
 
 
+def _stat_fields(pid: int) -> list[str]:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return []
+
+
+def proc_state(pid: int) -> str:
+    fields = _stat_fields(pid)
+    return fields[0] if fields else ""
+
+
+def child_pids(pid: int) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            fields = _stat_fields(int(entry.name))
+            if fields and int(fields[1]) == pid:
+                found.append(int(entry.name))
+    return found
+
+
 def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    """CPU time of a server and its live children (the trace writer)."""
+    total = 0.0
+    for p in (pid, *child_pids(pid)):
+        fields = _stat_fields(p)
+        if fields:
+            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
 
 
 async def quiesce(servers: list[Server], max_wait: float = 20.0) -> None:
@@ -334,7 +373,8 @@ def ratio(a: float | None, b: float | None) -> float | None:
     return None if not a or not b else a / b
 
 
-ALL_SERVERS = ["ours", "ours-trace-all", "ours-no-trace", "agentserver", "starlette"]
+ALL_SERVERS = ["ours", "ours-thread-export", "ours-trace-all", "ours-no-trace", "agentserver",
+               "starlette"]
 AGENT_SERVERS = ["agentserver", "agentserver-default-exp"]
 
 

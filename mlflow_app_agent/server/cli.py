@@ -45,6 +45,9 @@ def resolve_port(flag: int | None, env: dict[str, str] | None = None) -> int:
               help="Cap on traces started per second; 0 = no cap (default 5).")
 @click.option("--trace-sample-ratio", type=click.FloatRange(0, 1), default=None,
               help="Fraction of requests traced (default 1.0).")
+@click.option("--trace-export", type=click.Choice(["auto", "process", "thread"]), default=None,
+              help="Write traces from a child process or MLflow's export thread (default "
+                   "auto: a process for sqlite/file stores).")
 @click.option("--timeout", "request_timeout", type=click.FloatRange(min=0), default=None,
               help="Seconds per request before 504; 0 = none (default 300).")
 @click.option("--max-body-bytes", type=click.IntRange(min=1), default=None,

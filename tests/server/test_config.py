@@ -18,6 +18,9 @@ def test_env_then_overrides() -> None:
     assert settings.request_timeout == 12.5 and settings.tracing is False
     assert settings.max_body_bytes == 200
     assert ServerSettings.from_env({}).trace_max_per_second == 5.0
+    assert ServerSettings.from_env({}).trace_export == "auto"
+    assert ServerSettings.from_env({"MLFLOW_APP_AGENT_TRACE_EXPORT": "thread"}).trace_export \
+        == "thread"
 
 
 @pytest.mark.parametrize(
@@ -26,6 +29,7 @@ def test_env_then_overrides() -> None:
         ({"MLFLOW_APP_AGENT_TRACING": "maybe"}, "MLFLOW_APP_AGENT_TRACING='maybe'"),
         ({"MLFLOW_APP_AGENT_MAX_CONCURRENCY": "lots"}, "not a valid int"),
         ({"MLFLOW_APP_AGENT_TRACE_SAMPLE_RATIO": "2"}, "between 0 and 1"),
+        ({"MLFLOW_APP_AGENT_TRACE_EXPORT": "fork"}, "one of auto, process, thread"),
     ],
 )
 def test_bad_env_names_the_variable(env: dict[str, str], words: str) -> None:
