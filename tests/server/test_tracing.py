@@ -49,7 +49,10 @@ def test_one_trace_per_request_with_tags_and_model_link(tracking_uri: str) -> No
                       headers={**headers, "X-Request-Id": "t-stream"})
         assert resp.status_code == 200
         stats = c.get("/agent/info").json()["tracing"]
+        # resolved once at warm-up, not by MLflow's providers at every trace
+        assert c.app.state.runtime.tracer.destination.experiment_id == "0"
     assert stats["traced"] == 3 and stats["failed"] == 0
+    assert stats["export"] == "process" and stats["writer"]["alive"] is True
     new = [t for t in _traces(tracking_uri) if t.info.trace_id not in before]
     assert sorted(t.info.client_request_id for t in new) == ["t-0", "t-1", "t-stream"]
     for trace in new:
