@@ -322,6 +322,8 @@ def main() -> None:
     # platform's SIGTERM, so that traces queued at shutdown still get written.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    if hasattr(os, "nice"):
+        os.nice(5)  # background work: when CPUs are short, requests go first
     acks = os.fdopen(os.dup(1), "wb", buffering=0)
     os.dup2(2, 1)  # anything a library prints goes to the server's stderr, not the ack pipe
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
