@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from mlflow_app_agent.authoring import Agent, as_agent
-from mlflow_app_agent.errors import ModelLoadError
+from mlflow_app_agent.errors import AgentDefinitionError, ModelLoadError
 
 
 @dataclasses.dataclass
@@ -99,7 +99,10 @@ def load_python_file(path: Path, attr: str | None = None) -> Agent:
     if attr:
         if not hasattr(module, attr):
             raise ModelLoadError(f"{str(path)!r} defines no {attr!r}")
-        return as_agent(getattr(module, attr))
+        try:
+            return as_agent(getattr(module, attr))
+        except AgentDefinitionError as exc:  # say which file and variable, not just the type
+            raise ModelLoadError(f"{str(path)!r}:{attr} is not an agent: {exc.message}") from None
     found = [v for v in vars(module).values() if isinstance(v, Agent)]
     if not found:
         found = [as_agent(v) for v in vars(module).values() if _is_responses_agent(v)]
