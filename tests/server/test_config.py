@@ -61,3 +61,49 @@ def test_cli_rejects_bad_env_before_binding(monkeypatch: pytest.MonkeyPatch) -> 
     result = CliRunner().invoke(serve_command, ["agent.py"])
     assert result.exit_code != 0
     assert "MLFLOW_APP_AGENT_REQUEST_TIMEOUT" in str(result.exception)
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "words"),
+    [
+        ("max_concurrency", 0, "max_concurrency must be >= 1"),
+        ("request_timeout", -1.0, "request_timeout must be >= 0"),
+        ("max_body_bytes", 0, "max_body_bytes must be >= 1"),
+        ("trace_sample_ratio", -0.1, "between 0 and 1"),
+        ("trace_max_per_second", -5.0, "trace_max_per_second must be >= 0"),
+        ("trace_export", "kafka", "trace_export must be one of auto, process, thread"),
+    ],
+)
+def test_out_of_range_settings_name_the_field(field: str, value: object, words: str) -> None:
+    with pytest.raises(ConfigError, match=words):
+        ServerSettings(**{field: value})  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match=words):  # the same rule for the env variable
+        ServerSettings.from_env({f"MLFLOW_APP_AGENT_{field.upper()}": str(value)})
+
+
+def test_env_values_are_parsed_by_type() -> None:
+    settings = ServerSettings.from_env({
+        "MLFLOW_APP_AGENT_REQUIRE_AUTH": " Yes ",
+        "MLFLOW_APP_AGENT_MAX_CONCURRENCY": "8",
+        "MLFLOW_APP_AGENT_TRACE_MAX_PER_SECOND": "0",
+        "MLFLOW_APP_AGENT_TRACE_EXPORT": "thread",
+        "MLFLOW_APP_AGENT_TRACING": "",  # empty means off, as an unset flag in app.yaml
+    })
+    assert settings.require_auth is True and settings.max_concurrency == 8
+    assert settings.trace_max_per_second == 0.0 and settings.trace_export == "thread"
+    assert settings.tracing is False
+    with pytest.raises(ConfigError, match=r"MLFLOW_APP_AGENT_REQUEST_TIMEOUT='1 min' is not a "
+                                          r"valid float"):
+        ServerSettings.from_env({"MLFLOW_APP_AGENT_REQUEST_TIMEOUT": "1 min"})
+    # None overrides mean "not given" (CLI options left unset), not "set to None"
+    assert ServerSettings.from_env({}, request_timeout=None).request_timeout == 300.0
+
+
+def test_the_package_exports_its_two_names_lazily() -> None:
+    import mlflow_app_agent.server as server
+    from mlflow_app_agent.server.app import create_app
+
+    assert server.ServerSettings is ServerSettings and server.create_app is create_app
+    assert sorted(server.__all__) == ["ServerSettings", "create_app"]
+    with pytest.raises(AttributeError, match="has no attribute 'serve_forever'"):
+        server.serve_forever  # noqa: B018

@@ -1,0 +1,69 @@
+"""The app factory: what to serve from arguments or ``MLFLOW_APP_AGENT_MODEL``, settings
+given one way only, and ``/agent/info`` facts (in-process, Starlette's TestClient)."""
+
+from __future__ import annotations
+
+import importlib.metadata
+from pathlib import Path
+
+import pytest
+from starlette.testclient import TestClient
+
+from mlflow_app_agent.errors import ConfigError
+from mlflow_app_agent.server import ServerSettings, create_app
+from mlflow_app_agent.server.app import app_from_env
+from mlflow_app_agent.server.info import _version
+
+from . import agents
+
+MSG = {"input": [{"role": "user", "content": "from the env"}]}
+
+
+def test_no_agent_and_no_env_is_a_config_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("MLFLOW_APP_AGENT_MODEL", raising=False)
+    with pytest.raises(ConfigError, match="no agent to serve: .*MLFLOW_APP_AGENT_MODEL"):
+        create_app()
+    monkeypatch.setenv("MLFLOW_APP_AGENT_MODEL", "")
+    with pytest.raises(ConfigError, match="MLFLOW_APP_AGENT_MODEL"):
+        app_from_env()
+
+
+def test_the_factory_serves_the_env_model_with_env_settings(
+    monkeypatch: pytest.MonkeyPatch, agents_path: Path
+) -> None:
+    monkeypatch.setenv("MLFLOW_APP_AGENT_MODEL", f"{agents_path}:echo")
+    monkeypatch.setenv("MLFLOW_APP_AGENT_TRACING", "false")
+    monkeypatch.setenv("MLFLOW_APP_AGENT_MAX_BODY_BYTES", "2048")
+    with TestClient(app_from_env(), raise_server_exceptions=False) as client:
+        assert client.get("/ready").status_code == 200
+        resp = client.post("/invocations", json=MSG)
+        assert resp.status_code == 200
+        assert resp.json()["output"][0]["content"][0]["text"] == "from the env"
+        info = client.get("/agent/info").json()
+        assert info["name"] == "echo" and info["server"]["max_body_bytes"] == 2048
+        too_big = client.post("/invocations", json={"input": [
+            {"role": "user", "content": "x" * 4096}]})
+        assert too_big.status_code == 413
+
+
+def test_settings_and_overrides_are_exclusive() -> None:
+    with pytest.raises(ConfigError, match="either settings= or individual setting overrides"):
+        create_app(agents.echo, settings=ServerSettings(tracing=False), request_timeout=5)
+    with pytest.raises(ConfigError, match="unknown server setting.*colour"):
+        create_app(agents.echo, colour="blue")
+
+
+def test_explicit_settings_reach_agent_info() -> None:
+    settings = ServerSettings(tracing=False, require_auth=True, request_timeout=0,
+                              max_concurrency=3)
+    with TestClient(create_app(agents.echo, settings=settings)) as client:
+        info = client.get("/agent/info").json()
+    assert info["server"] == {"require_auth": True, "request_timeout": None,
+                              "max_body_bytes": settings.max_body_bytes, "max_concurrency": 3}
+    assert info["interfaces"]["native"] == ["invoke", "stream"]
+
+
+def test_version_lookup_falls_back_to_the_next_distribution() -> None:
+    assert _version("no-such-distribution-xyz", "fastapi") == importlib.metadata.version(
+        "fastapi")
+    assert _version("no-such-distribution-xyz") is None
