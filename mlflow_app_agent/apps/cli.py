@@ -64,7 +64,7 @@ def verify_command(app_dir: str) -> None:
 @click.argument("app_dir", type=click.Path(exists=True, file_okay=False))
 @click.option("--as-user", "as_user", default="local-user@example.com", show_default=True,
               help="Email the local proxy forwards as X-Forwarded-Email, as Apps would.")
-@click.option("--port", default=8000, show_default=True, type=int,
+@click.option("--port", default=8000, show_default=True, type=click.IntRange(0, 65535),
               help="Port of the local proxy (0 picks a free one).")
 @click.option("--app-name", default=None, help="DATABRICKS_APP_NAME (default: the dir name).")
 @click.option("--access-token-env", default=None, metavar="VAR",

@@ -176,3 +176,15 @@ def test_where_traces_go_locally(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     (tmp_path / ".databrickscfg").write_text("[DEFAULT]\nhost = https://x\n")
     assert run_local._tracking_env(spec, venv, said.append) == {}  # keeps app.yaml's
     assert len(said) == 2
+
+
+def test_out_of_range_port_is_a_usage_error_before_any_install(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from mlflow_app_agent.cli import main
+
+    app_dir = make_app(tmp_path / "a", ["python", "app.py", "$DATABRICKS_APP_PORT"])
+    result = CliRunner().invoke(main, ["run-local", str(app_dir), "--port", "99999"])
+    assert result.exit_code == 2, result.output
+    assert "'--port'" in result.output and "99999" in result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit)
