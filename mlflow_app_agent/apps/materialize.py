@@ -296,9 +296,14 @@ def materialize(
             f"{out} is inside the model directory {_local_path(uri)}; choose a directory "
             "outside it"
         )
-    out.parent.mkdir(parents=True, exist_ok=True)
-    # built next to the target so the final rename stays on one filesystem
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        # built next to the target so the final rename stays on one filesystem
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    except OSError as exc:  # e.g. a parent that is a file, or no write permission
+        raise MaterializeError(
+            f"cannot create {out}: {exc.filename or out.parent}: {exc.strerror or exc}"
+        ) from None
     try:
         source = _fetch_model(uri, tmp, say)
         say("Bundling the mlflow-app-agent wheel and pinning requirements ...")

@@ -239,3 +239,13 @@ def test_progress_messages(
     assert said[0] == f"Downloading {echo_version.uri} ..."
     assert any("model ready:" in m and "files" in m for m in said)
     assert said[-1].startswith("Materialized")
+
+
+def test_a_target_that_cannot_be_created_is_one_clear_error(tmp_path: Path) -> None:
+    (tmp_path / "notes.txt").write_text("a file, not a directory\n")
+    target = tmp_path / "notes.txt" / "app"
+    with pytest.raises(MaterializeError, match=r"cannot create .*notes\.txt/app: "
+                                               r".*notes\.txt: File exists") as info:
+        materialize("models:/never-fetched/1", target)
+    assert "Errno" not in info.value.message
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]
