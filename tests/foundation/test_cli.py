@@ -78,3 +78,45 @@ def test_log_command_errors_are_one_clear_line(tracking_uri: str, tmp_path: Path
     assert result.exit_code == 2 and "not valid JSON" in result.output
     result = CliRunner().invoke(main, ["info", "nowhere"])
     assert result.exit_code == 1 and "not a model URI" in result.output
+
+
+def test_quickstart_with_a_broken_agent_is_one_clear_line(
+    tracking_uri: str, unique_name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    bad = tmp_path / "bad_agent.py"
+    bad.write_text(
+        "import mlflow\nfrom mlflow_app_agent import Agent\na = Agent('bad')\n"
+        "@a.invoke_method\ndef f(r):\n    return 'plain text'\nmlflow.models.set_model(a)\n"
+    )
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(main, ["quickstart", "--agent", str(bad), "--name", unique_name])
+    assert result.exit_code == 1
+    assert "error: invoke output is a str" in result.output
+    assert "Traceback" not in result.output and "Materialized" not in result.output
+    assert not (tmp_path / "echo-app").exists()
+
+
+def test_the_echo_example_in_the_working_directory_wins(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from mlflow_app_agent.quickstart import find_echo_example
+
+    assert find_echo_example() == ECHO  # from the checkout this package runs from
+    local = tmp_path / "examples" / "echo" / "agent.py"
+    local.parent.mkdir(parents=True)
+    local.write_text(ECHO.read_text())
+    monkeypatch.chdir(tmp_path)
+    assert find_echo_example() == local
+
+
+def test_unknown_and_unavailable_commands(monkeypatch: pytest.MonkeyPatch) -> None:
+    from mlflow_app_agent import cli
+
+    result = CliRunner().invoke(main, ["deploy-to-mars"])
+    assert result.exit_code == 2 and "No such command 'deploy-to-mars'" in result.output
+    # a command whose module (or its parent package) is not importable is hidden, not a crash
+    monkeypatch.setitem(cli.COMMANDS, "ghost", "no_such_package_xyz.sub:ghost_command")
+    listed = CliRunner().invoke(main, ["--help"])
+    assert listed.exit_code == 0 and "ghost" not in listed.output
+    result = CliRunner().invoke(main, ["ghost"])
+    assert result.exit_code == 2 and "No such command 'ghost'" in result.output
