@@ -38,3 +38,12 @@ def test_unknown_attribute() -> None:
 
     with pytest.raises(AttributeError, match="no attribute 'nope'"):
         mlflow_app_agent.nope  # noqa: B018
+
+
+def test_dir_lists_the_lazy_names_before_they_are_imported() -> None:
+    """Completion in notebooks sees the lazily imported names (``dir()`` of both packages)."""
+    import mlflow_app_agent.testing as testing
+
+    assert set(mlflow_app_agent.__all__) <= set(dir(mlflow_app_agent))
+    assert {"check_agent", "resolve_target", "ci_profile"} <= set(dir(testing))
+    assert set(testing.__all__) <= set(dir(testing))
