@@ -60,9 +60,15 @@ def deploy_command(model_uri_or_dir: str, app_name: str, resources: tuple[str, .
                    profile: str | None) -> None:
     """Upload MODEL_URI_OR_DIR (a materialized app directory, or a model URI materialized on
     the fly) to the workspace and deploy it as the Databricks App --app; print its URL."""
-    from mlflow_app_agent.apps.deployment import deploy
+    from mlflow_app_agent.apps.deployment import check_arguments, deploy
 
-    client = _client(profile)
+    try:
+        check_arguments(app_name, grants)
+    except MlflowAppAgentError as exc:
+        raise click.ClickException(exc.message) from None
+    # The SDK retries an unreachable host for 5 minutes per call by default; --timeout (at
+    # most 2 minutes per call) bounds that, so a typo in the host fails in time.
+    client = _client(profile, retry_timeout_seconds=max(1, int(min(timeout, 120))))
     try:
         result = deploy(model_uri_or_dir, app_name=app_name, resources=list(resources),
                         grants=list(grants), client=client, description=description,

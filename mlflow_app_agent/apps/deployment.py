@@ -74,6 +74,13 @@ def parse_grant(spec: Any) -> Grant:
     return Grant(principal, "group_name", level)
 
 
+def check_arguments(app_name: str, grants: Iterable[Any] | None) -> list[Grant]:
+    """The app name and grants, checked before any call (and before looking for credentials)."""
+    if not _APP_NAME.match(app_name or ""):
+        raise ConfigError(f"app name {app_name!r}: use 2-30 lowercase letters, digits and '-'")
+    return [parse_grant(g) for g in grants or []]
+
+
 class _Deadline:
     def __init__(self, seconds: float):
         self.seconds, self.end = seconds, time.monotonic() + seconds
@@ -140,9 +147,7 @@ def deploy(
     from mlflow_app_agent.apps.declared import declared_resources, merge_resources
 
     say: Progress = progress or (lambda _msg: None)
-    if not _APP_NAME.match(app_name or ""):
-        raise ConfigError(f"app name {app_name!r}: use 2-30 lowercase letters, digits and '-'")
-    grant_list = [parse_grant(g) for g in grants or []]
+    grant_list = check_arguments(app_name, grants)
     seconds = timeout.total_seconds() if isinstance(timeout, timedelta) else float(timeout)
     deadline = _Deadline(seconds)
     with tempfile.TemporaryDirectory(prefix="mlflow-app-agent-deploy-") as tmp:

@@ -40,6 +40,7 @@ def sdk_message(exc: BaseException) -> str:
 def calling(call: str, need: str, after: str = "") -> Iterator[None]:
     """Turn SDK errors into a DeployError that names the call and the permission it needs."""
     from databricks.sdk.errors import DatabricksError, PermissionDenied, Unauthenticated
+    from requests import RequestException
 
     try:
         yield
@@ -54,3 +55,7 @@ def calling(call: str, need: str, after: str = "") -> Iterator[None]:
     except DatabricksError as exc:
         code = exc.error_code or type(exc).__name__
         raise DeployError(f"{call} failed ({code}: {sdk_message(exc)}).{after}") from None
+    except (TimeoutError, RequestException) as exc:  # the SDK's retries ran out
+        raise DeployError(f"{call}: no answer from the workspace ({sdk_message(exc)}); check "
+                          f"DATABRICKS_HOST (or the profile's host) and the network.{after}"
+                          ) from None

@@ -325,3 +325,33 @@ def test_403_reading_the_app_stops_before_the_upload(ws: Workspace, app_dir: Pat
                                           r"CAN_USE or CAN_MANAGE on app agent-app"):
         _deploy(ws, app_dir)
     assert ws.ops() == ["current_user.me", "apps.get"]
+
+
+def test_cli_deploy_checks_its_arguments_before_credentials(app_dir: Path,
+                                                            sdk_env: dict[str, str]) -> None:
+    # No credentials at all: the bad name is still what is reported (fix it once, not twice).
+    result = CliRunner().invoke(main, ["deploy", str(app_dir), "--app", "Bad_Name"])
+    assert result.exit_code == 1
+    assert "Error: app name 'Bad_Name'" in result.stderr, result.output
+    result = CliRunner().invoke(main, ["deploy", str(app_dir), "--app", "ok-app",
+                                       "--grant", "bob@example.com:READ"])
+    assert result.exit_code == 1
+    assert "Error: grant 'bob@example.com:READ'" in result.stderr, result.output
+
+
+def test_cli_deploy_to_an_unreachable_host_stops_within_timeout(
+        app_dir: Path, sdk_env: dict[str, str]) -> None:
+    import socket
+
+    with socket.socket() as sock:  # a port nothing listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    env = {"DATABRICKS_HOST": f"http://127.0.0.1:{port}", "DATABRICKS_TOKEN": TOKEN}
+    started = time.monotonic()
+    result = CliRunner().invoke(main, ["deploy", str(app_dir), "--app", "agent-app",
+                                       "--timeout", "2"], env=env)
+    assert time.monotonic() - started < 30
+    assert result.exit_code == 1, result.output
+    assert "Error: current_user.me: no answer from the workspace" in result.stderr
+    assert "Traceback" not in result.output and TOKEN not in result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit)
