@@ -23,7 +23,7 @@ from mlflow_app_agent.server.body import (
 from mlflow_app_agent.server.errors import error_body, log_failure, to_app_error
 from mlflow_app_agent.server.info import agent_info
 from mlflow_app_agent.server.openai_compat import ResponsesShaper, envelope
-from mlflow_app_agent.server.runtime import Runtime, not_ready_error
+from mlflow_app_agent.server.runtime import NotReadyError, Runtime, not_ready_error
 from mlflow_app_agent.server.streaming import AgentEventStream, EventShaper
 
 HEADER_REQUEST_ID = "x-request-id"
@@ -81,7 +81,10 @@ async def _handle(request: Request, *, openai: bool) -> Any:
         if openai:
             data = normalize_openai_input(data)
         stream = wants_stream(data, headers.get("accept"))
-        served = await runtime.agent()
+        try:
+            served = await runtime.agent()
+        except NotReadyError:
+            raise not_ready_error(runtime) from None  # a load failure keeps its own code
         try:
             req = to_request(data)
         except RequestError as exc:

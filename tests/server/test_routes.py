@@ -242,8 +242,12 @@ def test_bad_location_reports_on_ready(tmp_path: Any) -> None:
                 break
         assert resp.status_code == 503
         assert resp.json()["error"]["code"] == "model_load_error"
-        err = assert_error(c.post("/invocations", json=MSG), 503, "not_ready", "failed to load")
+        # Same code as /ready: a load failure is not "retry later" (not_ready).
+        err = assert_error(c.post("/invocations", json=MSG), 503, "model_load_error",
+                           "failed to load")
         assert "missing.py" in err["message"]
+        err = assert_error(c.post("/responses", json={"input": "hi"}), 503, "model_load_error",
+                           "failed to load")
 
 
 def test_serves_a_python_file_by_name(agents_path: Any) -> None:
