@@ -107,3 +107,50 @@ def test_download_model_copies_a_local_dir(tmp_path: Path) -> None:
     assert source.source_uri == str(tmp_path / "m")  # where it came from, not the copy
     shutil.rmtree(tmp_path / "m")
     assert load_agent(tmp_path / "copy").agent.invoke(REQUEST)["output"]
+
+
+def test_latest_of_a_model_without_versions(tracking_uri: str, unique_name: str) -> None:
+    mlflow.MlflowClient().create_registered_model(unique_name)
+    with pytest.raises(ModelLoadError, match=f"registered model '{unique_name}' has no versions"):
+        load_agent(f"models:/{unique_name}/latest")
+
+
+def test_runs_uris_load_and_name_what_is_missing(tracking_uri: str) -> None:
+    with mlflow.start_run() as run:
+        info = mlflow_app_agent.log_model(str(ECHO), name="agent", pip_requirements=PIP,
+                                          git="off")
+        mlflow.log_text("not a model\n", "notes/readme.txt")
+    run_id = run.info.run_id
+    loaded = load_agent(f"runs:/{run_id}/agent")
+    assert loaded.run_id == run_id and loaded.model_id == info.model_id
+    assert loaded.registered_name is None
+    assert loaded.agent.invoke(REQUEST)["output"][0]["content"][0]["text"] == "hello"
+    with pytest.raises(ModelLoadError, match=r"runs:/.*/notes' is not an MLflow model "
+                                             r"\(no MLmodel file\)"):
+        load_agent(f"runs:/{run_id}/notes")
+    with pytest.raises(ModelLoadError, match=r"cannot download 'runs:/0123456789abcdef/agent'"):
+        load_agent("runs:/0123456789abcdef/agent")
+
+
+def test_a_model_of_another_flavor_is_refused(tmp_path: Path) -> None:
+    model = tmp_path / "sk"
+    model.mkdir()
+    (model / "MLmodel").write_text(
+        "flavors:\n  sklearn:\n    pickled_model: model.pkl\n    sklearn_version: 1.5.0\n")
+    with pytest.raises(ModelLoadError, match="has neither the mlflow_app_agent nor a pyfunc"):
+        load_agent(model)
+
+
+def test_a_pyfunc_model_that_does_not_load_names_the_cause(tmp_path: Path) -> None:
+    import sys
+
+    import cloudpickle
+
+    cloudpickle.register_pickle_by_value(sys.modules[__name__])
+    try:
+        mlflow.pyfunc.save_model(tmp_path / "m", python_model=Plain(), pip_requirements=PIP)
+    finally:
+        cloudpickle.unregister_pickle_by_value(sys.modules[__name__])
+    (tmp_path / "m" / "python_model.pkl").write_bytes(b"definitely not a pickle")
+    with pytest.raises(ModelLoadError, match=r"loading .*m with mlflow.pyfunc failed"):
+        load_agent(tmp_path / "m")
