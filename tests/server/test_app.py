@@ -67,3 +67,33 @@ def test_version_lookup_falls_back_to_the_next_distribution() -> None:
     assert _version("no-such-distribution-xyz", "fastapi") == importlib.metadata.version(
         "fastapi")
     assert _version("no-such-distribution-xyz") is None
+
+
+def test_info_waits_for_the_model_like_ready(tmp_path: Path) -> None:
+    app = create_app(str(tmp_path / "missing.py"), tracing=False)
+    with TestClient(app, raise_server_exceptions=False) as client:
+        for _ in range(200):
+            resp = client.get("/agent/info")
+            if "missing.py" in resp.text:
+                break
+        assert resp.status_code == 503
+        err = resp.json()["error"]
+        assert err["code"] == "model_load_error" and "does not exist" in err["message"]
+
+
+def test_a_response_that_is_not_json_is_a_500_not_a_crash() -> None:
+    from mlflow_app_agent import Agent
+
+    agent = Agent("sets")
+
+    @agent.invoke_method
+    def invoke(request: object) -> dict[str, object]:
+        return {"output": [agents._message("ok")], "custom_outputs": {"tags": {"a", "b"}}}
+
+    with TestClient(create_app(agent, tracing=False), raise_server_exceptions=False) as client:
+        resp = client.post("/invocations", json=MSG)
+    assert resp.status_code == 500
+    err = resp.json()["error"]
+    assert err["code"] == "agent_error"
+    assert err["message"].startswith("the agent returned a response that is not JSON")
+    assert "Traceback" not in resp.text
