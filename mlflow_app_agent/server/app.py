@@ -15,6 +15,7 @@ from starlette.responses import Response
 from mlflow_app_agent._version import __version__
 from mlflow_app_agent.errors import ConfigError, MlflowAppAgentError
 from mlflow_app_agent.server import routes
+from mlflow_app_agent.server.auth import request_id_from
 from mlflow_app_agent.server.config import ENV_MODEL, ServerSettings
 from mlflow_app_agent.server.errors import error_body
 from mlflow_app_agent.server.runtime import Runtime
@@ -156,9 +157,14 @@ def _install_error_handlers(app: FastAPI) -> None:
     async def http_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, StarletteHTTPException)
         code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
-        err = MlflowAppAgentError(str(exc.detail), code=code, status_code=exc.status_code)
-        status, body = error_body(err, request.headers.get("x-request-id"))
-        return Response(body, status_code=status, media_type="application/json")
+        err = MlflowAppAgentError(_http_message(request, exc), code=code,
+                                  status_code=exc.status_code)
+        request_id = request_id_from(request.headers)
+        status, body = error_body(err, request_id)
+        headers = dict(exc.headers or {})
+        headers["X-Request-Id"] = request_id
+        return Response(body, status_code=status, media_type="application/json",
+                        headers=headers)
 
     async def unexpected(request: Request, exc: Exception) -> Response:
         status, body = error_body(exc, request.headers.get("x-request-id"))
@@ -166,6 +172,24 @@ def _install_error_handlers(app: FastAPI) -> None:
 
     app.add_exception_handler(StarletteHTTPException, http_error)
     app.add_exception_handler(Exception, unexpected)
+
+
+_ROUTES = "POST /invocations, POST /responses, GET /health, /ready, /agent/info, /openapi.json"
+
+
+def _http_message(request: Request, exc: StarletteHTTPException) -> str:
+    """Name what was asked for and what exists, instead of Starlette's bare 'Not Found'."""
+    asked = f"{request.method} {request.url.path}"
+    if exc.status_code == 405:
+        allowed = (exc.headers or {}).get("Allow") or (exc.headers or {}).get("allow")
+        return f"{asked} is not allowed" + (f"; use {allowed}" if allowed else "")
+    if exc.status_code != 404:
+        return str(exc.detail)
+    for route in ("/responses", "/invocations"):
+        if request.url.path.rstrip("/").endswith(route) and request.url.path != route:
+            return (f"no route {asked}; did you mean POST {route}? (point the OpenAI "
+                    f"client's base_url at the server root, without /v1)")
+    return f"no route {asked}; this server answers {_ROUTES}"
 
 
 def app_from_env() -> FastAPI:

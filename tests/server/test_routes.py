@@ -287,3 +287,15 @@ def test_user_middleware_still_sees_agent_routes() -> None:
         events = sse_events(c.post("/responses", json={"input": "a", "stream": True}).text)
         assert events[-1]["type"] == "response.completed"
     assert seen == ["/invocations", "/responses"]
+
+
+def test_unknown_route_names_the_path_and_the_routes(echo: TestClient) -> None:
+    # The OpenAI habit of base_url=".../v1" is the most common way to end up here.
+    err = assert_error(echo.post("/v1/responses", json={"input": "hi"}), 404, "not_found",
+                       "POST /v1/responses", "POST /responses", "without /v1")
+    assert err["request_id"]
+    err = assert_error(echo.get("/nope", headers={"X-Request-Id": "rid-1"}), 404, "not_found",
+                       "GET /nope", "/invocations", "/agent/info")
+    assert err["request_id"] == "rid-1"
+    err = assert_error(echo.get("/responses"), 405, "method_not_allowed", "GET /responses",
+                       "POST")
