@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import os
+import re
+from pathlib import Path
 from typing import Any
 
 import click
 
+from mlflow_app_agent.errors import ConfigError
 from mlflow_app_agent.server.config import ENV_MODEL, ENV_PREFIX
 
 ENV_APP_PORT = "DATABRICKS_APP_PORT"
@@ -28,6 +31,23 @@ def resolve_port(flag: int | None, env: dict[str, str] | None = None) -> int:
             raise click.BadParameter(f"{ENV_APP_PORT}={raw!r} is out of range")
         return port
     return flag if flag is not None else DEFAULT_PORT
+
+
+_URI_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]+:")
+
+
+def missing_local_path(location: str) -> str | None:
+    """The local path ``location`` names when it does not exist; None for URIs (the loader
+    resolves those in the background) and for paths that exist. Checked before binding, so
+    a typo is one line instead of a server that answers 503."""
+    path_part, sep, _ = location.partition(".py:")
+    if sep:
+        candidate = path_part + ".py"
+    elif _URI_SCHEME.match(location):
+        return None
+    else:
+        candidate = location
+    return None if Path(candidate).exists() else candidate
 
 
 @click.command("serve")
@@ -69,7 +89,14 @@ def serve_command(model: str | None, host: str, port: int | None, workers: int,
     if not location:
         raise click.UsageError(f"give MODEL_URI_OR_DIR or set {ENV_MODEL}")
     chosen = {k: v for k, v in settings.items() if v is not None}
-    ServerSettings.from_env(**chosen)  # fail fast on bad values, before binding
+    try:
+        ServerSettings.from_env(**chosen)  # fail fast on bad values, before binding
+    except ConfigError as exc:
+        raise click.UsageError(exc.message) from None
+    missing = missing_local_path(location)
+    if missing is not None:
+        raise click.UsageError(f"{missing!r} does not exist (a model URI such as "
+                               "models:/name/1, a model or app directory, or agent.py[:name])")
     # Workers re-create the app from the environment, so settings travel as env vars.
     os.environ[ENV_MODEL] = location
     for key, value in chosen.items():

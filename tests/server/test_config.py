@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import click
 import pytest
 from click.testing import CliRunner
@@ -59,8 +61,30 @@ def test_cli_needs_a_model(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_cli_rejects_bad_env_before_binding(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("MLFLOW_APP_AGENT_REQUEST_TIMEOUT", "soon")
     result = CliRunner().invoke(serve_command, ["agent.py"])
-    assert result.exit_code != 0
-    assert "MLFLOW_APP_AGENT_REQUEST_TIMEOUT" in str(result.exception)
+    # One line naming the variable, not a ConfigError traceback.
+    assert result.exit_code == 2, result.output
+    assert "MLFLOW_APP_AGENT_REQUEST_TIMEOUT='soon' is not a valid float" in result.output
+    assert isinstance(result.exception, SystemExit)
+
+
+@pytest.mark.parametrize("location", ["./no-such-dir", "no_such_agent.py",
+                                      "no_such_agents.py:bot"])
+def test_cli_rejects_a_missing_local_path_before_binding(
+        location: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(serve_command, [location])
+    assert result.exit_code == 2, result.output
+    assert "does not exist" in result.output and location.split(":")[0] in result.output
+    assert isinstance(result.exception, SystemExit)
+
+
+def test_cli_leaves_uris_to_the_loader() -> None:
+    from mlflow_app_agent.server.cli import missing_local_path
+
+    for uri in ("models:/echo/1", "models:/echo@champion", "runs:/abc/agent",
+                "models:/m-123", "dbfs:/x", "s3://bucket/model"):
+        assert missing_local_path(uri) is None
+    assert missing_local_path("nope.py:bot") == "nope.py"
 
 
 @pytest.mark.parametrize(
