@@ -74,7 +74,11 @@ class Runtime:
                 self.load_error = str(exc) if isinstance(exc, MlflowAppAgentError) else (
                     f"{type(exc).__name__}: {exc}"
                 )
-                logger.error("loading the agent from %s failed", self.source, exc_info=True)
+                # Our own diagnosis (a typo'd URI, a missing file) is the whole story; keep
+                # the traceback for failures raised by the agent's code or a library.
+                expected = isinstance(exc, MlflowAppAgentError) and exc.__cause__ is None
+                logger.error("loading the agent from %s failed: %s", self.source,
+                             self.load_error, exc_info=not expected)
                 return
         # After the agent is ready (so /ready is not slowed down): import MLflow for request
         # validation and tracing in the background.
