@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import sys
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,23 @@ def default_tracking_uri(workdir: Path | None = None) -> str:
     if uri:
         return uri
     return f"sqlite:///{(workdir or Path.cwd()).resolve() / DEFAULT_DB}"
+
+
+def activation_hint(path: str | None = None) -> str | None:
+    """How to put this environment's ``mlflow-app-agent`` on PATH, when another one (or none)
+    is found there: the next steps are printed as bare commands."""
+    bin_dir = Path(sys.executable).parent
+    found = shutil.which("mlflow-app-agent", path=path)
+    if found and Path(found).resolve().parent == bin_dir.resolve():
+        return None
+    try:
+        shown = Path(os.path.relpath(bin_dir))
+        shown = shown if not str(shown).startswith("..") else bin_dir
+    except ValueError:  # another drive
+        shown = bin_dir
+    if (bin_dir / "activate").is_file():
+        return f"source {shown / 'activate'}"
+    return f'export PATH="{bin_dir}:$PATH"'
 
 
 def find_echo_example() -> Path | None:
@@ -120,6 +138,9 @@ def quickstart_command(
         ]
     width = max(len(command) for command, _ in steps) + 2
     click.echo("\nNext:")
+    hint = activation_hint()
+    if hint:
+        click.echo(f"  # First put this environment on PATH: {hint}")
     for command, why in steps:
         click.echo(f"  {command.ljust(width)}# {why}")
 

@@ -120,3 +120,36 @@ def test_unknown_and_unavailable_commands(monkeypatch: pytest.MonkeyPatch) -> No
     assert listed.exit_code == 0 and "ghost" not in listed.output
     result = CliRunner().invoke(main, ["ghost"])
     assert result.exit_code == 2 and "No such command 'ghost'" in result.output
+
+
+def test_next_steps_say_how_to_put_the_command_on_path(tmp_path: Path) -> None:
+    import sys
+
+    from mlflow_app_agent.quickstart import activation_hint
+
+    bin_dir = Path(sys.executable).parent
+    # README runs `.venv/bin/mlflow-app-agent quickstart` without activating the venv: the
+    # bare `mlflow-app-agent ...` next steps would then be "command not found".
+    hint = activation_hint(path=str(tmp_path))
+    assert hint is not None
+    if (bin_dir / "activate").is_file():
+        assert hint.startswith("source ")
+        assert Path(hint.removeprefix("source ")).resolve() == (bin_dir / "activate").resolve()
+    else:
+        assert str(bin_dir) in hint
+    if (bin_dir / "mlflow-app-agent").is_file():
+        assert activation_hint(path=str(bin_dir)) is None
+
+
+def test_quickstart_prints_the_activation_hint(
+    tracking_uri: str, unique_name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    import shutil
+
+    # git stays reachable (provenance); this environment's bin directory does not
+    monkeypatch.setenv("PATH", str(Path(shutil.which("git") or "/usr/bin/git").parent))
+    result = CliRunner().invoke(main, ["quickstart", "--name", unique_name,
+                                       "--no-materialize"])
+    assert result.exit_code == 0, result.output
+    assert "First put this environment on PATH:" in result.output
