@@ -229,3 +229,14 @@ def test_templates_ship_in_the_wheel(tmp_path: Path) -> None:
     )
     assert proc.returncode == 0, proc.stderr
     assert (tmp_path / "p" / "tests" / "fake_databricks.py").is_file()
+
+
+@pytest.mark.parametrize("template", ["echo", "tool-calling"])
+def test_readme_has_no_placeholder_links(tmp_path: Path, template: str) -> None:
+    import re
+
+    dest = tmp_path / "p"
+    scaffold(dest, template)
+    for target in re.findall(r"\]\(([^)]+)\)", (dest / "README.md").read_text()):
+        # a link must point somewhere: not a bare host like https://github.com/
+        assert not re.fullmatch(r"https?://[^/]+/?", target), target
