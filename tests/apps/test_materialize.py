@@ -249,3 +249,15 @@ def test_a_target_that_cannot_be_created_is_one_clear_error(tmp_path: Path) -> N
         materialize("models:/never-fetched/1", target)
     assert "Errno" not in info.value.message
     assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]
+
+
+def test_a_model_that_is_not_an_agent_is_refused(tmp_path: Path) -> None:
+    model = tmp_path / "sk"
+    model.mkdir()
+    (model / "MLmodel").write_text(
+        "flavors:\n  sklearn:\n    pickled_model: model.pkl\n    sklearn_version: 1.5.0\n")
+    (model / "model.pkl").write_bytes(b"\x80\x04N.")
+    with pytest.raises(MaterializeError, match="neither the mlflow_app_agent nor the "
+                                               "python_function flavor"):
+        materialize(str(model), tmp_path / "app")
+    assert not (tmp_path / "app").exists() and leftovers(tmp_path) == []
