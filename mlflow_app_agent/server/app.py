@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import logging
 import os
 from collections.abc import AsyncIterator
 from typing import Any
 
+import anyio
 from fastapi import FastAPI
+from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import Request
 from starlette.responses import Response
@@ -17,8 +21,14 @@ from mlflow_app_agent.errors import ConfigError, MlflowAppAgentError
 from mlflow_app_agent.server import routes
 from mlflow_app_agent.server.auth import request_id_from
 from mlflow_app_agent.server.config import ENV_MODEL, ServerSettings
-from mlflow_app_agent.server.errors import error_body
+from mlflow_app_agent.server.errors import error_body, shutdown_error
 from mlflow_app_agent.server.runtime import Runtime
+
+logger = logging.getLogger("mlflow_app_agent.server")
+
+# Seconds the lifespan shutdown waits for cancelled requests to send their last bytes; with
+# uvicorn's 10 s grace this stays inside the 15 s Databricks Apps allows after SIGTERM.
+_CUT_GRACE = 2.0
 
 _AGENT_ROUTE_DOC = {
     "requestBody": {
@@ -83,6 +93,8 @@ def create_app(
         try:
             yield
         finally:
+            if isinstance(app, AgentApp):
+                await app.finish_cut_requests()
             await runtime.shutdown()
 
     app = AgentApp(
@@ -133,6 +145,10 @@ class AgentApp(FastAPI):
 
     _FAST = {"/invocations": routes.invocations, "/responses": routes.responses}
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.inflight: set[asyncio.Task[Any] | None] = set()  # agent calls on the fast path
+
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if (
             scope["type"] == "http"
@@ -143,14 +159,46 @@ class AgentApp(FastAPI):
             handler = self._FAST.get(scope["path"])
             if handler is not None:
                 scope["app"] = self
+                task = asyncio.current_task()
+                self.inflight.add(task)
                 try:
-                    response = await handler(Request(scope, receive, send))
-                except Exception as exc:  # a bug of ours: still the error contract
-                    status, body = error_body(exc, None)
-                    response = routes.JSONBody(body, status)
-                await response(scope, receive, send)
+                    await self._agent_call(handler, scope, receive, send)
+                finally:
+                    self.inflight.discard(task)
                 return
         await super().__call__(scope, receive, send)
+
+    async def _agent_call(self, handler: Any, scope: Any, receive: Any, send: Any) -> None:
+        try:
+            response = await handler(Request(scope, receive, send))
+        except asyncio.CancelledError:
+            # uvicorn cancels what still runs when its graceful shutdown ends
+            await _answer_cut_short(scope, receive, send)
+            return
+        except Exception as exc:  # a bug of ours: still the error contract
+            status, body = error_body(exc, None)
+            response = routes.JSONBody(body, status)
+        await response(scope, receive, send)
+
+    async def finish_cut_requests(self) -> None:
+        """uvicorn cancels the requests still running when its graceful shutdown ends, runs
+        the lifespan shutdown, and on a signal exits right after it: give the cancelled
+        requests a moment to answer (an error event + [DONE], or a 503) before that."""
+        pending = [t for t in self.inflight if t is not None and not t.done()]
+        if pending:
+            await asyncio.wait(pending, timeout=_CUT_GRACE)
+
+
+async def _answer_cut_short(scope: Any, receive: Any, send: Any) -> None:
+    request_id = request_id_from(Headers(scope=scope))
+    err = shutdown_error()
+    logger.warning("request %s: %s", request_id, err.message)
+    status, body = error_body(err, request_id)
+    with anyio.CancelScope(shield=True), anyio.move_on_after(5):
+        try:
+            await routes.JSONBody(body, status, request_id)(scope, receive, send)
+        except Exception:  # the connection is already gone
+            pass
 
 
 def _install_error_handlers(app: FastAPI) -> None:

@@ -60,3 +60,11 @@ def log_failure(exc: BaseException, request_id: str | None) -> None:
     if isinstance(exc, MlflowAppAgentError) and exc.status_code < 500:
         return
     logger.error("request %s failed", request_id, exc_info=exc)
+
+
+def shutdown_error() -> MlflowAppAgentError:
+    """What a request still running when the graceful shutdown ends is answered with."""
+    return MlflowAppAgentError(
+        "the server is shutting down and stopped this request; retry it", code="shutdown",
+        status_code=503,
+    )

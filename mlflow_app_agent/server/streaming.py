@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from collections.abc import AsyncIterator, Callable
@@ -21,7 +22,7 @@ import anyio
 from mlflow_app_agent.authoring import reduce_stream
 from mlflow_app_agent.context import RequestContext, reset_request_context, set_request_context
 from mlflow_app_agent.errors import AgentTimeoutError
-from mlflow_app_agent.server.errors import error_payload, log_failure
+from mlflow_app_agent.server.errors import error_payload, log_failure, shutdown_error
 from mlflow_app_agent.server.tracing import RequestSpan
 
 logger = logging.getLogger("mlflow_app_agent.server")
@@ -76,6 +77,7 @@ class AgentEventStream:
         self._headers = headers
         self._collected: list[dict[str, Any]] = []
         self.closed_by_client = False
+        self._started = False
 
     async def __call__(self, scope: Any, receive: Receive, send: Send) -> None:
         token = set_request_context(self._ctx)
@@ -83,8 +85,27 @@ class AgentEventStream:
         try:
             with self._span:
                 await self._run(receive, send, deadline)
+        except asyncio.CancelledError:
+            # uvicorn cancels what still runs when its graceful shutdown ends (the generator
+            # is closed by then): end the stream properly instead of cutting it.
+            await self._end_cut_short(send)
         finally:
             reset_request_context(token)
+
+    async def _end_cut_short(self, send: Send) -> None:
+        err = shutdown_error()
+        logger.warning("request %s: %s", self._ctx.request_id, err.message)
+        with anyio.CancelScope(shield=True), anyio.move_on_after(_CLOSE_GRACE):
+            try:
+                if not self._started:
+                    await self._send_error_response(send, err)
+                    return
+                _, body = error_payload(err, self._ctx.request_id)
+                frames = [encode_frame(e) for e in self._shaper.error(body["error"])]
+                await send({"type": "http.response.body", "body": b"".join(frames) + DONE_FRAME,
+                            "more_body": False})
+            except Exception:  # the connection is already gone
+                pass
 
     async def _run(self, receive: Receive, send: Send, deadline: float | None) -> None:
         first: dict[str, Any] | None = None
@@ -97,6 +118,7 @@ class AgentEventStream:
             await self._close_events()
             await self._send_error_response(send, _timeout_or(exc))
             return
+        self._started = True
         await send(
             {
                 "type": "http.response.start",
