@@ -53,7 +53,7 @@ def find_echo_example() -> Path | None:
 
 
 def _fail(exc: MlflowAppAgentError) -> None:
-    click.secho(f"error: {exc.message}", fg="red", err=True)
+    click.secho(f"Error: {exc.message}", fg="red", err=True)  # as click prints its own
     sys.exit(1)
 
 

@@ -72,7 +72,7 @@ def test_log_command_errors_are_one_clear_line(tracking_uri: str, tmp_path: Path
     )
     result = CliRunner().invoke(main, ["log", str(bad), "--git", "off"])
     assert result.exit_code == 1
-    assert "error: invoke output is a str" in result.output
+    assert "Error: invoke output is a str" in result.output
     assert "Traceback" not in result.output
     result = CliRunner().invoke(main, ["log", str(ECHO), "--input-example", "{nope"])
     assert result.exit_code == 2 and "not valid JSON" in result.output
@@ -91,7 +91,7 @@ def test_quickstart_with_a_broken_agent_is_one_clear_line(
     monkeypatch.chdir(tmp_path)
     result = CliRunner().invoke(main, ["quickstart", "--agent", str(bad), "--name", unique_name])
     assert result.exit_code == 1
-    assert "error: invoke output is a str" in result.output
+    assert "Error: invoke output is a str" in result.output
     assert "Traceback" not in result.output and "Materialized" not in result.output
     assert not (tmp_path / "echo-app").exists()
 
