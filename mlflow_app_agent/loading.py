@@ -78,9 +78,9 @@ def _registry_facts(uri: str) -> dict[str, Any]:
     import mlflow
     from mlflow.exceptions import MlflowException
 
-    client = mlflow.MlflowClient()
     match = _MODELS_URI.match(uri)
     try:
+        client = mlflow.MlflowClient()  # raises for a store MLflow refuses (e.g. a plain dir)
         if match and match.group("name").startswith("m-") and not match.group("version") and \
                 not match.group("alias"):
             logged = client.get_logged_model(match.group("name"))

@@ -154,3 +154,16 @@ def test_a_pyfunc_model_that_does_not_load_names_the_cause(tmp_path: Path) -> No
     (tmp_path / "m" / "python_model.pkl").write_bytes(b"definitely not a pickle")
     with pytest.raises(ModelLoadError, match=r"loading .*m with mlflow.pyfunc failed"):
         load_agent(tmp_path / "m")
+
+
+def test_a_store_mlflow_refuses_is_a_model_load_error(tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    # A plain directory as tracking URI: MLflow refuses the file store when the client is
+    # created. One clear error naming the URI, not an MlflowException traceback.
+    from mlflow_app_agent.loading import download_model
+
+    monkeypatch.delenv("MLFLOW_ALLOW_FILE_STORE", raising=False)
+    mlflow.set_tracking_uri(str(tmp_path / "store"))
+    mlflow.set_registry_uri(str(tmp_path / "store"))
+    with pytest.raises(ModelLoadError, match=r"cannot resolve 'models:/echo/1': .*file"):
+        download_model("models:/echo/1", tmp_path / "out")
