@@ -22,3 +22,18 @@ def test_readme_keeps_exactly_two_setup_commands() -> None:
     assert readme.count("<!-- test-command -->") == 1
     ci = (ROOT / ".ci" / "run").read_text()
     assert "<!-- test-command -->" in ci
+
+
+def test_readme_notebook_snippet_runs_as_written(tmp_path: Path) -> None:
+    import os
+    import re
+
+    readme = (ROOT / "README.md").read_text()
+    snippet = re.search(r"## In a notebook\s+```python\n(.*?)```", readme, re.S)
+    assert snippet is not None
+    (tmp_path / "snippet.py").write_text(snippet.group(1))
+    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path}/mlflow.db",
+           "MLFLOW_REGISTRY_URI": f"sqlite:///{tmp_path}/mlflow.db"}
+    result = subprocess.run([sys.executable, "snippet.py"], cwd=tmp_path, env=env,
+                            capture_output=True, text=True, timeout=180)
+    assert result.returncode == 0, result.stderr[-3000:]
