@@ -4,6 +4,7 @@ given one way only, and ``/agent/info`` facts (in-process, Starlette's TestClien
 from __future__ import annotations
 
 import importlib.metadata
+import time
 from pathlib import Path
 
 import pytest
@@ -17,6 +18,14 @@ from mlflow_app_agent.server.info import _version
 from . import agents
 
 MSG = {"input": [{"role": "user", "content": "from the env"}]}
+
+
+def wait_ready(client: TestClient, timeout: float = 30.0) -> None:
+    """Locations load in a worker thread at start-up: /ready is 503 until then."""
+    deadline = time.monotonic() + timeout
+    while (resp := client.get("/ready")).status_code != 200:
+        assert time.monotonic() < deadline, resp.text
+        time.sleep(0.02)
 
 
 def test_no_agent_and_no_env_is_a_config_error(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -35,7 +44,7 @@ def test_the_factory_serves_the_env_model_with_env_settings(
     monkeypatch.setenv("MLFLOW_APP_AGENT_TRACING", "false")
     monkeypatch.setenv("MLFLOW_APP_AGENT_MAX_BODY_BYTES", "2048")
     with TestClient(app_from_env(), raise_server_exceptions=False) as client:
-        assert client.get("/ready").status_code == 200
+        wait_ready(client)
         resp = client.post("/invocations", json=MSG)
         assert resp.status_code == 200
         assert resp.json()["output"][0]["content"][0]["text"] == "from the env"
@@ -72,10 +81,10 @@ def test_version_lookup_falls_back_to_the_next_distribution() -> None:
 def test_info_waits_for_the_model_like_ready(tmp_path: Path) -> None:
     app = create_app(str(tmp_path / "missing.py"), tracing=False)
     with TestClient(app, raise_server_exceptions=False) as client:
-        for _ in range(200):
-            resp = client.get("/agent/info")
-            if "missing.py" in resp.text:
-                break
+        deadline = time.monotonic() + 30
+        while "missing.py" not in (resp := client.get("/agent/info")).text:
+            assert time.monotonic() < deadline, resp.text
+            time.sleep(0.02)
         assert resp.status_code == 503
         err = resp.json()["error"]
         assert err["code"] == "model_load_error" and "does not exist" in err["message"]
