@@ -72,7 +72,8 @@ def verify_command(app_dir: str) -> None:
 @click.option("--env", "extra_env", multiple=True, metavar="NAME=VALUE",
               help="Set an env var for the app, e.g. a valueFrom resource's value. Repeatable.")
 @click.option("--fresh", is_flag=True, help="Build a new venv instead of reusing the cached one.")
-@click.option("--ready-timeout", default=120.0, show_default=True, type=float,
+@click.option("--ready-timeout", default=120.0, show_default=True,
+              type=click.FloatRange(min=0, min_open=True),
               help="Seconds to wait for /ready after start.")
 def run_local_command(
     app_dir: str, as_user: str, port: int, app_name: str | None,

@@ -52,7 +52,8 @@ def _say(message: str) -> None:
               help="Grant CAN_USE or CAN_MANAGE on the app, e.g. alice@example.com:CAN_USE, "
                    "group:data-team:CAN_USE. Repeatable; merged with existing grants.")
 @click.option("--description", default=None, help="App description.")
-@click.option("--timeout", default=1200.0, show_default=True, type=float,
+@click.option("--timeout", default=1200.0, show_default=True,
+              type=click.FloatRange(min=0, min_open=True),
               help="Seconds to wait for the whole deploy, compute start and deployment included.")
 @_profile_opt
 def deploy_command(model_uri_or_dir: str, app_name: str, resources: tuple[str, ...],
@@ -81,7 +82,8 @@ def deploy_command(model_uri_or_dir: str, app_name: str, resources: tuple[str, .
 @click.command("check-auth")
 @click.argument("model_uri_or_dir", required=False)
 @_resource_opt
-@click.option("--timeout", default=5.0, show_default=True, type=float,
+@click.option("--timeout", default=5.0, show_default=True,
+              type=click.FloatRange(min=0, min_open=True),
               help="Seconds each probe may take; probes run concurrently.")
 @_profile_opt
 def check_auth_command(model_uri_or_dir: str | None, resources: tuple[str, ...],

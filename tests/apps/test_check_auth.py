@@ -327,3 +327,11 @@ def test_without_a_client_the_environment_credentials_are_used(
     rows = check_auth(None, resources=[{"kind": "genie_space", "space_id": "g1"}], timeout=3)
     assert [(r.check, r.ok) for r in rows] == [("current_user.me", True), ("genie.get_space", True)]
     assert ws.auth_headers and all(h == f"Bearer {TOKEN}" for h in ws.auth_headers)
+
+
+@pytest.mark.parametrize("value", ["0", "-1"])
+def test_cli_timeout_must_be_positive(value: str) -> None:
+    result = CliRunner().invoke(main, ["check-auth", "--resource", "job:job_id=1",
+                                       "--timeout", value])
+    assert result.exit_code == 2, result.output
+    assert "Invalid value for '--timeout'" in result.output

@@ -355,3 +355,11 @@ def test_cli_deploy_to_an_unreachable_host_stops_within_timeout(
     assert "Error: current_user.me: no answer from the workspace" in result.stderr
     assert "Traceback" not in result.output and TOKEN not in result.output
     assert result.exception is None or isinstance(result.exception, SystemExit)
+
+
+@pytest.mark.parametrize("value", ["0", "-1"])
+def test_cli_deploy_timeout_must_be_positive(app_dir: Path, value: str) -> None:
+    result = CliRunner().invoke(main, ["deploy", str(app_dir), "--app", "agent-app",
+                                       "--timeout", value])
+    assert result.exit_code == 2, result.output
+    assert "Invalid value for '--timeout'" in result.output

@@ -188,3 +188,15 @@ def test_out_of_range_port_is_a_usage_error_before_any_install(tmp_path: Path) -
     assert result.exit_code == 2, result.output
     assert "'--port'" in result.output and "99999" in result.output
     assert result.exception is None or isinstance(result.exception, SystemExit)
+
+
+@pytest.mark.parametrize("value", ["0", "-1"])
+def test_ready_timeout_must_be_positive(tmp_path: Path, value: str) -> None:
+    from click.testing import CliRunner
+
+    from mlflow_app_agent.cli import main
+
+    app_dir = make_app(tmp_path / "a", ["python", "app.py", "$DATABRICKS_APP_PORT"])
+    result = CliRunner().invoke(main, ["run-local", str(app_dir), "--ready-timeout", value])
+    assert result.exit_code == 2, result.output
+    assert "Invalid value for '--ready-timeout'" in result.output
