@@ -8,7 +8,9 @@ from __future__ import annotations
 def main() -> None:
     from mlflow_app_agent.server.cli import serve_command
 
-    serve_command.main(prog_name="python -m mlflow_app_agent.serve")
+    # -h as well as --help, as under `mlflow-app-agent serve`
+    serve_command.main(prog_name="python -m mlflow_app_agent.serve",
+                       help_option_names=["-h", "--help"])
 
 
 if __name__ == "__main__":

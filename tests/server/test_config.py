@@ -131,3 +131,13 @@ def test_the_package_exports_its_two_names_lazily() -> None:
     assert sorted(server.__all__) == ["ServerSettings", "create_app"]
     with pytest.raises(AttributeError, match="has no attribute 'serve_forever'"):
         server.serve_forever  # noqa: B018
+
+
+def test_python_dash_m_serve_accepts_dash_h_like_the_cli() -> None:
+    import subprocess
+    import sys
+
+    result = subprocess.run([sys.executable, "-m", "mlflow_app_agent.serve", "-h"],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("Usage: python -m mlflow_app_agent.serve")
