@@ -82,6 +82,8 @@ class Resource(pydantic.BaseModel):
         missing = [f for f in required if not getattr(self, f)]
         if missing:
             raise ValueError(f"a {self.kind} resource needs {', '.join(missing)}")
+        if self.kind == "job" and not str(self.job_id).isdigit():
+            raise ValueError(f"job_id must be the job's numeric id, got {self.job_id!r}")
         if self.kind == "uc_securable":
             st = str(self.securable_type).upper()
             if st not in _UC_DEFAULT_PERMISSION:

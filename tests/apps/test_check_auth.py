@@ -312,8 +312,14 @@ def test_a_server_error_is_a_fail_row_with_its_code(ws: Workspace) -> None:
 
 
 def test_a_non_sdk_error_in_a_probe_is_a_fail_row_not_a_traceback(ws: Workspace) -> None:
-    # a job id that is not a number never reaches the workspace: the probe itself fails
-    rows = _rows(ws, resources=[{"kind": "job", "job_id": "nightly"}])
+    # Declarations are validated when parsed (a non-numeric job id is refused there); one
+    # built around the validator, as an older manifest might hold, makes the probe itself
+    # fail before it reaches the workspace.
+    from mlflow_app_agent.resources import Resource
+
+    unchecked = Resource.model_construct(kind="job", job_id="nightly", name="job-nightly",
+                                         permission="CAN_MANAGE_RUN")
+    rows = _rows(ws, resources=[unchecked])
     assert [r.ok for r in rows] == [True, False]
     assert rows[1].reason.startswith("ValueError: ")
     assert "jobs.get" not in ws.ops()

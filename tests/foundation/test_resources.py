@@ -59,6 +59,8 @@ def test_errors_name_the_problem() -> None:
                           "securable_full_name": "x"}])
     with pytest.raises(ConfigError, match="resource name"):
         parse_resources([{"kind": "job", "job_id": "1", "name": "has space"}])
+    with pytest.raises(ConfigError, match="job_id must be the job's numeric id, got 'nightly'"):
+        parse_resources([{"kind": "job", "job_id": "nightly"}])
     with pytest.raises(ConfigError, match="value: Extra inputs are not permitted"):
         parse_resources([{"kind": "job", "job_id": "1", "value": "secret!"}])
 
