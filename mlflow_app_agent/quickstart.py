@@ -52,8 +52,9 @@ def find_echo_example() -> Path | None:
     return None
 
 
-def _fail(exc: MlflowAppAgentError) -> None:
-    click.secho(f"Error: {exc.message}", fg="red", err=True)  # as click prints its own
+def _fail(exc: Any) -> None:
+    """One line for our errors and MLflow's (both carry ``.message``), as click prints its own."""
+    click.secho(f"Error: {getattr(exc, 'message', exc)}", fg="red", err=True)
     sys.exit(1)
 
 
@@ -79,12 +80,13 @@ def quickstart_command(
     """Log the echo agent with git provenance, register it, load it back and answer, then
     materialize it as a Databricks Apps source directory."""
     import mlflow
+    from mlflow.exceptions import MlflowException
 
     _quiet_mlflow()
     path = Path(agent_path) if agent_path else find_echo_example()
     if path is None:
         click.secho(
-            f"error: {ECHO_EXAMPLE} not found; run from a checkout or pass --agent FILE",
+            f"Error: {ECHO_EXAMPLE} not found; run from a checkout or pass --agent FILE",
             fg="red", err=True,
         )
         sys.exit(2)
@@ -104,7 +106,7 @@ def quickstart_command(
         request = {"input": [{"role": "user", "content": "Hello from the quickstart"}]}
         answer = loaded.agent.invoke(request)["output"][0]["content"][0]["text"]
         events = list(loaded.agent.stream(request))
-    except MlflowAppAgentError as exc:
+    except (MlflowAppAgentError, MlflowException) as exc:  # e.g. a store MLflow refuses
         _fail(exc)
         return
     git = loaded.git or {}
@@ -164,6 +166,7 @@ def log_command(
 ) -> None:
     """Log AGENT_PATH (a models-from-code file) to MLFLOW_TRACKING_URI or ./mlflow.db."""
     import mlflow
+    from mlflow.exceptions import MlflowException
 
     from mlflow_app_agent.flavor import log_model
     from mlflow_app_agent.resources import parse_resource_spec
@@ -173,7 +176,7 @@ def log_command(
     try:
         example = json.loads(input_example) if input_example else None
     except json.JSONDecodeError as exc:
-        click.secho(f"error: --input-example is not valid JSON: {exc}", fg="red", err=True)
+        click.secho(f"Error: --input-example is not valid JSON: {exc}", fg="red", err=True)
         sys.exit(2)
     try:
         info = log_model(
@@ -187,7 +190,7 @@ def log_command(
             pip_requirements=list(pip_requirements) or None,
             model_config=model_config,
         )
-    except MlflowAppAgentError as exc:
+    except (MlflowAppAgentError, MlflowException) as exc:  # e.g. a store MLflow refuses
         _fail(exc)
         return
     click.echo(json.dumps({

@@ -153,3 +153,17 @@ def test_quickstart_prints_the_activation_hint(
                                        "--no-materialize"])
     assert result.exit_code == 0, result.output
     assert "First put this environment on PATH:" in result.output
+
+
+def test_a_store_mlflow_refuses_is_one_line_for_log_and_quickstart(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # MLFLOW_TRACKING_URI set to a plain directory: MLflow refuses its file store.
+    monkeypatch.delenv("MLFLOW_ALLOW_FILE_STORE", raising=False)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", str(tmp_path / "store"))
+    monkeypatch.chdir(tmp_path)
+    for args in (["log", str(ECHO)], ["quickstart", "--agent", str(ECHO), "--no-materialize"]):
+        result = CliRunner().invoke(main, args)
+        assert result.exit_code == 1, result.output
+        assert "Error: The filesystem tracking backend" in result.stderr
+        assert isinstance(result.exception, SystemExit), result.exception
