@@ -123,3 +123,65 @@ def test_experiment_from_env_is_used(tracking_uri: str, monkeypatch: pytest.Monk
     mlflow.flush_trace_async_logging()
     traces = mlflow.MlflowClient().search_traces(locations=[experiment_id])
     assert [t.info.client_request_id for t in traces] == ["t-exp"]
+
+
+def test_experiment_name_from_env_is_resolved_once(
+    tracking_uri: str, monkeypatch: pytest.MonkeyPatch, unique_name: str
+) -> None:
+    import mlflow
+
+    experiment_id = mlflow.MlflowClient().create_experiment(unique_name)
+    monkeypatch.setenv("MLFLOW_EXPERIMENT_NAME", unique_name)
+    with _traced_app(agents.echo) as c:
+        resp = c.post("/invocations", json=MSG, headers={"X-Request-Id": "t-exp-name"})
+        assert resp.status_code == 200
+        assert c.app.state.runtime.tracer.destination.experiment_id == experiment_id
+    mlflow.flush_trace_async_logging()
+    traces = mlflow.MlflowClient().search_traces(locations=[experiment_id])
+    assert [t.info.client_request_id for t in traces] == ["t-exp-name"]
+
+
+def test_sample_ratio_zero_traces_nothing_and_counts_skips(tracking_uri: str) -> None:
+    with _traced_app(agents.echo, trace_sample_ratio=0.0) as c:
+        for _ in range(3):
+            assert c.post("/invocations", json=MSG).status_code == 200
+        stats = c.get("/agent/info").json()["tracing"]
+    assert (stats["traced"], stats["skipped"], stats["failed"]) == (0, 3, 0)
+
+
+def test_mlflow_failing_to_start_a_span_never_fails_the_request(
+    tracking_uri: str, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    import mlflow
+
+    def refuse(*args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("tracer provider is gone")
+
+    with _traced_app(agents.echo) as c:
+        assert c.get("/ready").status_code == 200
+        monkeypatch.setattr(mlflow, "start_span", refuse)  # fault injection, after warm-up
+        for stream in (False, True):
+            resp = c.post("/invocations", json={**MSG, "stream": stream},
+                          headers={"X-Request-Id": f"t-refused-{stream}"})
+            assert resp.status_code == 200
+        stats = c.get("/agent/info").json()["tracing"]
+    assert stats["failed"] == 2 and stats["traced"] == 0
+    assert "Starting the trace of request t-refused-False failed" in caplog.text
+
+
+def test_mlflow_failing_to_record_outputs_still_ends_the_trace(
+    tracking_uri: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from mlflow.entities.span import LiveSpan
+
+    def refuse(self: Any, outputs: Any) -> None:
+        raise ValueError("outputs are not serializable")
+
+    monkeypatch.setattr(LiveSpan, "set_outputs", refuse)  # fault injection
+    with _traced_app(agents.echo) as c:
+        resp = c.post("/invocations", json=MSG, headers={"X-Request-Id": "t-no-outputs"})
+        assert resp.status_code == 200 and resp.json()["output"]
+        stats = c.get("/agent/info").json()["tracing"]
+    assert stats["failed"] == 1 and stats["traced"] == 1
+    trace = next(t for t in _traces(tracking_uri) if t.info.client_request_id == "t-no-outputs")
+    assert trace.data.spans[0].inputs == MSG
