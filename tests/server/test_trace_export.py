@@ -160,3 +160,25 @@ def test_flush_with_no_writer_running_is_a_no_op(store: Any) -> None:
     assert not queue.alive and not queue.is_active()
     queue.flush(timeout=1)
     queue.flush(terminate=True, timeout=1)
+
+
+def test_traces_that_link_prompts_are_written_in_process_with_their_links(
+    store: Any, unique_name: str
+) -> None:
+    import mlflow
+
+    store("prompts")
+    trace_export.install("process")
+    writer = trace_export.current_queue()
+    assert writer is not None
+    prompt = mlflow.genai.register_prompt(name=unique_name.replace("-", "_"),
+                                          template="Answer {{question}}")
+    with mlflow.start_span(name="request") as span:
+        mlflow.update_current_trace(client_request_id="with-prompt")
+        mlflow.genai.load_prompt(f"prompts:/{prompt.name}/{prompt.version}")
+        span.set_outputs({"ok": True})
+    written = _written("with-prompt")
+    assert list(written) == ["with-prompt"]
+    assert writer.fallen_back >= 1  # prompt links need the in-process client
+    linked = written["with-prompt"].info.tags.get("mlflow.linkedPrompts", "")
+    assert prompt.name in linked
