@@ -40,8 +40,10 @@ class ServerSettings:
     #: Upper bound on traces started per second (token bucket; 0 = no bound). Writing a trace
     #: costs ~20 ms of CPU with a sqlite store, so an unbounded burst would starve requests.
     trace_max_per_second: float = 5.0
-    #: Seconds the shutdown waits for queued traces to be written.
-    trace_flush_timeout: float = 10.0
+    #: Seconds the shutdown waits for queued traces to be written. Databricks Apps sends
+    #: SIGKILL 15 s after SIGTERM: 10 s request grace + 2 s for cut requests + this. The trace
+    #: writer process keeps writing what it was sent after the server exits.
+    trace_flush_timeout: float = 2.0
     #: Where traces are written: ``process`` (a child writer process, so trace I/O does not
     #: hold the server's GIL), ``thread`` (MLflow's in-process export threads) or ``auto``
     #: (``process`` for local sqlite/file stores, ``thread`` for tracking servers).

@@ -11,8 +11,8 @@ Guarantees: a request never waits for the child (a bounded queue drains in a sen
 when it is full the trace is dropped and counted, as MLflow does); ``flush()`` returns only
 after the child has written everything sent before it; if the child dies, export falls back
 to MLflow's in-process queue; the child ignores SIGINT/SIGTERM and exits when the pipe
-closes, so queued traces are written after the server is told to stop, and an orphan cannot
-outlive its server. Remote stores (``http(s)://``, ``databricks``) are I/O-bound and keep
+closes, so what the server handed over is written even after the server has exited, and an
+orphan cannot outlive its server by more than that. Remote stores (``http(s)://``, ``databricks``) are I/O-bound and keep
 MLflow's queue unless ``process`` is asked for.
 """
 
@@ -149,6 +149,7 @@ class ProcessExportQueue:
             [sys.executable, "-m", "mlflow_app_agent.server.trace_export"],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env,
         )
+        _widen_pipe(self._proc.stdin)
         self._broken = False
         self._sender = threading.Thread(target=self._send_loop, name="trace-writer-send",
                                         daemon=True)
@@ -163,8 +164,14 @@ class ProcessExportQueue:
             atexit.register(self._at_exit)
 
     def _at_exit(self) -> None:
-        if self.alive:
-            self.flush(terminate=True, timeout=30)
+        """Hand what is queued to the writer and close its pipe, without waiting for it to
+        be written: the writer finishes on its own (it ignores the stop signal), so the
+        server's exit stays inside the platform's SIGTERM-to-SIGKILL window."""
+        if self._proc is None or self._sender is None:
+            return
+        self._stopping = True
+        self._items.put(_STOP)
+        self._sender.join(timeout=5)
 
     def activate(self) -> None:  # MLflow's queue API: restart after a terminating flush
         if not self.alive:
@@ -303,6 +310,18 @@ def _finished(kind: str, args: Any) -> Any:
     experiment_id, spans, *rest = args
     spans = [s.to_immutable_span() if hasattr(s, "to_immutable_span") else s for s in spans]
     return (experiment_id, spans, *rest)
+
+
+def _widen_pipe(pipe: IO[bytes] | None, size: int = 1 << 20) -> None:
+    """Grow the pipe to the writer (64 KiB by default, ~25 traces) to 1 MiB where Linux allows:
+    what sits in the pipe is written even if the server dies the moment after (uvicorn
+    re-raises SIGTERM, so no exit hooks run), while the sender's queue would be lost."""
+    try:
+        import fcntl
+
+        fcntl.fcntl(pipe.fileno(), getattr(fcntl, "F_SETPIPE_SZ", 1031), size)  # type: ignore[union-attr]
+    except (ImportError, OSError, AttributeError, ValueError):
+        pass  # not Linux, or above /proc/sys/fs/pipe-max-size: keep the default
 
 
 def _read_frame(stream: IO[bytes]) -> bytes | None:

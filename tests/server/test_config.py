@@ -141,3 +141,12 @@ def test_python_dash_m_serve_accepts_dash_h_like_the_cli() -> None:
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("Usage: python -m mlflow_app_agent.serve")
+
+
+def test_default_shutdown_fits_inside_the_apps_sigkill_window() -> None:
+    # Databricks Apps sends SIGKILL 15 s after SIGTERM (see APPS.md).
+    from mlflow_app_agent.server.app import _CUT_GRACE
+    from mlflow_app_agent.server.cli import GRACEFUL_SHUTDOWN_SECONDS
+
+    worst = GRACEFUL_SHUTDOWN_SECONDS + _CUT_GRACE + ServerSettings().trace_flush_timeout
+    assert worst < 15
