@@ -43,6 +43,8 @@ def summarize(path: Path) -> None:
         frames = stack.split(";")
         if "MlflowTraceLogging" in frames[0]:
             shares["MLflow trace export thread (sqlite writes)"] += n
+        elif "trace-writer" in frames[0]:
+            shares["trace writer threads (pickle + pipe to the writer process)"] += n
         elif any(re.search(r"\(mlflow/", f) for f in frames):
             shares["MLflow on the loop (span start/end, inputs/outputs)"] += n
         else:
