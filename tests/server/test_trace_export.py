@@ -37,12 +37,12 @@ def store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
     mlflow.set_tracking_uri(before)
 
 
-def _make_traces(count: int, prefix: str) -> None:
+def _make_traces(count: int, prefix: str, padding: int = 0) -> None:
     import mlflow
 
     for i in range(count):
         with mlflow.start_span(name="request", span_type="AGENT") as root:
-            root.set_inputs({"input": [{"role": "user", "content": f"hello {i}"}]})
+            root.set_inputs({"input": [{"role": "user", "content": f"hello {i}" + "." * padding}]})
             mlflow.update_current_trace(tags={"n": str(i)}, client_request_id=f"{prefix}-{i}",
                                         user="ada@example.com")
             with mlflow.start_span(name="tool", span_type="TOOL") as tool:
@@ -139,7 +139,7 @@ def test_a_stalled_writer_never_blocks_the_caller(
     os.kill(writer._proc.pid, signal.SIGSTOP)  # the pipe fills, then the bounded queue
     try:
         started = time.monotonic()
-        _make_traces(150, "stalled")
+        _make_traces(150, "stalled", padding=30_000)  # ~9 MB: more than the 1 MiB pipe
         elapsed = time.monotonic() - started
     finally:
         os.kill(writer._proc.pid, signal.SIGCONT)
