@@ -19,7 +19,7 @@ async def read_body(request: Request, limit: int) -> bytes:
     declared = request.headers.get("content-length")
     too_large = PayloadTooLargeError(
         f"request body is larger than the {limit} byte limit "
-        "(set MLFLOW_APP_AGENT_MAX_BODY_BYTES to change it)"
+        "(raise it with MLFLOW_APP_AGENT_MAX_BODY_BYTES or serve --max-body-bytes)"
     )
     if declared is not None:
         try:

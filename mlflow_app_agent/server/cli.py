@@ -51,7 +51,7 @@ def missing_local_path(location: str) -> str | None:
 
 
 @click.command("serve")
-@click.argument("model", required=False, metavar="MODEL_URI_OR_DIR")
+@click.argument("model", required=False, metavar="[MODEL_URI_OR_DIR]")
 @click.option("--host", default="0.0.0.0", show_default=True, help="Interface to listen on.")
 @click.option("--port", type=click.IntRange(1, 65535), default=None,
               help=f"Port (default: ${ENV_APP_PORT}, else {DEFAULT_PORT}; the env var wins).")

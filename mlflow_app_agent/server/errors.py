@@ -14,12 +14,20 @@ logger = logging.getLogger("mlflow_app_agent.server")
 _MAX_MESSAGE = 1000
 
 
+def request_timeout_error(seconds: float) -> AgentTimeoutError:
+    """The server's own per-request deadline passed (a 504, or a ``timeout`` stream event)."""
+    return AgentTimeoutError(
+        f"the agent did not answer within the request timeout of {seconds:g} s "
+        "(MLFLOW_APP_AGENT_REQUEST_TIMEOUT or serve --timeout)"
+    )
+
+
 def to_app_error(exc: BaseException) -> MlflowAppAgentError:
-    """Any exception as a toolkit error; foreign ones become a 500 ``agent_error``."""
+    """Any exception as a toolkit error; foreign ones become a 500 ``agent_error`` — also a
+    ``TimeoutError`` the agent raised itself (e.g. its LLM call timed out): only the
+    server's own deadline is a 504, and the call sites that own it convert it."""
     if isinstance(exc, MlflowAppAgentError):
         return exc
-    if isinstance(exc, TimeoutError):
-        return AgentTimeoutError("the agent did not answer within the request timeout")
     text = str(exc).strip()
     message = f"the agent raised {type(exc).__name__}" + (f": {text}" if text else "")
     return AgentExecutionError(message)

@@ -20,7 +20,12 @@ from mlflow_app_agent.server.body import (
     read_body,
     wants_stream,
 )
-from mlflow_app_agent.server.errors import error_body, log_failure, to_app_error
+from mlflow_app_agent.server.errors import (
+    error_body,
+    log_failure,
+    request_timeout_error,
+    to_app_error,
+)
 from mlflow_app_agent.server.info import agent_info
 from mlflow_app_agent.server.openai_compat import ResponsesShaper, envelope
 from mlflow_app_agent.server.runtime import NotReadyError, Runtime, not_ready_error
@@ -115,10 +120,13 @@ async def _handle(request: Request, *, openai: bool) -> Any:
         with span:
             try:
                 # asyncio.timeout: a few µs, where anyio.fail_after costs ~15 µs per request.
-                async with asyncio.timeout(timeout or None):
+                deadline = asyncio.timeout(timeout or None)
+                async with deadline:
                     result = await agent.ainvoke(req, limiter=runtime.limiter)
                 result = _check_result(result)
             except Exception as exc:
+                if isinstance(exc, TimeoutError) and deadline.expired():
+                    exc = request_timeout_error(timeout)
                 log_failure(exc, request_id)
                 err = to_app_error(exc)
                 span.set_error(err.code, err.message)

@@ -21,8 +21,12 @@ import anyio
 
 from mlflow_app_agent.authoring import reduce_stream
 from mlflow_app_agent.context import RequestContext, reset_request_context, set_request_context
-from mlflow_app_agent.errors import AgentTimeoutError
-from mlflow_app_agent.server.errors import error_payload, log_failure, shutdown_error
+from mlflow_app_agent.server.errors import (
+    error_payload,
+    log_failure,
+    request_timeout_error,
+    shutdown_error,
+)
 from mlflow_app_agent.server.tracing import RequestSpan
 
 logger = logging.getLogger("mlflow_app_agent.server")
@@ -109,14 +113,15 @@ class AgentEventStream:
 
     async def _run(self, receive: Receive, send: Send, deadline: float | None) -> None:
         first: dict[str, Any] | None = None
+        waiting = anyio.CancelScope()
         try:
-            with anyio.fail_after(_remaining(deadline)):
+            with anyio.fail_after(_remaining(deadline)) as waiting:
                 first = await self._events.__anext__()
         except StopAsyncIteration:
             first = None
         except Exception as exc:
             await self._close_events()
-            await self._send_error_response(send, _timeout_or(exc))
+            await self._send_error_response(send, self._timeout_or(exc, waiting))
             return
         self._started = True
         await send(
@@ -150,19 +155,27 @@ class AgentEventStream:
                 self._span.set_outputs(reduce_stream(self._collected))
 
     async def _produce(self, pump: _Pump, deadline: float | None, exhausted: bool) -> None:
+        streaming = anyio.CancelScope()
         try:
             if not exhausted:
-                with anyio.fail_after(_remaining(deadline)):
+                with anyio.fail_after(_remaining(deadline)) as streaming:
                     async for event in self._events:
                         await pump.put(self._frames(event))
             await pump.put([encode_frame(e) for e in self._shaper.finish()])
         except Exception as exc:
-            err = _timeout_or(exc)
+            err = self._timeout_or(exc, streaming)
             log_failure(err, self._ctx.request_id)
             _, body = error_payload(err, self._ctx.request_id, (self._ctx.access_token,))
             self._span.set_error(body["error"]["code"], body["error"]["message"])
             await pump.put([encode_frame(e) for e in self._shaper.error(body["error"])])
         await pump.put([DONE_FRAME], last=True)
+
+    def _timeout_or(self, exc: BaseException, scope: anyio.CancelScope) -> BaseException:
+        """Our deadline (the scope fired) is a ``timeout``; an agent's own TimeoutError is
+        an agent error like any other exception it raises."""
+        if isinstance(exc, TimeoutError) and scope.cancel_called:
+            return request_timeout_error(self._timeout)
+        return exc
 
     def _frames(self, event: dict[str, Any]) -> list[bytes]:
         if self._span.active:
@@ -247,10 +260,6 @@ def _remaining(deadline: float | None) -> float | None:
     return max(deadline - anyio.current_time(), 0.0)
 
 
-def _timeout_or(exc: BaseException) -> BaseException:
-    if isinstance(exc, TimeoutError):
-        return AgentTimeoutError("the agent did not finish within the request timeout")
-    return exc
 
 
 def _raw_headers(headers: dict[str, str]) -> list[tuple[bytes, bytes]]:

@@ -150,3 +150,20 @@ async def _endless_async_stream(request: Any):
             await asyncio.sleep(0.01)
     finally:
         marker.write_text("closed")
+
+
+# --- impatient: the agent's own TimeoutError (an upstream call timed out) ----------------------
+impatient = Agent("impatient")
+
+
+@impatient.invoke_method
+def _impatient_invoke(request: Any) -> dict[str, Any]:
+    raise TimeoutError("upstream LLM call timed out after 30 s")
+
+
+@impatient.stream_method
+def _impatient_stream(request: Any):
+    if _text_of(request) == "at once":
+        raise TimeoutError("upstream LLM call timed out after 30 s")
+    yield {"type": "response.output_text.delta", "item_id": "msg_1", "delta": "partial"}
+    raise TimeoutError("upstream LLM call timed out after 30 s")

@@ -145,7 +145,7 @@ def test_bad_requests_name_the_problem(
 def test_body_over_limit_is_413() -> None:
     with client_for(agents.echo) as c:
         resp = c.post("/invocations", content=b"x" * (5 * 1024 * 1024))
-        assert_error(resp, 413, "payload_too_large", "4194304")
+        assert_error(resp, 413, "payload_too_large", "4194304", "--max-body-bytes")
     with client_for(agents.echo, max_body_bytes=100) as c:
         # Chunked (no Content-Length): enforced while reading.
         resp = c.post("/invocations", content=iter([b'{"input": [', b" " * 200, b"]}"]))
@@ -195,12 +195,45 @@ def test_invalid_agent_output_is_500() -> None:
 def test_timeout_is_504_for_invoke_and_stream() -> None:
     slow_msg = {"input": [{"role": "user", "content": "2"}]}
     with client_for(agents.slow, request_timeout=0.3) as c:
-        assert_error(c.post("/invocations", json=slow_msg), 504, "timeout")
+        assert_error(c.post("/invocations", json=slow_msg), 504, "timeout",
+                     "within the request timeout of 0.3 s", "--timeout")
         events = sse_events(c.post("/invocations", json={**slow_msg, "stream": True}).text)
         assert events[0]["delta"] == "first"
         assert events[-1]["type"] == "error" and events[-1]["code"] == "timeout"
+        assert "of 0.3 s" in events[-1]["message"]
         # The server still answers while abandoned threads finish.
         assert c.get("/health").status_code == 200
+
+
+def test_timeout_before_the_first_event_is_a_504() -> None:
+    import time
+
+    from mlflow_app_agent import Agent
+
+    late = Agent("late")
+
+    @late.stream_method
+    def _late(request: Any) -> Any:
+        time.sleep(1.0)
+        yield {"type": "response.output_text.delta", "item_id": "m", "delta": "too late"}
+
+    with client_for(late, request_timeout=0.2) as c:
+        assert_error(c.post("/invocations", json={**MSG, "stream": True}), 504, "timeout",
+                     "of 0.2 s")
+
+
+def test_an_agents_own_timeout_error_is_an_agent_error_not_a_504() -> None:
+    # Only the server's deadline is a 504 "timeout"; an upstream call that timed out inside
+    # the agent is the agent failing, with its message.
+    with client_for(agents.impatient, request_timeout=30) as c:
+        assert_error(c.post("/invocations", json=MSG), 500, "agent_error",
+                     "TimeoutError: upstream LLM call timed out")
+        at_once = {"input": [{"role": "user", "content": "at once"}], "stream": True}
+        assert_error(c.post("/invocations", json=at_once), 500, "agent_error", "TimeoutError")
+        events = sse_events(c.post("/invocations", json={**MSG, "stream": True}).text)
+        assert events[0]["delta"] == "partial"
+        assert events[-1]["type"] == "error" and events[-1]["code"] == "agent_error"
+        assert "upstream LLM call timed out" in events[-1]["message"]
 
 
 def test_require_auth() -> None:
