@@ -193,11 +193,15 @@ def log_command(
     except (MlflowAppAgentError, MlflowException) as exc:  # e.g. a store MLflow refuses
         _fail(exc)
         return
+    version = info.registered_model_version
     click.echo(json.dumps({
         "model_uri": info.model_uri,
         "model_id": info.model_id,
         "registered_model_name": registered_model_name,
-        "registered_model_version": info.registered_model_version,
+        "registered_model_version": version,
+        # what serve / materialize / deploy take for a registry version
+        "registered_model_uri": f"models:/{registered_model_name}/{version}"
+        if registered_model_name and version else None,
     }, indent=2))
 
 

@@ -62,6 +62,7 @@ def test_log_command(tracking_uri: str, unique_name: str) -> None:
     assert result.exit_code == 0, result.output
     out = json.loads(result.stdout)
     assert out["registered_model_version"] == 1 and out["model_id"].startswith("m-")
+    assert out["registered_model_uri"] == f"models:/{out['registered_model_name']}/1"
 
 
 def test_log_command_errors_are_one_clear_line(tracking_uri: str, tmp_path: Path) -> None:
