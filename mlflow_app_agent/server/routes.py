@@ -7,6 +7,7 @@ import asyncio
 import json
 from typing import Any
 
+import anyio.to_thread
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -175,4 +176,9 @@ async def info(request: Request) -> Any:
         err = not_ready_error(runtime)
         status, body = error_body(err, None)
         return Response(body, status_code=503, media_type="application/json")
+    served = runtime.served
+    if served is not None and served.source_file and not served.git:  # before the warm-up
+        from mlflow_app_agent.server.source import working_tree_git
+
+        served.git = await anyio.to_thread.run_sync(working_tree_git, served.source_file)
     return _json(agent_info(runtime))

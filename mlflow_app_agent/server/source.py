@@ -29,6 +29,8 @@ class ServedAgent:
     registered_version: str | None = None
     flavor: str | None = None
     git: dict[str, Any] = dataclasses.field(default_factory=dict)
+    #: the .py file served directly (no logged model): its git state is read at serve time
+    source_file: str | None = None
 
 
 def is_deferred(source: Any) -> bool:
@@ -49,8 +51,9 @@ def resolve(source: Any) -> ServedAgent:
 def _from_location(location: str) -> ServedAgent:
     path_part, _, attr = location.partition(".py:")
     if location.endswith(".py") or attr:
-        file = Path(path_part if attr else location[:-3])
-        return ServedAgent(agent=load_python_file(file.with_suffix(".py"), attr or None))
+        file = Path(path_part if attr else location[:-3]).with_suffix(".py")
+        return ServedAgent(agent=load_python_file(file, attr or None),
+                           source_file=str(file.resolve()))
     from mlflow_app_agent.loading import load_agent
 
     try:
@@ -75,6 +78,23 @@ def _from_loaded(loaded: Any, *, model_uri: str | None) -> ServedAgent:
         flavor=getattr(loaded, "flavor", None),
         git=dict(getattr(loaded, "git", None) or {}),
     )
+
+
+def working_tree_git(file: str) -> dict[str, Any]:
+    """Git state of the checkout holding a directly served file (what /agent/info shows
+    when there is no logged model to carry it); ``commit`` is None outside a repository."""
+    import warnings
+
+    from mlflow_app_agent.provenance import collect
+
+    source = {"source": "working tree at serve time"}
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # "not inside a git repository" is fine here
+            info = collect([file], "auto")
+    except Exception:  # no git binary, unreadable repository: serve without it
+        return {"commit": None, **source}
+    return {**(info.summary() if info else {"commit": None}), **source}
 
 
 def load_python_file(path: Path, attr: str | None = None) -> Agent:

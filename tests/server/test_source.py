@@ -7,6 +7,7 @@ from __future__ import annotations
 import importlib.metadata
 import textwrap
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -166,3 +167,42 @@ def test_a_broken_model_dir_is_a_model_load_error(tmp_path: Path) -> None:
         resolve(str(broken))
     with pytest.raises(ModelLoadError, match="not a model URI"):
         resolve("no-such-dir-or-uri")
+
+
+def _info_when_ready(client: Any) -> dict[str, Any]:
+    import time
+
+    deadline = time.monotonic() + 30
+    while client.get("/ready").status_code != 200 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return dict(client.get("/agent/info").json())
+
+
+def test_a_file_served_from_a_checkout_shows_its_git_state() -> None:
+    import subprocess
+
+    from starlette.testclient import TestClient
+
+    from mlflow_app_agent.server import create_app
+
+    repo = Path(__file__).resolve().parents[2]
+    head = subprocess.run(["git", "-C", str(repo), "rev-parse", "HEAD"], capture_output=True,
+                          text=True)
+    if head.returncode != 0:
+        pytest.skip("not running from a git checkout")
+    with TestClient(create_app(str(ECHO), tracing=False)) as c:
+        git = _info_when_ready(c)["git"]
+    assert git["commit"] == head.stdout.strip()
+    assert git["source"] == "working tree at serve time"
+    assert isinstance(git["dirty"], bool) and "diff" not in git
+
+
+def test_a_file_outside_any_repository_has_no_commit(tmp_path: Path) -> None:
+    from starlette.testclient import TestClient
+
+    from mlflow_app_agent.server import create_app
+
+    path = write(tmp_path / "loose.py", AGENT_FILE.format(name="bot", label="loose"))
+    with TestClient(create_app(str(path), tracing=False)) as c:
+        git = _info_when_ready(c)["git"]
+    assert git["commit"] is None and git["source"] == "working tree at serve time"
