@@ -22,6 +22,7 @@ from mlflow_app_agent.server import routes
 from mlflow_app_agent.server.auth import request_id_from
 from mlflow_app_agent.server.config import ENV_MODEL, ServerSettings
 from mlflow_app_agent.server.errors import error_body, shutdown_error
+from mlflow_app_agent.server.openapi import install_openapi
 from mlflow_app_agent.server.runtime import Runtime
 
 logger = logging.getLogger("mlflow_app_agent.server")
@@ -30,33 +31,6 @@ logger = logging.getLogger("mlflow_app_agent.server")
 # uvicorn's 10 s grace this stays inside the 15 s Databricks Apps allows after SIGTERM.
 _CUT_GRACE = 2.0
 
-_AGENT_ROUTE_DOC = {
-    "requestBody": {
-        "required": True,
-        "content": {
-            "application/json": {
-                "schema": {
-                    "type": "object",
-                    "required": ["input"],
-                    "properties": {
-                        "input": {"type": "array", "items": {"type": "object"}},
-                        "stream": {"type": "boolean"},
-                        "custom_inputs": {"type": "object"},
-                        "context": {"type": "object"},
-                    },
-                }
-            }
-        },
-    },
-    "responses": {
-        "200": {"description": "ResponsesAgentResponse, or an SSE stream of events"},
-        "400": {"description": "Malformed JSON"},
-        "413": {"description": "Body too large"},
-        "422": {"description": "Body does not match ResponsesAgentRequest"},
-        "500": {"description": "The agent raised"},
-        "504": {"description": "The agent timed out"},
-    },
-}
 
 
 def create_app(
@@ -114,25 +88,8 @@ def create_app(
     app.router.add_route("/ready", routes.ready, methods=["GET"])
     app.router.add_route("/agent/info", routes.info, methods=["GET"])
     _install_error_handlers(app)
-    _install_openapi(app)
+    install_openapi(app)
     return app
-
-
-def _install_openapi(app: FastAPI) -> None:
-    def openapi() -> dict[str, Any]:
-        if app.openapi_schema is None:
-            from fastapi.openapi.utils import get_openapi
-
-            schema = get_openapi(title=app.title, version=app.version, routes=[])
-            paths = schema.setdefault("paths", {})
-            for path in ("/invocations", "/responses"):
-                paths[path] = {"post": dict(_AGENT_ROUTE_DOC)}
-            for path in ("/health", "/ping", "/ready", "/agent/info"):
-                paths[path] = {"get": {"responses": {"200": {"description": "OK"}}}}
-            app.openapi_schema = schema
-        return app.openapi_schema
-
-    app.openapi = openapi  # type: ignore[method-assign]
 
 
 class AgentApp(FastAPI):

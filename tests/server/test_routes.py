@@ -267,6 +267,32 @@ def test_openapi_describes_agent_routes(echo: TestClient) -> None:
     assert "post" in paths["/invocations"] and "post" in paths["/responses"]
 
 
+def test_openapi_uses_mlflows_schemas_and_the_error_envelope(echo: TestClient) -> None:
+    import jsonschema
+    import schemathesis
+
+    doc = echo.get("/openapi.json").json()
+    labels = [op.ok().label for op in schemathesis.openapi.from_dict(doc).get_all_operations()]
+    assert {"POST /invocations", "POST /responses", "GET /agent/info"} <= set(labels)
+
+    def validator(schema: dict[str, Any]) -> Any:
+        return jsonschema.Draft202012Validator({**schema, "components": doc["components"]})
+
+    op = doc["paths"]["/invocations"]["post"]
+    request = validator(op["requestBody"]["content"]["application/json"]["schema"])
+    assert request.is_valid(MSG) and request.is_valid({**MSG, "stream": True})
+    assert not request.is_valid({"input": "hello"})
+    assert not request.is_valid({**MSG, "stream": "yes"})
+    answer = echo.post("/invocations", json=MSG).json()
+    assert validator(op["responses"]["200"]["content"]["application/json"]["schema"]) \
+        .is_valid(answer)
+    error = echo.post("/invocations", json={"input": "hello"})
+    assert error.status_code == 422
+    error_schema = op["responses"]["422"]["content"]["application/json"]["schema"]
+    assert validator(error_schema).is_valid(error.json())
+    assert not validator(error_schema).is_valid(answer)
+
+
 def test_bad_location_reports_on_ready(tmp_path: Any) -> None:
     with client_for(str(tmp_path / "missing.py")) as c:
         for _ in range(100):
