@@ -51,6 +51,29 @@ def to_request(request: Any) -> ResponsesAgentRequest:
         return ResponsesAgentRequest.model_validate(dict(request))
     except pydantic.ValidationError as exc:
         raise RequestError(describe_validation_error(exc, prefix="request")) from None
+    except (TypeError, KeyError, AttributeError) as exc:
+        # MLflow's own validators index and compare fields before pydantic has checked their
+        # types (e.g. a list where a content item's "type" string belongs): still bad input.
+        where = _first_non_string_type(request.get("input"))
+        detail = f"{where}: must be a string" if where else f"{type(exc).__name__}: {exc}"
+        raise RequestError(f"request does not match ResponsesAgentRequest ({detail})") from None
+
+
+def _first_non_string_type(items: Any) -> str | None:
+    """Path of the first ``type`` field in ``input`` (items or their content parts) that is
+    not a string, the shape MLflow's validators assume."""
+    if not isinstance(items, list):
+        return None
+    for i, item in enumerate(items):
+        if not isinstance(item, Mapping):
+            continue
+        if "type" in item and not isinstance(item["type"], str):
+            return f"request.input.{i}.type"
+        content = item.get("content")
+        for j, part in enumerate(content if isinstance(content, list) else []):
+            if isinstance(part, Mapping) and "type" in part and not isinstance(part["type"], str):
+                return f"request.input.{i}.content.{j}.type"
+    return None
 
 
 def describe_validation_error(exc: Any, *, prefix: str) -> str:

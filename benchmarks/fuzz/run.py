@@ -118,9 +118,12 @@ def render(report: dict, command: str, seconds: float) -> str:
         "",
         "Notes:",
         "",
-        '- schemathesis "positive" cases conform to the server\'s OpenAPI document, which only '
-        "sketches the request (`input: array of object`), so most of them are still invalid "
-        "for MLflow's `ResponsesAgentRequest` and correctly get 422.",
+        '- schemathesis "positive" cases conform to the server\'s OpenAPI document, which '
+        "embeds MLflow's `ResponsesAgentRequest` JSON schema; MLflow's validators add rules the "
+        "JSON schema does not carry (allowed roles, content shapes per item type), so most "
+        "generated cases are still invalid and correctly get 422. Since the document carries "
+        "the real schema, this source found 10 x 500 (values MLflow's validators raised "
+        "TypeError on, now 422s naming the field).",
         "- The malformed source's 2xx answers are bodies that are in fact valid (e.g. "
         "`input: []`, a non-JSON content type on a JSON body, `NaN`); bodies that Python's "
         "parser or MLflow's schema refuse must not get a 2xx, and none did if the contract held.",

@@ -181,6 +181,20 @@ def test_request_validation_names_the_field() -> None:
     assert to_request(ResponsesAgentRequest(**REQUEST)).input[0].content == "hi there"
 
 
+@pytest.mark.parametrize(
+    ("body", "where"),
+    [  # found by fuzzing /invocations with MLflow's schema: its validators raised TypeError
+        ({"input": [{"role": "", "content": [{"text": "", "type": []}]}], "top_p": []},
+         r"request\.input\.0\.content\.0\.type: must be a string"),
+        ({"input": [{"role": "user", "content": "x"}, {"type": {"a": 1}}]},
+         r"request\.input\.1\.type: must be a string|request\.input\.1"),
+    ],
+)
+def test_values_mlflows_validators_choke_on_are_request_errors(body: dict, where: str) -> None:
+    with pytest.raises(RequestError, match=where):
+        to_request(body)
+
+
 class Plain(ResponsesAgent):
     def predict(self, request: ResponsesAgentRequest) -> ResponsesAgentResponse:
         return ResponsesAgentResponse(output=[message("plain")])
