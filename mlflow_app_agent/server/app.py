@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import warnings
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -59,6 +60,7 @@ def create_app(
         settings = ServerSettings.from_env(**overrides)
     elif overrides:
         raise ConfigError("pass either settings= or individual setting overrides, not both")
+    _quiet_request_warnings()
     runtime = Runtime(agent_or_model_uri, settings)
 
     @contextlib.asynccontextmanager
@@ -90,6 +92,15 @@ def create_app(
     _install_error_handlers(app)
     install_openapi(app)
     return app
+
+
+def _quiet_request_warnings() -> None:
+    """MLflow's request types warn (rather than reject) on unknown values, e.g. "Invalid
+    tool type: <the client's string>": in a server that is one stderr line per request,
+    with caller-controlled text (log flooding and injection). Those requests are still
+    served or refused as MLflow decides; only the warnings are dropped."""
+    warnings.filterwarnings("ignore", category=UserWarning,
+                            module=r"mlflow\.types\.responses_helpers")
 
 
 class AgentApp(FastAPI):

@@ -224,3 +224,18 @@ def test_port_conflict_fails_loudly(serve: Any, agents_path: Path) -> None:
         server = serve(f"{agents_path}:echo", env={"DATABRICKS_APP_PORT": str(port)},
                        wait=False)
         assert server.proc.wait(timeout=30) != 0
+
+
+def test_client_text_in_mlflow_validation_warnings_never_reaches_the_log(
+    serve: Any, agents_path: Path
+) -> None:
+    # MLflow warns "Invalid tool type: <value>" for unknown tool types: in a server that is
+    # caller-controlled text in stderr, once per request.
+    server = serve(f"{agents_path}:echo")
+    body = {"input": [{"role": "user", "content": "x"}],
+            "tools": [{"type": "evil\n2026-01-01 FAKE LOG LINE", "name": "t"}]}
+    with httpx.Client(base_url=server.url, timeout=30) as client:
+        for _ in range(3):
+            assert client.post("/invocations", json=body).status_code == 200
+    log = server.stop()
+    assert "FAKE LOG LINE" not in log and "Invalid tool type" not in log
