@@ -33,7 +33,6 @@ logger = logging.getLogger("mlflow_app_agent.server")
 _CUT_GRACE = 2.0
 
 
-
 def create_app(
     agent_or_model_uri: Any = None,
     *,

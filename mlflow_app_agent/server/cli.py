@@ -10,7 +10,7 @@ from typing import Any
 import click
 
 from mlflow_app_agent.errors import ConfigError
-from mlflow_app_agent.server.config import ENV_MODEL, ENV_PREFIX
+from mlflow_app_agent.server.config import ENV_MODEL, ENV_PREFIX, TRACE_EXPORT_MODES
 
 ENV_APP_PORT = "DATABRICKS_APP_PORT"
 DEFAULT_PORT = 8000
@@ -65,7 +65,7 @@ def missing_local_path(location: str) -> str | None:
               help="Cap on traces started per second; 0 = no cap (default 5).")
 @click.option("--trace-sample-ratio", type=click.FloatRange(0, 1), default=None,
               help="Fraction of requests traced (default 1.0).")
-@click.option("--trace-export", type=click.Choice(["auto", "process", "thread"]), default=None,
+@click.option("--trace-export", type=click.Choice(TRACE_EXPORT_MODES), default=None,
               help="Write traces from a child process or MLflow's export thread (default "
                    "auto: a process for sqlite/file stores).")
 @click.option("--timeout", "request_timeout", type=click.FloatRange(min=0), default=None,

@@ -16,6 +16,9 @@ from mlflow_app_agent.errors import ConfigError
 ENV_MODEL = "MLFLOW_APP_AGENT_MODEL"
 ENV_PREFIX = "MLFLOW_APP_AGENT_"
 
+#: values of ``trace_export`` (see :mod:`mlflow_app_agent.server.trace_export`)
+TRACE_EXPORT_MODES = ("auto", "process", "thread")
+
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
 
@@ -60,10 +63,9 @@ class ServerSettings:
             raise ConfigError("trace_sample_ratio must be between 0 and 1")
         if self.trace_max_per_second < 0:
             raise ConfigError("trace_max_per_second must be >= 0 (0 = unbounded)")
-        if self.trace_export not in ("auto", "process", "thread"):
-            raise ConfigError(
-                f"trace_export must be one of auto, process, thread (got {self.trace_export!r})"
-            )
+        if self.trace_export not in TRACE_EXPORT_MODES:
+            raise ConfigError(f"trace_export must be one of {', '.join(TRACE_EXPORT_MODES)} "
+                              f"(got {self.trace_export!r})")
 
     @classmethod
     def from_env(

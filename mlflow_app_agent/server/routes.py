@@ -177,7 +177,7 @@ async def info(request: Request) -> Any:
         status, body = error_body(err, None)
         return Response(body, status_code=503, media_type="application/json")
     served = runtime.served
-    if served is not None and served.source_file and not served.git:  # before the warm-up
+    if served is not None and served.source_file and not served.git:  # read on first ask
         from mlflow_app_agent.server.source import working_tree_git
 
         served.git = await anyio.to_thread.run_sync(working_tree_git, served.source_file)

@@ -89,11 +89,6 @@ class Runtime:
         import mlflow.types.responses  # noqa: F401  (request validation)
 
         self.tracer.warm_up()
-        served = self.served
-        if served is not None and served.source_file and not served.git:
-            from mlflow_app_agent.server.source import working_tree_git
-
-            served.git = working_tree_git(served.source_file)
 
     async def agent(self) -> ServedAgent:
         """The served agent, waiting for the warm-up if a request arrives during it."""

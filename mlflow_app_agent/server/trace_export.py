@@ -12,8 +12,8 @@ when it is full the trace is dropped and counted, as MLflow does); ``flush()`` r
 after the child has written everything sent before it; if the child dies, export falls back
 to MLflow's in-process queue; the child ignores SIGINT/SIGTERM and exits when the pipe
 closes, so what the server handed over is written even after the server has exited, and an
-orphan cannot outlive its server by more than that. Remote stores (``http(s)://``, ``databricks``) are I/O-bound and keep
-MLflow's queue unless ``process`` is asked for.
+orphan cannot outlive its server by more than that. Remote stores (``http(s)://``,
+``databricks``) are I/O-bound and keep MLflow's queue unless ``process`` is asked for.
 """
 
 from __future__ import annotations
@@ -31,7 +31,6 @@ from typing import IO, Any
 
 logger = logging.getLogger("mlflow_app_agent.server.tracing")
 
-MODES = ("auto", "process", "thread")
 LOCAL_SCHEMES = ("sqlite", "file")
 _FRAME = struct.Struct(">I")
 _STOP = object()
@@ -319,7 +318,8 @@ def _widen_pipe(pipe: IO[bytes] | None, size: int = 1 << 20) -> None:
     try:
         import fcntl
 
-        fcntl.fcntl(pipe.fileno(), getattr(fcntl, "F_SETPIPE_SZ", 1031), size)  # type: ignore[union-attr]
+        set_pipe_size = getattr(fcntl, "F_SETPIPE_SZ", 1031)  # Linux; named in Python 3.10+
+        fcntl.fcntl(pipe.fileno(), set_pipe_size, size)  # type: ignore[union-attr]
     except (ImportError, OSError, AttributeError, ValueError):
         pass  # not Linux, or above /proc/sys/fs/pipe-max-size: keep the default
 
