@@ -18,14 +18,14 @@ _LAZY = {
     "save_model": "mlflow_app_agent.flavor",
     "log_model": "mlflow_app_agent.flavor",
     "load_model": "mlflow_app_agent.flavor",
-    "load_agent": "mlflow_app_agent.loading",
+    "load_agent": "mlflow_app_agent.model.load",
     "create_app": "mlflow_app_agent.server",
     "materialize": "mlflow_app_agent.apps",
     "verify": "mlflow_app_agent.apps",
     "deploy": "mlflow_app_agent.apps",
     "check_auth": "mlflow_app_agent.apps",
     "check_agent": "mlflow_app_agent.testing",
-    "get_config": "mlflow_app_agent.config",
+    "get_config": "mlflow_app_agent.agent_config",
 }
 
 __all__ = [

@@ -20,8 +20,8 @@ COMMANDS = {
     "materialize": "mlflow_app_agent.apps.cli:materialize_command",
     "verify": "mlflow_app_agent.apps.cli:verify_command",
     "run-local": "mlflow_app_agent.apps.cli:run_local_command",
-    "deploy": "mlflow_app_agent.apps.deploy_cli:deploy_command",
-    "check-auth": "mlflow_app_agent.apps.deploy_cli:check_auth_command",
+    "deploy": "mlflow_app_agent.apps.workspace.cli:deploy_command",
+    "check-auth": "mlflow_app_agent.apps.workspace.cli:check_auth_command",
     "validate": "mlflow_app_agent.testing.cli:validate_command",
     "init": "mlflow_app_agent.templates.cli:init_command",
 }

@@ -20,11 +20,12 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from mlflow_app_agent import config, dependencies, provenance, signature
+from mlflow_app_agent import agent_config as config
+from mlflow_app_agent import dependencies, provenance, signature
 from mlflow_app_agent._version import __version__
 from mlflow_app_agent.authoring import Agent, as_agent, dump
 from mlflow_app_agent.errors import AgentDefinitionError, ModelLoadError
-from mlflow_app_agent.model_files import (
+from mlflow_app_agent.model.files import (
     AGENT_DIR,
     CODE_FILE,
     FLAVOR_NAME,
@@ -299,7 +300,7 @@ class _LogAdapter:
 
 def load_model(model_uri: str, dst_path: str | None = None) -> Agent:
     """Load the agent of ``model_uri`` (our flavor, or a pyfunc ResponsesAgent)."""
-    from mlflow_app_agent.loading import load_agent
+    from mlflow_app_agent.model.load import load_agent
 
     return load_agent(model_uri, dst_path=dst_path).agent
 

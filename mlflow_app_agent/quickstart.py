@@ -100,7 +100,7 @@ def quickstart_command(
         version = str(info.registered_model_version)
         mlflow.MlflowClient().set_registered_model_alias(registered_name, alias, version)
         model_uri = f"models:/{registered_name}/{version}"
-        from mlflow_app_agent.loading import load_agent
+        from mlflow_app_agent.model.load import load_agent
 
         loaded = load_agent(f"models:/{registered_name}@{alias}")
         request = {"input": [{"role": "user", "content": "Hello from the quickstart"}]}
@@ -211,7 +211,7 @@ def info_command(model: str) -> None:
     """Print what MODEL (URI or directory) is: agent, registry version, git, resources."""
     import mlflow
 
-    from mlflow_app_agent.loading import load_agent
+    from mlflow_app_agent.model.load import load_agent
 
     _quiet_mlflow()
     mlflow.set_tracking_uri(default_tracking_uri())

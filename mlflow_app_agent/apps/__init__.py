@@ -8,13 +8,13 @@ run it locally as Apps would, deploy it, and check the auth of its declared reso
 from __future__ import annotations
 
 from mlflow_app_agent._lazy import lazy_getattr
-from mlflow_app_agent.apps.manifest import verify
-from mlflow_app_agent.apps.materialize import materialize
+from mlflow_app_agent.apps.build.manifest import verify
+from mlflow_app_agent.apps.build.materialize import materialize
 
 # public function -> submodule defining it
 _LAZY = {
-    "deploy": "mlflow_app_agent.apps.deployment",
-    "check_auth": "mlflow_app_agent.apps.auth_check",
+    "deploy": "mlflow_app_agent.apps.workspace.deployment",
+    "check_auth": "mlflow_app_agent.apps.workspace.auth_check",
 }
 
 __all__ = ["check_auth", "deploy", "materialize", "verify"]

@@ -34,7 +34,7 @@ def materialize_command(model_uri: str, out_dir: str, force: bool) -> None:
     MODEL_URI: models:/NAME/VERSION, models:/NAME@ALIAS, models:/m-ID, runs:/RUN/PATH or
     a local model directory.
     """
-    from mlflow_app_agent.apps.materialize import materialize
+    from mlflow_app_agent.apps.build.materialize import materialize
 
     started = time.perf_counter()
     with _clean_errors():
@@ -48,7 +48,7 @@ def materialize_command(model_uri: str, out_dir: str, force: bool) -> None:
 def verify_command(app_dir: str) -> None:
     """Check APP_DIR against its MANIFEST.json; exit 1 naming each changed, missing or extra
     file."""
-    from mlflow_app_agent.apps.manifest import read_manifest, verify
+    from mlflow_app_agent.apps.build.manifest import read_manifest, verify
 
     try:
         verify(app_dir)
@@ -82,7 +82,7 @@ def run_local_command(
 ) -> None:
     """Run APP_DIR as Databricks Apps would: a fresh venv, pip install -r requirements.txt,
     the app.yaml command with the Apps environment, behind a proxy adding the Apps headers."""
-    from mlflow_app_agent.apps.run_local import RunLocalOptions, run_local
+    from mlflow_app_agent.apps.local.run_local import RunLocalOptions, run_local
 
     env: dict[str, str] = {}
     for item in extra_env:

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from mlflow_app_agent.server.app import create_app
-    from mlflow_app_agent.server.config import ServerSettings
+    from mlflow_app_agent.server.settings import ServerSettings
 
 __all__ = ["ServerSettings", "create_app"]
 
@@ -22,7 +22,7 @@ def __getattr__(name: str) -> Any:
 
         return create_app
     if name == "ServerSettings":
-        from mlflow_app_agent.server.config import ServerSettings
+        from mlflow_app_agent.server.settings import ServerSettings
 
         return ServerSettings
     raise AttributeError(f"module 'mlflow_app_agent.server' has no attribute {name!r}")

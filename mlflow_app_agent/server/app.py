@@ -21,10 +21,10 @@ from mlflow_app_agent._version import __version__
 from mlflow_app_agent.errors import ConfigError, MlflowAppAgentError
 from mlflow_app_agent.server import routes
 from mlflow_app_agent.server.auth import request_id_from
-from mlflow_app_agent.server.config import ENV_MODEL, ServerSettings
 from mlflow_app_agent.server.errors import error_body, shutdown_error
 from mlflow_app_agent.server.openapi import install_openapi
 from mlflow_app_agent.server.runtime import Runtime
+from mlflow_app_agent.server.settings import ENV_MODEL, ServerSettings
 
 logger = logging.getLogger("mlflow_app_agent.server")
 

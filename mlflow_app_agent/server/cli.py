@@ -10,7 +10,7 @@ from typing import Any
 import click
 
 from mlflow_app_agent.errors import ConfigError
-from mlflow_app_agent.server.config import ENV_MODEL, ENV_PREFIX, TRACE_EXPORT_MODES
+from mlflow_app_agent.server.settings import ENV_MODEL, ENV_PREFIX, TRACE_EXPORT_MODES
 
 ENV_APP_PORT = "DATABRICKS_APP_PORT"
 DEFAULT_PORT = 8000
@@ -83,7 +83,7 @@ def serve_command(model: str | None, host: str, port: int | None, workers: int,
     location comes from $MLFLOW_APP_AGENT_MODEL."""
     import uvicorn
 
-    from mlflow_app_agent.server.config import ServerSettings
+    from mlflow_app_agent.server.settings import ServerSettings
 
     location = model or os.environ.get(ENV_MODEL)
     if not location:

@@ -12,7 +12,7 @@ import anyio
 import anyio.to_thread
 
 from mlflow_app_agent.errors import MlflowAppAgentError, ModelLoadError
-from mlflow_app_agent.server.config import ServerSettings
+from mlflow_app_agent.server.settings import ServerSettings
 from mlflow_app_agent.server.source import ServedAgent, is_deferred, resolve
 from mlflow_app_agent.server.tracing import Tracer
 

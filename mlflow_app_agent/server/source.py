@@ -1,7 +1,7 @@
 """What the server serves: an agent plus where it came from (for ``/agent/info`` and traces).
 
 Accepts an :class:`Agent`, an ``mlflow.pyfunc.ResponsesAgent``, a ``LoadedAgent`` from
-:func:`mlflow_app_agent.loading.load_agent`, a model URI or directory, or a Python file
+:func:`mlflow_app_agent.model.load.load_agent`, a model URI or directory, or a Python file
 (``agent.py`` or ``agent.py:name``) that defines an Agent / ResponsesAgent. A Python file
 loads without importing MLflow, which keeps cold starts short.
 """
@@ -54,7 +54,7 @@ def _from_location(location: str) -> ServedAgent:
         file = Path(path_part if attr else location[:-3]).with_suffix(".py")
         return ServedAgent(agent=load_python_file(file, attr or None),
                            source_file=str(file.resolve()))
-    from mlflow_app_agent.loading import load_agent
+    from mlflow_app_agent.model.load import load_agent
 
     try:
         loaded = load_agent(location)

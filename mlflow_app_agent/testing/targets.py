@@ -208,7 +208,7 @@ class ModelTarget(AgentTarget):
     model / materialized app directory, loaded in process with ``load_agent``."""
 
     def __init__(self, model_uri: str | Path, **kwargs: Any) -> None:
-        from mlflow_app_agent.loading import load_agent
+        from mlflow_app_agent.model.load import load_agent
 
         loaded = load_agent(str(model_uri))
         desc = str(model_uri)

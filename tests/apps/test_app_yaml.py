@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from mlflow_app_agent.apps import app_yaml
+from mlflow_app_agent.apps.build import app_yaml
 from mlflow_app_agent.errors import MaterializeError
 from mlflow_app_agent.resources import parse_resources
 

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
-from mlflow_app_agent.apps.auth_check import check_auth, format_table
+from mlflow_app_agent.apps.workspace.auth_check import check_auth, format_table
 from mlflow_app_agent.cli import main
 
 from .workspace_server import TOKEN, Workspace, WorkspaceServer, build_app_dir, client_for

@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
-from mlflow_app_agent.apps.deployment import deploy, parse_grant
-from mlflow_app_agent.apps.manifest import read_manifest, write_manifest
+from mlflow_app_agent.apps.build.manifest import read_manifest, write_manifest
+from mlflow_app_agent.apps.workspace.deployment import deploy, parse_grant
 from mlflow_app_agent.cli import main
 from mlflow_app_agent.errors import ConfigError, DeployError, ManifestMismatchError
 

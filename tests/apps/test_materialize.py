@@ -8,8 +8,8 @@ import pytest
 import yaml
 
 from mlflow_app_agent.apps import materialize, verify
-from mlflow_app_agent.apps.manifest import MANIFEST_FILE
-from mlflow_app_agent.apps.wheel import wheel_filename
+from mlflow_app_agent.apps.build.manifest import MANIFEST_FILE
+from mlflow_app_agent.apps.build.wheel import wheel_filename
 from mlflow_app_agent.errors import MaterializeError, ModelLoadError, TargetExistsError
 
 from .conftest import LoggedVersion

@@ -12,7 +12,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, StreamingResponse
 from starlette.routing import Route
 
-from mlflow_app_agent.apps import proxy
+from mlflow_app_agent.apps.local import proxy
 
 RELEASE = threading.Event()
 

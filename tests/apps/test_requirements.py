@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from mlflow_app_agent.apps.requirements import build_requirements, toolkit_pins
+from mlflow_app_agent.apps.build.requirements import build_requirements, toolkit_pins
 from mlflow_app_agent.errors import MaterializeError
 
 PINS = {"fastapi": "fastapi==0.110.0", "pydantic": "pydantic==2.9.0",

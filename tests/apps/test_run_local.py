@@ -11,9 +11,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from mlflow_app_agent.apps import run_local
-from mlflow_app_agent.apps.app_yaml import AppSpec, render
-from mlflow_app_agent.apps.proxy import bind
+from mlflow_app_agent.apps.build.app_yaml import AppSpec, render
+from mlflow_app_agent.apps.local import run_local
+from mlflow_app_agent.apps.local.proxy import bind
 from mlflow_app_agent.errors import RunLocalError
 
 APP = '''
@@ -143,7 +143,7 @@ def test_command_substitution_and_host() -> None:
 
 
 def test_notes_local_changes_against_the_manifest(tmp_path: Path) -> None:
-    from mlflow_app_agent.apps.manifest import write_manifest
+    from mlflow_app_agent.apps.build.manifest import write_manifest
 
     app_dir = make_app(tmp_path / "a", ["python", "app.py", "$DATABRICKS_APP_PORT"])
     write_manifest(app_dir, {"source_uri": "test"})

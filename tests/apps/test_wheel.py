@@ -5,7 +5,7 @@ import hashlib
 import zipfile
 from pathlib import Path
 
-from mlflow_app_agent.apps import wheel
+from mlflow_app_agent.apps.build import wheel
 
 
 def test_wheel_is_byte_deterministic_and_cached(tmp_path: Path) -> None:

@@ -552,7 +552,7 @@ def build_app_dir(root: Any, resources: list[dict[str, Any]] | None = None) -> A
 
     import yaml
 
-    from mlflow_app_agent.apps.manifest import write_manifest
+    from mlflow_app_agent.apps.build.manifest import write_manifest
 
     root = Path(root)
     declared = resources if resources is not None else [

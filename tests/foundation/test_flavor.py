@@ -307,7 +307,7 @@ def write_configured_agent(directory: Path) -> Path:
 def test_model_config_is_stored_validated_and_overridable(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from mlflow_app_agent import config
+    from mlflow_app_agent import agent_config as config
     from mlflow_app_agent.errors import ConfigError
 
     agent_file = write_configured_agent(tmp_path)

@@ -11,7 +11,7 @@ from mlflow.types.responses import ResponsesAgentRequest, ResponsesAgentResponse
 
 import mlflow_app_agent
 from mlflow_app_agent.errors import ModelLoadError
-from mlflow_app_agent.loading import download_model, load_agent
+from mlflow_app_agent.model.load import download_model, load_agent
 
 ECHO = Path(__file__).resolve().parents[2] / "examples" / "echo" / "agent.py"
 REQUEST = {"input": [{"role": "user", "content": "hello"}]}
@@ -160,7 +160,7 @@ def test_a_store_mlflow_refuses_is_a_model_load_error(tmp_path: Path,
                                                       monkeypatch: pytest.MonkeyPatch) -> None:
     # A plain directory as tracking URI: MLflow refuses the file store when the client is
     # created. One clear error naming the URI, not an MlflowException traceback.
-    from mlflow_app_agent.loading import download_model
+    from mlflow_app_agent.model.load import download_model
 
     monkeypatch.delenv("MLFLOW_ALLOW_FILE_STORE", raising=False)
     mlflow.set_tracking_uri(str(tmp_path / "store"))

@@ -140,7 +140,7 @@ def _requirements() -> list[str]:
 def test_a_model_dir_and_a_loaded_agent_carry_their_facts(tmp_path: Path, tracking_uri: str
                                                           ) -> None:  # fmt: skip
     from mlflow_app_agent.flavor import save_model
-    from mlflow_app_agent.loading import load_agent
+    from mlflow_app_agent.model.load import load_agent
 
     model_dir = tmp_path / "model"
     save_model(str(ECHO), model_dir, git="off", pip_requirements=_requirements())

@@ -32,7 +32,7 @@ def _clean_env(**extra: str) -> dict[str, str]:
 
 @pytest.fixture
 def clean_environ(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    from mlflow_app_agent import config
+    from mlflow_app_agent import agent_config as config
 
     for name in list(os.environ):
         if name.startswith(_CLEAN_PREFIXES):

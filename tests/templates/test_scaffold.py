@@ -202,7 +202,7 @@ def test_templates_ship_in_the_wheel(tmp_path: Path) -> None:
     import sys
     import zipfile
 
-    from mlflow_app_agent.apps.wheel import write_wheel
+    from mlflow_app_agent.apps.build.wheel import write_wheel
 
     wheel = write_wheel(tmp_path / "dist")
     site = tmp_path / "site"

@@ -9,10 +9,10 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any
 
-from mlflow_app_agent.apps.sdk_calls import calling
+from mlflow_app_agent.apps.workspace.sdk_calls import calling
 from mlflow_app_agent.errors import DeployError
+from mlflow_app_agent.model.app_dir import APP_YAML_NAMES, MAX_FILE_BYTES
 
-MAX_FILE_BYTES = 10 * 1024 * 1024  # Databricks Apps rejects bigger source files
 _SKIP_DIRS = {"__pycache__", ".git", ".venv"}
 
 Progress = Callable[[str], None]
@@ -34,7 +34,7 @@ def collect_files(src: Path) -> list[tuple[str, Path]]:
     if too_big:
         raise DeployError("Databricks Apps accepts files up to 10 MiB; too big: "
                           + ", ".join(too_big))
-    if not any(rel in ("app.yaml", "app.yml") for rel, _ in files):
+    if not any(rel in APP_YAML_NAMES for rel, _ in files):
         raise DeployError(f"{src} has no app.yaml: not an Apps source directory "
                           "(run `mlflow-app-agent materialize` first)")
     return files

@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from mlflow_app_agent.errors import ManifestMismatchError
+from mlflow_app_agent.model.app_dir import MANIFEST_FILE
 
-MANIFEST_FILE = "MANIFEST.json"
 MANIFEST_VERSION = 1
 
 

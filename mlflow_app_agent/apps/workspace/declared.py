@@ -10,10 +10,10 @@ from pathlib import Path
 from typing import Any
 
 from mlflow_app_agent.errors import ModelLoadError
+from mlflow_app_agent.model.app_dir import MANIFEST_FILE, MODEL_DIR
 from mlflow_app_agent.resources import Resource, parse_resource_spec, parse_resources
 
 FLAVOR = "mlflow_app_agent"  # == flavor.FLAVOR_NAME, without importing mlflow for it
-MANIFEST_FILE = "MANIFEST.json"
 
 # MLflow's own MLmodel ``resources`` block (pyfunc models) -> our kinds
 _MLFLOW_KINDS: dict[str, tuple[str, str, dict[str, str]]] = {
@@ -28,7 +28,7 @@ _MLFLOW_KINDS: dict[str, tuple[str, str, dict[str, str]]] = {
 
 def mlmodel_path(directory: Path) -> Path | None:
     """``MLmodel`` of a model dir, or ``model/MLmodel`` of a materialized app dir."""
-    for candidate in (directory / "model" / "MLmodel", directory / "MLmodel"):
+    for candidate in (directory / MODEL_DIR / "MLmodel", directory / "MLmodel"):
         if candidate.is_file():
             return candidate
     return None

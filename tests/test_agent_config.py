@@ -11,7 +11,7 @@ from typing import Any
 import pydantic
 import pytest
 
-from mlflow_app_agent import config as cfg
+from mlflow_app_agent import agent_config as cfg
 from mlflow_app_agent.errors import ConfigError
 
 

@@ -90,7 +90,7 @@ def _probe(w: Any, r: Resource) -> tuple[str, Callable[[], tuple[bool, str]]]:
 def _reason(exc: BaseException, r: Resource | None) -> str:
     from databricks.sdk.errors import DatabricksError, NotFound, PermissionDenied, Unauthenticated
 
-    from mlflow_app_agent.apps.sdk_calls import sdk_message
+    from mlflow_app_agent.apps.workspace.sdk_calls import sdk_message
 
     message = sdk_message(exc)
     if isinstance(exc, PermissionDenied):
@@ -118,12 +118,12 @@ def check_auth(
 ) -> list[CheckResult]:
     """One row for the identity (``current_user.me``), then one per declared resource (from
     the model or app dir, plus ``resources``: Resource, dict or ``kind:key=value``)."""
-    from mlflow_app_agent.apps.declared import declared_resources, merge_resources
+    from mlflow_app_agent.apps.workspace.declared import declared_resources, merge_resources
 
     declared = declared_resources(model_uri_or_dir) if model_uri_or_dir is not None else []
     targets = merge_resources(declared, resources)
     if client is None:
-        from mlflow_app_agent.apps.sdk_calls import workspace_client
+        from mlflow_app_agent.apps.workspace.sdk_calls import workspace_client
         from mlflow_app_agent.errors import CheckAuthError
 
         # bound the SDK's own HTTP timeout and retries too, so no probe outlives the check

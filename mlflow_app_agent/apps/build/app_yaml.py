@@ -15,9 +15,9 @@ from typing import Any
 import yaml
 
 from mlflow_app_agent.errors import MaterializeError
+from mlflow_app_agent.model.app_dir import APP_YAML
 from mlflow_app_agent.resources import Resource
 
-APP_YAML = "app.yaml"
 DEFAULT_ENTRYPOINT = ("python", "-m", "mlflow_app_agent.serve")
 PORT_VAR = "$DATABRICKS_APP_PORT"
 

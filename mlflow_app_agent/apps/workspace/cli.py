@@ -31,7 +31,7 @@ _QUIET = _NoHostMetadataNoise()
 
 
 def _client(profile: str | None, **config: Any) -> Any:
-    from mlflow_app_agent.apps.sdk_calls import workspace_client
+    from mlflow_app_agent.apps.workspace.sdk_calls import workspace_client
 
     logging.getLogger("databricks.sdk").addFilter(_QUIET)  # idempotent for one instance
     try:
@@ -61,7 +61,7 @@ def deploy_command(model_uri_or_dir: str, app_name: str, resources: tuple[str, .
                    profile: str | None) -> None:
     """Upload MODEL_URI_OR_DIR (a materialized app directory, or a model URI materialized on
     the fly) to the workspace and deploy it as the Databricks App --app; print its URL."""
-    from mlflow_app_agent.apps.deployment import check_arguments, deploy
+    from mlflow_app_agent.apps.workspace.deployment import check_arguments, deploy
 
     try:
         check_arguments(app_name, grants)
@@ -90,7 +90,7 @@ def check_auth_command(model_uri_or_dir: str | None, resources: tuple[str, ...],
                        timeout: float, profile: str | None) -> None:
     """Probe every resource MODEL_URI_OR_DIR declares (plus --resource) with the current
     credentials; print resource | check | OK/FAIL | reason; exit 1 on any failure."""
-    from mlflow_app_agent.apps.auth_check import check_auth, format_table
+    from mlflow_app_agent.apps.workspace.auth_check import check_auth, format_table
 
     if model_uri_or_dir is None and not resources:
         raise click.UsageError("give MODEL_URI_OR_DIR or at least one --resource")

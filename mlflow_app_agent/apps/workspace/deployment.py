@@ -20,14 +20,15 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from mlflow_app_agent.apps.sdk_calls import calling, sdk_message, workspace_client
-from mlflow_app_agent.apps.workspace_upload import (
+from mlflow_app_agent.apps.workspace.sdk_calls import calling, sdk_message, workspace_client
+from mlflow_app_agent.apps.workspace.upload import (
     MAX_FILE_BYTES,
     collect_files,
     content_hash,
     upload_dir,
 )
 from mlflow_app_agent.errors import ConfigError, DeployError, ModelLoadError
+from mlflow_app_agent.model.app_dir import APP_YAML, MANIFEST_FILE
 
 _APP_NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,28}[a-z0-9]$")
 _UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$", re.I)
@@ -94,16 +95,16 @@ def _resolve_source(model_uri_or_dir: str | os.PathLike[str], tmp: Path,
     from mlflow_app_agent import apps
 
     path = Path(model_uri_or_dir)
-    if path.is_dir() and (path / "MANIFEST.json").is_file():
+    if path.is_dir() and (path / MANIFEST_FILE).is_file():
         try:
             verify = apps.verify
         except (AttributeError, ImportError):
             verify = None  # the manifest module is not installed: deploy as it is
         if verify is not None:
-            say(f"verifying {path} against its MANIFEST.json")
+            say(f"verifying {path} against its {MANIFEST_FILE}")
             verify(path)
         return path
-    if path.is_dir() and (path / "app.yaml").is_file():
+    if path.is_dir() and (path / APP_YAML).is_file():
         return path  # a hand-written Apps directory: deploy as it is
     say(f"materializing {model_uri_or_dir}")
     try:
@@ -144,7 +145,7 @@ def deploy(
     defaults to ``WorkspaceClient()`` (the SDK's standard auth: profile, PAT, OAuth M2M).
     ``timeout`` bounds the whole deploy, waits included.
     """
-    from mlflow_app_agent.apps.declared import declared_resources, merge_resources
+    from mlflow_app_agent.apps.workspace.declared import declared_resources, merge_resources
 
     say: Progress = progress or (lambda _msg: None)
     grant_list = check_arguments(app_name, grants)

@@ -23,8 +23,9 @@ from mlflow_app_agent.resources import Resource, parse_resources
 if TYPE_CHECKING:
     from mlflow.models import Model
 
-MANIFEST_FILE = "MANIFEST.json"
-APP_MODEL_DIR = "model"
+from mlflow_app_agent.model.app_dir import MANIFEST_FILE, is_app_dir
+from mlflow_app_agent.model.app_dir import MODEL_DIR as APP_MODEL_DIR
+
 _MODELS_URI = re.compile(r"^models:/(?P<name>[^/@]+)(?:/(?P<version>[^/]+)|@(?P<alias>[^/]+))?/?$")
 
 
@@ -67,10 +68,6 @@ class LoadedAgent:
     @property
     def name(self) -> str:
         return self.agent.name
-
-
-def is_app_dir(path: Path) -> bool:
-    return (path / MANIFEST_FILE).is_file() and (path / APP_MODEL_DIR / "MLmodel").is_file()
 
 
 def _registry_facts(uri: str) -> dict[str, Any]:
@@ -179,7 +176,7 @@ def load_agent(
     """Load the agent at ``model_uri_or_dir`` (our flavor or a pyfunc ResponsesAgent)."""
     from mlflow.models import Model
 
-    from mlflow_app_agent import model_files
+    from mlflow_app_agent.model import files as model_files
 
     location = str(model_uri_or_dir)
     if Path(location).is_dir():

@@ -1,13 +1,13 @@
 """Reading an agent back from a model directory of the ``mlflow_app_agent`` flavor, and
 running a models-from-code file. Used at log time (to check the agent), by
-``_load_pyfunc`` and by :mod:`mlflow_app_agent.loading`."""
+``_load_pyfunc`` and by :mod:`mlflow_app_agent.model.load`."""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
 
-from mlflow_app_agent import config
+from mlflow_app_agent import agent_config as config
 from mlflow_app_agent.authoring import Agent, as_agent
 from mlflow_app_agent.errors import AgentDefinitionError, ModelLoadError
 

@@ -10,7 +10,7 @@ from click.testing import CliRunner
 
 from mlflow_app_agent.errors import ConfigError
 from mlflow_app_agent.server.cli import resolve_port, serve_command
-from mlflow_app_agent.server.config import ServerSettings
+from mlflow_app_agent.server.settings import ServerSettings
 
 
 def test_env_then_overrides() -> None:

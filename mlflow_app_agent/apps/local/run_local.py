@@ -28,9 +28,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
 
-from mlflow_app_agent.apps import app_yaml, proxy
-from mlflow_app_agent.apps.wheel import cache_dir
+from mlflow_app_agent.apps.build import app_yaml
+from mlflow_app_agent.apps.build.wheel import cache_dir
+from mlflow_app_agent.apps.local import proxy
 from mlflow_app_agent.errors import ManifestMismatchError, RunLocalError
+from mlflow_app_agent.model.app_dir import REQUIREMENTS_FILE
 
 Progress = Callable[[str], None]
 _COMPLETE = ".mlflow-app-agent-complete"
@@ -68,7 +70,7 @@ def _local_refs(app_dir: Path, text: str) -> list[Path]:
 
 def requirements_key(app_dir: Path) -> str:
     """Cache key of a venv: the requirements, every local file they name, the interpreter."""
-    req = app_dir / "requirements.txt"
+    req = app_dir / REQUIREMENTS_FILE
     if not req.is_file():
         raise RunLocalError(f"{app_dir} has no requirements.txt; materialize it first")
     text = req.read_text()
@@ -136,7 +138,7 @@ def ensure_venv(app_dir: Path, *, root: Path | None = None, fresh: bool = False,
         python = str(venv / "bin" / "python")
         code = _stream(
             [python, "-m", "pip", "install", "--disable-pip-version-check", "--progress-bar",
-             "off", "-r", "requirements.txt"],
+             "off", "-r", REQUIREMENTS_FILE],
             cwd=app_dir, env=env, say=say, prefix="  pip: ", tail=tail,
         )
         if code:
@@ -281,7 +283,7 @@ class LocalApp:
 
     def _note_local_changes(self) -> None:
         """Local edits are fine for trying things out, but say what will differ on Apps."""
-        from mlflow_app_agent.apps.manifest import MANIFEST_FILE, verify
+        from mlflow_app_agent.apps.build.manifest import MANIFEST_FILE, verify
 
         if not (self.app_dir / MANIFEST_FILE).is_file():
             return

@@ -25,16 +25,20 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mlflow_app_agent._version import __version__
-from mlflow_app_agent.apps import app_yaml, requirements, wheel
-from mlflow_app_agent.apps.manifest import MANIFEST_FILE, list_files, write_manifest
+from mlflow_app_agent.apps.build import app_yaml, requirements, wheel
+from mlflow_app_agent.apps.build.manifest import MANIFEST_FILE, list_files, write_manifest
 from mlflow_app_agent.errors import MaterializeError, TargetExistsError
 
 if TYPE_CHECKING:
-    from mlflow_app_agent.loading import ModelSource
+    from mlflow_app_agent.model.load import ModelSource
 
-MODEL_DIR = "model"
-WHEELS_DIR = "wheels"
-MAX_FILE_BYTES = 10 * 1024 * 1024  # Databricks Apps rejects larger source files
+from mlflow_app_agent.model.app_dir import (
+    MAX_FILE_BYTES,
+    MODEL_DIR,
+    REQUIREMENTS_FILE,
+    WHEELS_DIR,
+)
+
 Progress = Callable[[str], None]
 
 
@@ -195,7 +199,7 @@ mlflow-app-agent deploy . --app NAME           # upload and deploy
 
 def _fetch_model(uri: str, tmp: Path, say: Progress) -> ModelSource:
     """Download (or copy) the model into ``tmp/model``, checked and normalized."""
-    from mlflow_app_agent.loading import download_model
+    from mlflow_app_agent.model.load import download_model
 
     started = time.perf_counter()
     model_dir = tmp / MODEL_DIR
@@ -230,11 +234,11 @@ def _fetch_model(uri: str, tmp: Path, say: Progress) -> ModelSource:
 
 def _git_of(uri: str, source: ModelSource, flavor: str, git: dict[str, Any]) -> dict[str, Any]:
     if not git and flavor == "python_function":
-        from mlflow_app_agent.loading import _git_from_mlflow_tags
+        from mlflow_app_agent.model.load import _git_from_mlflow_tags
 
         git = _git_from_mlflow_tags(source)
     if not git and _is_local(uri) and (_local_path(uri) / MANIFEST_FILE).is_file():
-        from mlflow_app_agent.apps.manifest import read_manifest
+        from mlflow_app_agent.apps.build.manifest import read_manifest
 
         git = read_manifest(_local_path(uri)).get("git") or {}
     return git
@@ -247,7 +251,7 @@ def _write_app_files(tmp: Path, source: ModelSource, uri: str) -> None:
     (tmp / WHEELS_DIR).mkdir()
     shutil.copyfile(built, tmp / WHEELS_DIR / built.name)
     wheel_rel = f"./{WHEELS_DIR}/{built.name}"
-    (tmp / "requirements.txt").write_text(
+    (tmp / REQUIREMENTS_FILE).write_text(
         requirements.build_requirements(tmp / MODEL_DIR, wheel_rel, model_prefix=MODEL_DIR)
     )
     spec = app_yaml.build_app_spec(
@@ -264,7 +268,7 @@ def _write_app_files(tmp: Path, source: ModelSource, uri: str) -> None:
         "resources": [r.to_dict() for r in resources],
     }
     (tmp / "README.md").write_text(_readme(meta, spec))
-    for name in (f"{WHEELS_DIR}/{built.name}", "requirements.txt", app_yaml.APP_YAML,
+    for name in (f"{WHEELS_DIR}/{built.name}", REQUIREMENTS_FILE, app_yaml.APP_YAML,
                  "README.md"):
         os.chmod(tmp / name, 0o644)
     _check_sizes(tmp)

@@ -29,7 +29,7 @@ from typing import Any, TypeVar, overload
 
 import pydantic
 
-from mlflow_app_agent.config_env import ENV_JSON, ENV_PREFIX, resolve_overrides
+from mlflow_app_agent.agent_config_env import ENV_JSON, ENV_PREFIX, resolve_overrides
 from mlflow_app_agent.errors import ConfigError
 
 # Keys whose string values are credentials. Matched on the last path segment, whole words only,

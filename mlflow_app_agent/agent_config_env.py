@@ -1,5 +1,5 @@
 """Environment overrides of the model configuration (``AGENT_CONFIG_JSON`` and
-``AGENT_CONFIG__KEY__SUBKEY``), resolved at read time; see :mod:`mlflow_app_agent.config`."""
+``AGENT_CONFIG__KEY__SUBKEY``), resolved at read time; see :mod:`mlflow_app_agent.agent_config`."""
 
 from __future__ import annotations
 

@@ -19,7 +19,7 @@ from packaging.markers import default_environment
 from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import canonicalize_name
 
-from mlflow_app_agent.apps.wheel import DIST_NAME, DistInfo, read_dist_info
+from mlflow_app_agent.apps.build.wheel import DIST_NAME, DistInfo, read_dist_info
 from mlflow_app_agent.errors import MaterializeError
 
 # MLflow exports traces over OTLP when the platform sets an OTel endpoint; the exporter is

@@ -1,0 +1,40 @@
+"""What a materialized Databricks Apps source directory is: its file names and limits.
+
+Every module that writes, reads, verifies, uploads or serves an app directory takes these
+names from here, so the layout is defined once::
+
+    app.yaml        the command Databricks Apps runs, and env from declared resources
+    MANIFEST.json   source URI, registry version, git facts, sha256 of every other file
+    model/          the registered version's artifacts, verbatim
+    wheels/         this toolkit's wheel (it is not on the package index)
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+MANIFEST_FILE = "MANIFEST.json"
+MODEL_DIR = "model"
+WHEELS_DIR = "wheels"
+APP_YAML = "app.yaml"
+APP_YAML_NAMES = ("app.yaml", "app.yml")
+REQUIREMENTS_FILE = "requirements.txt"
+MAX_FILE_BYTES = 10 * 1024 * 1024
+"""Databricks Apps refuses source files larger than 10 MiB."""
+
+
+def is_app_dir(path: Path) -> bool:
+    """A materialized app directory: a manifest beside a model directory."""
+    return (path / MANIFEST_FILE).is_file() and (path / MODEL_DIR / "MLmodel").is_file()
+
+
+__all__ = [
+    "APP_YAML",
+    "APP_YAML_NAMES",
+    "MANIFEST_FILE",
+    "MAX_FILE_BYTES",
+    "MODEL_DIR",
+    "REQUIREMENTS_FILE",
+    "WHEELS_DIR",
+    "is_app_dir",
+]
