@@ -1,5 +1,9 @@
-"""The ``mlflow_app_agent`` MLflow flavor: ``save_model``, ``log_model``, ``load_model`` and
-``_load_pyfunc`` (the ``python_function`` loader, so ``mlflow.pyfunc.load_model`` works).
+"""The ``mlflow_app_agent`` MLflow flavor, laid out as MLflow's own flavors are:
+``FLAVOR_NAME``, ``save_model``, ``log_model``, ``load_model`` and ``_load_pyfunc`` (the
+``python_function`` loader, so ``mlflow.pyfunc.load_model`` works and its
+``unwrap_python_model()`` returns the :class:`~mlflow_app_agent.Agent`).
+
+Importing this module does not import MLflow (``deploy`` reads ``FLAVOR_NAME`` without it).
 
 Model directory layout::
 
@@ -24,22 +28,20 @@ from mlflow_app_agent import agent_config as config
 from mlflow_app_agent import dependencies, provenance, signature
 from mlflow_app_agent._version import __version__
 from mlflow_app_agent.authoring import Agent, as_agent, dump
-from mlflow_app_agent.errors import AgentDefinitionError, ModelLoadError
-from mlflow_app_agent.model.files import (
-    AGENT_DIR,
-    CODE_FILE,
-    FLAVOR_NAME,
-    PICKLE_FILE,
-    agent_from_model_dir,
-    load_code_agent,
-)
+from mlflow_app_agent.errors import AgentDefinitionError, ModelLoadError, UnknownArgumentError
+from mlflow_app_agent.model.python_file import load_python_file
 from mlflow_app_agent.resources import parse_resources
 
 if TYPE_CHECKING:
     from mlflow.models import Model
     from mlflow.models.model import ModelInfo
 
+FLAVOR_NAME = "mlflow_app_agent"
 FLAVOR_VERSION = 1
+# where the agent lives in a model directory of this flavor
+AGENT_DIR = "agent"
+CODE_FILE = "agent.py"
+PICKLE_FILE = "agent.pkl"
 SERVER_ENTRYPOINT = ["python", "-m", "mlflow_app_agent.serve"]
 
 
@@ -56,10 +58,20 @@ def save_model(
     metadata: dict[str, Any] | None = None,
     model_config: Any = None,
     mlflow_model: Model | None = None,
-    **kwargs: Any,
+    **unknown: Any,
 ) -> None:
     """Save ``agent`` (an Agent, a ResponsesAgent, or a path to a models-from-code file) as
-    an MLflow model directory at ``path``. Validates the agent's real output first."""
+    an MLflow model directory at ``path``. Validates the agent's real output first.
+
+    Any other keyword argument is refused (:class:`UnknownArgumentError`), not dropped."""
+    if unknown:
+        import inspect
+
+        accepted = [n for n in inspect.signature(save_model).parameters if n != "unknown"]
+        raise UnknownArgumentError(
+            f"save_model() got unknown keyword argument(s) {', '.join(map(repr, unknown))}; "
+            f"it takes {', '.join(accepted)}"
+        )
     prepared = prepare(
         agent,
         code_paths=code_paths,
@@ -121,7 +133,8 @@ def prepare(
         # code_paths are copied into code/, which is put on sys.path at load time: their
         # parent directories play that part now.
         parents = list(dict.fromkeys(str(Path(p).resolve().parent) for p in code_list))
-        loaded = load_code_agent(code_file, config_dict, extra_sys_path=parents)
+        loaded = load_python_file(Path(agent), model_config=config_dict,
+                                  extra_sys_path=parents)
     else:
         import cloudpickle
 
@@ -191,12 +204,14 @@ def _write(
         raise ModelLoadError(f"model path {str(path)!r} already exists and is not empty")
     mlflow_model = mlflow_model or Model()
     mlflow_resources = [r.to_mlflow_resource() for r in prepared.resources]
-    if any(mlflow_resources) and mlflow_model.resources is None:
-        from mlflow.models.resources import _ResourceBuilder
-
-        mlflow_model.resources = _ResourceBuilder.from_resources(
-            [r for r in mlflow_resources if r is not None]
-        )
+    declared = [r for r in mlflow_resources if r is not None]
+    # Everything that goes into MLmodel is set before pyfunc.save_model writes it, so the
+    # file is written by MLflow alone (and requirement inference, which loads the model from
+    # it, already finds this flavor's entry). pyfunc.save_model(metadata=...) would replace
+    # the task entry: set it on the model instead.
+    mlflow_model.metadata = {**(mlflow_model.metadata or {}), **(metadata or {}),
+                             "task": signature.TASK}
+    mlflow_model.add_flavor(FLAVOR_NAME, **_flavor_conf(prepared))
     with tempfile.TemporaryDirectory(prefix="mlflow-app-agent-") as tmp:
         data = Path(tmp, AGENT_DIR)
         data.mkdir()
@@ -216,15 +231,12 @@ def _write(
             extra_pip_requirements=extra_pip_requirements,
             model_config=prepared.model_config,
             streamable=True,
+            resources=declared if declared and mlflow_model.resources is None else None,
         )
     if prepared.git is not None and prepared.git.diff:
         diff_path = path / provenance.DIFF_ARTIFACT
         diff_path.parent.mkdir(parents=True, exist_ok=True)
         diff_path.write_text(prepared.git.diff)
-    # pyfunc.save_model(metadata=...) would replace the task entry: merge after the save.
-    mlflow_model.metadata = {**(metadata or {}), "task": signature.TASK}
-    mlflow_model.add_flavor(FLAVOR_NAME, **_flavor_conf(prepared))
-    mlflow_model.save(str(path / "MLmodel"))
 
 
 def log_model(
@@ -299,14 +311,17 @@ class _LogAdapter:
 
 
 def load_model(model_uri: str, dst_path: str | None = None) -> Agent:
-    """Load the agent of ``model_uri`` (our flavor, or a pyfunc ResponsesAgent)."""
-    from mlflow_app_agent.model.load import load_agent
+    """Load the agent of ``model_uri`` (our flavor, or a pyfunc ResponsesAgent); any
+    location :class:`~mlflow_app_agent.model.location.Location` accepts."""
+    from mlflow_app_agent.model.load import load_agent  # model/ reads this module's names
 
     return load_agent(model_uri, dst_path=dst_path).agent
 
 
 def _load_pyfunc(data_path: str, model_config: dict[str, Any] | None = None) -> _PyfuncWrapper:
     """MLflow's python_function loader: ``data_path`` is ``<model>/data/agent``."""
+    from mlflow_app_agent.model.files import agent_from_model_dir
+
     model_dir = Path(data_path).resolve()
     while not (model_dir / "MLmodel").exists():
         if model_dir.parent == model_dir:
@@ -316,10 +331,15 @@ def _load_pyfunc(data_path: str, model_config: dict[str, Any] | None = None) -> 
 
 
 class _PyfuncWrapper:
-    """``predict(dict) -> dict`` and ``predict_stream(dict) -> Iterator[dict]``."""
+    """``predict(dict) -> dict`` and ``predict_stream(dict) -> Iterator[dict]``; the agent is
+    ``python_model`` (what ``PyFuncModel.unwrap_python_model()`` returns)."""
 
     def __init__(self, agent: Agent) -> None:
         self.agent = agent
+
+    @property
+    def python_model(self) -> Agent:
+        return self.agent
 
     def get_raw_model(self) -> Agent:
         return self.agent

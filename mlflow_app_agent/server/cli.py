@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import os
-import re
-from pathlib import Path
 from typing import Any
 
 import click
 
-from mlflow_app_agent.errors import ConfigError
+from mlflow_app_agent.errors import ConfigError, ModelLocationError
+from mlflow_app_agent.model.location import Location
 from mlflow_app_agent.server.settings import ENV_MODEL, ENV_PREFIX, TRACE_EXPORT_MODES
 
 ENV_APP_PORT = "DATABRICKS_APP_PORT"
@@ -33,21 +32,15 @@ def resolve_port(flag: int | None, env: dict[str, str] | None = None) -> int:
     return flag if flag is not None else DEFAULT_PORT
 
 
-_URI_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]+:")
-
-
-def missing_local_path(location: str) -> str | None:
-    """The local path ``location`` names when it does not exist; None for URIs (the loader
-    resolves those in the background) and for paths that exist. Checked before binding, so
-    a typo is one line instead of a server that answers 503."""
-    path_part, sep, _ = location.partition(".py:")
-    if sep:
-        candidate = path_part + ".py"
-    elif _URI_SCHEME.match(location):
-        return None
-    else:
-        candidate = location
-    return None if Path(candidate).exists() else candidate
+def location_problem(location: str) -> str | None:
+    """What is wrong with ``location``, or None. Checked before binding, so a typo is one
+    line instead of a server that answers 503. URIs are only classified here (no MLflow
+    import); the loader resolves them in the background."""
+    try:
+        Location.parse(location)
+    except ModelLocationError as exc:
+        return exc.message
+    return None
 
 
 @click.command("serve")
@@ -93,10 +86,9 @@ def serve_command(model: str | None, host: str, port: int | None, workers: int,
         ServerSettings.from_env(**chosen)  # fail fast on bad values, before binding
     except ConfigError as exc:
         raise click.UsageError(exc.message) from None
-    missing = missing_local_path(location)
-    if missing is not None:
-        raise click.UsageError(f"{missing!r} does not exist (a model URI such as "
-                               "models:/name/1, a model or app directory, or agent.py[:name])")
+    problem = location_problem(location)
+    if problem is not None:
+        raise click.UsageError(problem)
     # Workers re-create the app from the environment, so settings travel as env vars.
     os.environ[ENV_MODEL] = location
     for key, value in chosen.items():

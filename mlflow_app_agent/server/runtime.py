@@ -12,8 +12,9 @@ import anyio
 import anyio.to_thread
 
 from mlflow_app_agent.errors import MlflowAppAgentError, ModelLoadError
+from mlflow_app_agent.model.load import LoadedAgent
 from mlflow_app_agent.server.settings import ServerSettings
-from mlflow_app_agent.server.source import ServedAgent, is_deferred, resolve
+from mlflow_app_agent.server.source import is_deferred, resolve
 from mlflow_app_agent.server.tracing import Tracer
 
 logger = logging.getLogger("mlflow_app_agent.server")
@@ -28,7 +29,7 @@ class Runtime:
     def __init__(self, source: Any, settings: ServerSettings) -> None:
         self.settings = settings
         self.source = source
-        self.served: ServedAgent | None = None
+        self.served: LoadedAgent | None = None
         self.load_error: str | None = None
         self.started_at = time.time()
         self.tracer = Tracer(
@@ -53,7 +54,7 @@ class Runtime:
     def ready(self) -> bool:
         return self.served is not None
 
-    def _set_served(self, served: ServedAgent) -> None:
+    def _set_served(self, served: LoadedAgent) -> None:
         self.served = served
         self.tracer.model_id = served.model_id
 
@@ -90,7 +91,7 @@ class Runtime:
 
         self.tracer.warm_up()
 
-    async def agent(self) -> ServedAgent:
+    async def agent(self) -> LoadedAgent:
         """The served agent, waiting for the warm-up if a request arrives during it."""
         if self._loading is None:
             self.start()

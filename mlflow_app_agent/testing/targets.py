@@ -204,13 +204,14 @@ def _collect(
 
 
 class ModelTarget(AgentTarget):
-    """A model URI (``models:/name/1``, ``models:/name@alias``, ``runs:/…``) or a local
-    model / materialized app directory, loaded in process with ``load_agent``."""
+    """Any model location (``models:/name/1``, ``models:/name@alias``, ``runs:/…``, a local
+    model / materialized app directory, ``agent.py[:name]``), loaded in process with
+    ``load_agent``."""
 
     def __init__(self, model_uri: str | Path, **kwargs: Any) -> None:
         from mlflow_app_agent.model.load import load_agent
 
-        loaded = load_agent(str(model_uri))
+        loaded = load_agent(model_uri)
         desc = str(model_uri)
         if loaded.registered_name and loaded.registered_version:
             desc += f" ({loaded.registered_name} version {loaded.registered_version})"
@@ -352,12 +353,6 @@ def resolve_target(target: Any, **kwargs: Any) -> Target:
         text = str(target)
         if text.startswith(("http://", "https://")):
             return ServerTarget(text, **kwargs)
-        path_part, _, attr = text.partition(".py:")
-        if text.endswith(".py") or attr:
-            # An agent file, loaded the way the server loads one (``agent.py[:name]``).
-            from mlflow_app_agent.server.source import load_python_file
-
-            file = Path(path_part + ".py" if attr else text)
-            return AgentTarget(load_python_file(file, attr or None), description=text, **kwargs)
+        # any model location, an agent file included (loaded the way the server loads one)
         return ModelTarget(text, **kwargs)
     return AgentTarget(target, **kwargs)

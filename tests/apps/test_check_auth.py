@@ -234,9 +234,10 @@ def test_a_plain_pyfunc_version_declares_nothing(ws: Workspace, plain_version: A
 def test_an_unknown_location_is_a_clear_error(ws: Workspace, tmp_path: Path) -> None:
     from mlflow_app_agent.errors import ModelLoadError
 
-    with pytest.raises(ModelLoadError, match="neither an existing directory nor a model URI"):
+    with pytest.raises(ModelLoadError, match="is not a model URI and does not exist"):
         _rows(ws, model_uri_or_dir=str(tmp_path / "nope"))
-    with pytest.raises(ModelLoadError, match="neither MLmodel nor model/MLmodel"):
+    with pytest.raises(ModelLoadError, match=r"neither a model directory \(MLmodel\) nor a "
+                                             r"materialized app directory"):
         _rows(ws, model_uri_or_dir=tmp_path)
 
 

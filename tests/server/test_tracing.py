@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 from starlette.testclient import TestClient
 
+from mlflow_app_agent.model.load import LoadedAgent
 from mlflow_app_agent.server import create_app
-from mlflow_app_agent.server.source import ServedAgent
 
 from . import agents
 
@@ -38,7 +38,7 @@ def test_one_trace_per_request_with_tags_and_model_link(tracking_uri: str) -> No
     import mlflow
 
     model = mlflow.create_external_model(name="served-echo")
-    served = ServedAgent(agent=agents.echo, model_id=model.model_id)
+    served = LoadedAgent(agent=agents.echo, model_id=model.model_id)
     headers = {"X-Forwarded-Email": "ada@example.com", "X-Forwarded-Access-Token": TOKEN}
     before = {t.info.trace_id for t in _traces(tracking_uri)}
     with _traced_app(served) as c:
