@@ -14,9 +14,6 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-#: the ``MANIFEST.json`` keys of the record (``source_uri`` is ``model_uri``)
-MANIFEST_KEYS = ("source_uri", "registered_name", "registered_version", "model_id", "run_id")
-
 
 @dataclasses.dataclass(kw_only=True)
 class ModelOrigin:
@@ -39,7 +36,7 @@ class ModelOrigin:
     source_file: str | None = None
 
     def manifest_fields(self) -> dict[str, Any]:
-        """The record as ``MANIFEST.json`` stores it."""
+        """The record as ``MANIFEST.json`` stores it (``model_uri`` as ``source_uri``)."""
         return {
             "source_uri": self.model_uri,
             "registered_name": self.registered_name,
@@ -60,10 +57,5 @@ class ModelOrigin:
             **fields,
         )
 
-    def origin(self) -> ModelOrigin:
-        """Just the record (a ``LoadedAgent`` without its agent)."""
-        return ModelOrigin(**{f.name: getattr(self, f.name)
-                              for f in dataclasses.fields(ModelOrigin)})
 
-
-__all__ = ["MANIFEST_KEYS", "ModelOrigin"]
+__all__ = ["ModelOrigin"]
