@@ -1,4 +1,4 @@
-"""``mlflow-app-agent serve MODEL_URI_OR_DIR`` (and ``python -m mlflow_app_agent.serve``)."""
+"""``mlflow-app-agent serve MODEL`` (and ``python -m mlflow_app_agent.serve``)."""
 
 from __future__ import annotations
 
@@ -7,9 +7,10 @@ from typing import Any
 
 import click
 
+from mlflow_app_agent.cli_common import command, model_argument
 from mlflow_app_agent.errors import ConfigError, ModelLocationError
 from mlflow_app_agent.model.location import Location
-from mlflow_app_agent.server.settings import ENV_MODEL, ENV_PREFIX, TRACE_EXPORT_MODES
+from mlflow_app_agent.server.settings import ENV_MODEL, TRACE_EXPORT_MODES, env_name
 
 ENV_APP_PORT = "DATABRICKS_APP_PORT"
 DEFAULT_PORT = 8000
@@ -43,8 +44,8 @@ def location_problem(location: str) -> str | None:
     return None
 
 
-@click.command("serve")
-@click.argument("model", required=False, metavar="[MODEL_URI_OR_DIR]")
+@command("serve")
+@model_argument(required=False)
 @click.option("--host", default="0.0.0.0", show_default=True, help="Interface to listen on.")
 @click.option("--port", type=click.IntRange(1, 65535), default=None,
               help=f"Port (default: ${ENV_APP_PORT}, else {DEFAULT_PORT}; the env var wins).")
@@ -62,17 +63,19 @@ def location_problem(location: str) -> str | None:
               help="Write traces from a child process or MLflow's export thread (default "
                    "auto: a process for sqlite/file stores).")
 @click.option("--timeout", "request_timeout", type=click.FloatRange(min=0), default=None,
-              help="Seconds per request before 504; 0 = none (default 300).")
+              metavar="SECONDS",
+              help="Seconds one request may take (an invoke, or a whole stream) before a 504 "
+                   "or a timeout event; 0 = none (default 300).")
 @click.option("--max-body-bytes", type=click.IntRange(min=1), default=None,
               help="Largest request body (default 4 MiB).")
 @click.option("--max-concurrency", type=click.IntRange(min=1), default=None,
               help="Threads running sync agent code at once (default 64).")
 @click.option("--log-level", default="info", show_default=True,
-              type=click.Choice(["critical", "error", "warning", "info", "debug"]))
+              type=click.Choice(["critical", "error", "warning", "info", "debug"]),
+              help="uvicorn's log level.")
 def serve_command(model: str | None, host: str, port: int | None, workers: int,
                   log_level: str, **settings: Any) -> None:
-    """Serve an agent: a model URI (models:/name/1, models:/name@alias, runs:/...), a model
-    or materialized app directory, or agent.py[:name]. Without MODEL_URI_OR_DIR the
+    """Serve an agent over HTTP (/invocations, /responses, SSE). Without MODEL the
     location comes from $MLFLOW_APP_AGENT_MODEL."""
     import uvicorn
 
@@ -80,7 +83,7 @@ def serve_command(model: str | None, host: str, port: int | None, workers: int,
 
     location = model or os.environ.get(ENV_MODEL)
     if not location:
-        raise click.UsageError(f"give MODEL_URI_OR_DIR or set {ENV_MODEL}")
+        raise click.UsageError(f"give MODEL or set {ENV_MODEL}")
     chosen = {k: v for k, v in settings.items() if v is not None}
     try:
         ServerSettings.from_env(**chosen)  # fail fast on bad values, before binding
@@ -92,7 +95,7 @@ def serve_command(model: str | None, host: str, port: int | None, workers: int,
     # Workers re-create the app from the environment, so settings travel as env vars.
     os.environ[ENV_MODEL] = location
     for key, value in chosen.items():
-        os.environ[ENV_PREFIX + key.upper()] = str(value).lower() if isinstance(
+        os.environ[env_name(key)] = str(value).lower() if isinstance(
             value, bool) else str(value)
     bind_port = resolve_port(port)
     common: dict[str, Any] = {

@@ -119,6 +119,22 @@ def _slow_stream(request: Any):
     yield {"type": "response.output_item.done", "item": _message("first")}
 
 
+# Blocks in invoke until $GATE_DIR/open exists, after writing $GATE_DIR/started: a request
+# that is provably in flight, without guessing how long anything takes.
+gated = Agent("gated")
+
+
+@gated.invoke_method
+def _gated_invoke(request: Any) -> dict[str, Any]:
+    gate = Path(os.environ["GATE_DIR"])
+    (gate / "started").touch()
+    for _ in range(6000):  # at most ~60 s, so a broken test cannot hang the server
+        if (gate / "open").exists():
+            break
+        time.sleep(0.01)
+    return {"output": [_message("through the gate")]}
+
+
 endless = Agent("endless")
 
 
