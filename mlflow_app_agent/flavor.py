@@ -192,11 +192,9 @@ def _write(
     mlflow_model = mlflow_model or Model()
     mlflow_resources = [r.to_mlflow_resource() for r in prepared.resources]
     if any(mlflow_resources) and mlflow_model.resources is None:
-        from mlflow.models.resources import _ResourceBuilder
+        from mlflow_app_agent._mlflow_compat import resources_dict
 
-        mlflow_model.resources = _ResourceBuilder.from_resources(
-            [r for r in mlflow_resources if r is not None]
-        )
+        mlflow_model.resources = resources_dict([r for r in mlflow_resources if r is not None])
     with tempfile.TemporaryDirectory(prefix="mlflow-app-agent-") as tmp:
         data = Path(tmp, AGENT_DIR)
         data.mkdir()
@@ -331,10 +329,10 @@ class _PyfuncWrapper:
         except ImportError:  # pragma: no cover
             return model_input
         if isinstance(model_input, pandas.DataFrame):
-            from mlflow.models.utils import _convert_llm_ndarray_to_list
+            from mlflow_app_agent._mlflow_compat import llm_ndarray_to_list
 
             return {
-                k: _convert_llm_ndarray_to_list(v[0])
+                k: llm_ndarray_to_list(v[0])
                 for k, v in model_input.to_dict(orient="list").items()
             }
         return model_input

@@ -28,17 +28,32 @@ def _clean_errors() -> Iterator[None]:
 @click.argument("model_uri")
 @click.argument("out_dir", type=click.Path(file_okay=False))
 @click.option("--force", is_flag=True, help="Replace OUT_DIR if it is not empty.")
-def materialize_command(model_uri: str, out_dir: str, force: bool) -> None:
+@click.option("--registry-timeout", type=click.FloatRange(min=1), default=5.0,
+              show_default=True, help="Seconds per call to the tracking/registry server.")
+@click.option("--registry-retries", type=click.IntRange(min=0), default=3, show_default=True,
+              help="Retries of a failed registry call (backoff 0, 2, 4 ... s).")
+def materialize_command(model_uri: str, out_dir: str, force: bool, registry_timeout: float,
+                        registry_retries: int) -> None:
     """Write the Databricks Apps source directory for MODEL_URI into OUT_DIR.
 
     MODEL_URI: models:/NAME/VERSION, models:/NAME@ALIAS, models:/m-ID, runs:/RUN/PATH or
     a local model directory.
     """
+    from mlflow_app_agent import registry_budget
     from mlflow_app_agent.apps.build.materialize import materialize
 
     started = time.perf_counter()
-    with _clean_errors():
-        out = materialize(model_uri, out_dir, force=force, progress=_say)
+    with _clean_errors(), registry_budget.bounded(registry_timeout, registry_retries):
+        if ":" in model_uri and not model_uri.startswith("file:"):
+            import mlflow
+
+            host = registry_budget.public_host(mlflow.get_registry_uri())
+            _say(f"fetching {model_uri} from {host} (each call: {registry_timeout:g} s "
+                 f"timeout, {registry_retries} retries)")
+            with registry_budget.progress(model_uri, host, registry_retries):
+                out = materialize(model_uri, out_dir, force=force, progress=_say)
+        else:
+            out = materialize(model_uri, out_dir, force=force, progress=_say)
     _say(f"Done in {time.perf_counter() - started:.1f} s. Next: mlflow-app-agent run-local {out}")
     click.echo(str(out))
 

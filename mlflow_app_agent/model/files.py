@@ -82,12 +82,13 @@ def agent_from_model_dir(model_dir: Path, model_config: dict[str, Any] | None = 
     """Load the agent stored in our flavor at ``model_dir`` (the dir holding MLmodel)."""
     import cloudpickle
     from mlflow.models import Model
-    from mlflow.utils.model_utils import _add_code_from_conf_to_system_path
+
+    from mlflow_app_agent._mlflow_compat import add_code_paths_to_sys_path
 
     meta = Model.load(str(model_dir / "MLmodel"))
     conf = meta.flavors.get(FLAVOR_NAME) or _conf_from_layout(model_dir)
     pyfunc_conf = meta.flavors.get("python_function", {})
-    _add_code_from_conf_to_system_path(str(model_dir), pyfunc_conf, code_key="code")
+    add_code_paths_to_sys_path(model_dir, pyfunc_conf)
     if model_config is None:
         # mlflow.pyfunc.save_model(model_config=...) stores it under "config".
         model_config = pyfunc_conf.get("config")

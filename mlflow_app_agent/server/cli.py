@@ -10,7 +10,12 @@ from typing import Any
 import click
 
 from mlflow_app_agent.errors import ConfigError
-from mlflow_app_agent.server.settings import ENV_MODEL, ENV_PREFIX, TRACE_EXPORT_MODES
+from mlflow_app_agent.server.settings import (
+    ENV_MODEL,
+    ENV_PREFIX,
+    ERROR_DETAILS,
+    TRACE_EXPORT_MODES,
+)
 
 ENV_APP_PORT = "DATABRICKS_APP_PORT"
 DEFAULT_PORT = 8000
@@ -36,6 +41,13 @@ def resolve_port(flag: int | None, env: dict[str, str] | None = None) -> int:
 _URI_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]+:")
 
 
+# URI forms the loader accepts (the registry and run forms are checked for their shape)
+_MODEL_URI = re.compile(r"^models:/(?:m-[0-9a-f]+|[^/@]+(?:/[^/]+|@[^/]+))/?$")
+_RUNS_URI = re.compile(r"^runs:/[^/]+/.+$")
+_STORAGE_SCHEMES = ("file", "dbfs", "s3", "gs", "wasbs", "abfss", "hdfs", "http", "https",
+                    "mlflow-artifacts", "uc")
+
+
 def missing_local_path(location: str) -> str | None:
     """The local path ``location`` names when it does not exist; None for URIs (the loader
     resolves those in the background) and for paths that exist. Checked before binding, so
@@ -48,6 +60,38 @@ def missing_local_path(location: str) -> str | None:
     else:
         candidate = location
     return None if Path(candidate).exists() else candidate
+
+
+def malformed_uri(location: str) -> str | None:
+    """Why ``location`` is not a model URI the server can load, or None."""
+    if location.partition(".py:")[1] or not _URI_SCHEME.match(location):
+        return None  # a path (checked by missing_local_path)
+    scheme = location.split(":", 1)[0].lower()
+    if scheme == "models":
+        ok = _MODEL_URI.match(location)
+        return None if ok else (f"{location!r} is not a registered model URI: use "
+                                "models:/<name>/<version>, models:/<name>@<alias> or "
+                                "models:/m-<logged model id>")
+    if scheme == "runs":
+        return None if _RUNS_URI.match(location) else (
+            f"{location!r} is not a run URI: use runs:/<run id>/<artifact path>")
+    if scheme in _STORAGE_SCHEMES:
+        return None
+    return (f"{location!r}: unknown scheme {scheme + ':'!r} (a model URI such as "
+            "models:/name/1, a model or app directory, or agent.py[:name])")
+
+
+def configure_logging(level: str) -> None:
+    """The CLI owns its process: show the toolkit's own log lines (loading progress, the
+    shutdown trace summary) at ``level`` on stderr."""
+    import logging
+
+    toolkit = logging.getLogger("mlflow_app_agent")
+    if not toolkit.handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(levelname)s:     %(name)s: %(message)s"))
+        toolkit.addHandler(handler)
+    toolkit.setLevel(level.upper())
 
 
 @click.command("serve")
@@ -74,6 +118,19 @@ def missing_local_path(location: str) -> str | None:
               help="Largest request body (default 4 MiB).")
 @click.option("--max-concurrency", type=click.IntRange(min=1), default=None,
               help="Threads running sync agent code at once (default 64).")
+@click.option("--error-detail", type=click.Choice(ERROR_DETAILS), default=None,
+              help="What callers see of an agent failure: its scrubbed message, or none (a "
+                   "generic message and the request id; the detail stays in the log and "
+                   "trace). Default: message.")
+@click.option("--body-read-timeout", type=click.FloatRange(min=0), default=None,
+              help="Seconds a request body may take to arrive before a 408; 0 = none "
+                   "(default 30).")
+@click.option("--registry-timeout", type=click.FloatRange(min=1), default=None,
+              help="Seconds per call to the tracking/registry server while loading the model "
+                   "(default 5).")
+@click.option("--registry-retries", type=click.IntRange(min=0), default=None,
+              help="Retries of a failed registry call while loading (default 3: an "
+                   "unreachable server fails the load within ~27 s).")
 @click.option("--log-level", default="info", show_default=True,
               type=click.Choice(["critical", "error", "warning", "info", "debug"]))
 def serve_command(model: str | None, host: str, port: int | None, workers: int,
@@ -93,6 +150,9 @@ def serve_command(model: str | None, host: str, port: int | None, workers: int,
         ServerSettings.from_env(**chosen)  # fail fast on bad values, before binding
     except ConfigError as exc:
         raise click.UsageError(exc.message) from None
+    malformed = malformed_uri(location)
+    if malformed is not None:
+        raise click.UsageError(malformed)
     missing = missing_local_path(location)
     if missing is not None:
         raise click.UsageError(f"{missing!r} does not exist (a model URI such as "
@@ -103,6 +163,7 @@ def serve_command(model: str | None, host: str, port: int | None, workers: int,
         os.environ[ENV_PREFIX + key.upper()] = str(value).lower() if isinstance(
             value, bool) else str(value)
     bind_port = resolve_port(port)
+    configure_logging(log_level)
     common: dict[str, Any] = {
         "host": host,
         "port": bind_port,

@@ -18,6 +18,8 @@ ENV_PREFIX = "MLFLOW_APP_AGENT_"
 
 #: values of ``trace_export`` (see :mod:`mlflow_app_agent.server.trace_export`)
 TRACE_EXPORT_MODES = ("auto", "process", "thread")
+#: values of ``error_detail`` (see :mod:`mlflow_app_agent.server.errors`)
+ERROR_DETAILS = ("message", "none")
 
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
@@ -51,6 +53,16 @@ class ServerSettings:
     #: hold the server's GIL), ``thread`` (MLflow's in-process export threads) or ``auto``
     #: (``process`` for local sqlite/file stores, ``thread`` for tracking servers).
     trace_export: str = "auto"
+    #: What a caller sees of an agent's failure: ``message`` (its scrubbed text) or ``none``
+    #: (a generic message and the request id; the detail stays in the log and the trace).
+    error_detail: str = "message"
+    #: Seconds a request body may take to arrive (408 after); 0 = no limit.
+    body_read_timeout: float = 30.0
+    #: Seconds per HTTP call to the tracking/registry server while loading the agent.
+    registry_timeout: float = 5.0
+    #: Retries of a failed registry call (urllib3 backoff: 1, 2, 4 ... s). With the defaults
+    #: an unreachable server fails the load in at most 4 x 5 s + 7 s = 27 s.
+    registry_retries: int = 3
 
     def __post_init__(self) -> None:
         if self.max_concurrency < 1:
@@ -63,6 +75,15 @@ class ServerSettings:
             raise ConfigError("trace_sample_ratio must be between 0 and 1")
         if self.trace_max_per_second < 0:
             raise ConfigError("trace_max_per_second must be >= 0 (0 = unbounded)")
+        if self.error_detail not in ERROR_DETAILS:
+            raise ConfigError(f"error_detail must be one of {', '.join(ERROR_DETAILS)} "
+                              f"(got {self.error_detail!r})")
+        if self.body_read_timeout < 0:
+            raise ConfigError("body_read_timeout must be >= 0 (0 disables it)")
+        if self.registry_timeout <= 0:
+            raise ConfigError("registry_timeout must be > 0")
+        if self.registry_retries < 0:
+            raise ConfigError("registry_retries must be >= 0")
         if self.trace_export not in TRACE_EXPORT_MODES:
             raise ConfigError(f"trace_export must be one of {', '.join(TRACE_EXPORT_MODES)} "
                               f"(got {self.trace_export!r})")
