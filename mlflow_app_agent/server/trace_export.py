@@ -113,15 +113,17 @@ class _CountedTask:
         if not self._owner.claim(self):
             return  # the server stopped before this ran: already counted as dropped
         try:
-            failed = _failure_watch().run(self.task.handler, *self.task.args)
-        except Exception as exc:
-            failed = f"{type(exc).__name__}: {exc}"
-        self._owner.done(self)
-        if failed:
-            self._counts.add("failed", reason="the tracking store refused it")
-            logger.warning("writing a trace failed: %s", failed.splitlines()[0][:300])
-        else:
-            self._counts.add("written")
+            try:
+                failed = _failure_watch().run(self.task.handler, *self.task.args)
+            except Exception as exc:
+                failed = f"{type(exc).__name__}: {exc}"
+            if failed:
+                self._counts.add("failed", reason="the tracking store refused it")
+                logger.warning("writing a trace failed: %s", failed.splitlines()[0][:300])
+            else:
+                self._counts.add("written")
+        finally:
+            self._owner.done(self)
 
 
 class CountingQueue:
@@ -132,8 +134,9 @@ class CountingQueue:
         self.inner = inner
         self._counts = counts
         self._exporter_cls = exporter_cls
-        self._lock = threading.Lock()
+        self._lock = threading.Condition()
         self._waiting: set[_CountedTask] = set()
+        self._running = 0
         self._closed = False
 
     def put(self, task: Any) -> None:
@@ -152,10 +155,13 @@ class CountingQueue:
             if self._closed:
                 return False
             self._waiting.discard(task)
+            self._running += 1
             return True
 
     def done(self, task: _CountedTask) -> None:
-        pass
+        with self._lock:
+            self._running -= 1
+            self._lock.notify_all()
 
     def flush(self, terminate: bool = False) -> None:
         self.inner.flush(terminate=terminate)
@@ -166,11 +172,13 @@ class CountingQueue:
     def is_active(self) -> bool:
         return bool(self.inner.is_active())
 
-    def close(self) -> int:
-        """Stop running queued trace tasks; how many were still waiting (now dropped)."""
+    def close(self, grace: float = 1.0) -> int:
+        """Stop running queued trace tasks and give the ones being written ``grace`` seconds
+        to finish; how many were still waiting (now dropped)."""
         with self._lock:
             self._closed = True
             waiting, self._waiting = len(self._waiting), set()
+            self._lock.wait_for(lambda: self._running == 0, timeout=grace)
         return waiting
 
 
