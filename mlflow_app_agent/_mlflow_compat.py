@@ -75,6 +75,17 @@ def write_trace(exporter: Any, trace: Any, workspace: str | None) -> None:
     exporter._log_trace(trace, [], workspace)
 
 
+def flush_span_processor(timeout: float) -> None:
+    """Hand the spans MLflow's span processor still holds to the exporter, waiting at most
+    ``timeout`` s (MLflow 3.x may batch finished spans in a background thread before the
+    exporter sees them). Only this layer: the export queue is flushed by its owner."""
+    from mlflow.tracing.provider import _get_span_processor
+
+    processor = _get_span_processor()
+    if processor is not None and hasattr(processor, "force_flush"):
+        processor.force_flush(int(timeout * 1000))
+
+
 #: the logger MLflow's exporter reports a failed write on (it does not raise)
 EXPORTER_LOGGER = "mlflow.tracing.export.mlflow_v3"
 

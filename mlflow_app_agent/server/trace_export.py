@@ -245,6 +245,11 @@ class ExportHook:
     def shutdown(self, timeout: float) -> None:
         """Write what is queued within ``timeout`` seconds; count the rest as dropped."""
         deadline = time.monotonic() + timeout
+        try:
+            compat.flush_span_processor(timeout)
+        except Exception:
+            logger.warning("flushing MLflow's span processors failed", exc_info=True)
+        timeout = max(deadline - time.monotonic(), 0.0)
         writer = self.writer
         if writer is not None:
             writer.finish(timeout)
@@ -300,7 +305,8 @@ class ProcessExportQueue:
 
     @property
     def alive(self) -> bool:
-        return self._proc is not None and self._proc.poll() is None and not self._broken
+        return (self._proc is not None and self._proc.poll() is None and not self._broken
+                and not self._closed)
 
     def start(self) -> None:
         env = {**os.environ, "MLFLOW_TRACKING_URI": self.tracking_uri,
@@ -369,7 +375,7 @@ class ProcessExportQueue:
         """Shutdown: flush within ``timeout``; drop (and count) what never reached the pipe;
         tell the writer how many of its confirmations were counted here, and close the pipe.
         Never blocks longer than ``timeout`` plus a moment."""
-        if self._proc is None:
+        if self._proc is None or self._closed:
             return
         complete = self.flush(timeout=timeout)
         with self._lock:
