@@ -72,6 +72,6 @@ class TraceCounts:
                 why = why.replace(field + ": ", "")
                 parts.append(f"{count} {field}" + (f" ({why})" if count and why else ""))
             if self.left_to_writer:
-                parts.append(f"{self.left_to_writer} left to the writer process, which reports "
-                             "them when written")
+                parts.append(f"{self.left_to_writer} left to the writer process (it logs "
+                             "them when written)")
             return f"traces: {', '.join(parts)} of {self.traced} traced"

@@ -60,7 +60,15 @@ def main() -> None:
     from mlflow_app_agent import _mlflow_compat as compat
     from mlflow_app_agent.server.trace_export import _failure_watch, _read_frame
 
-    exporter = compat.exporter_class()(tracking_uri=os.environ.get("MLFLOW_TRACKING_URI"))
+    tracking_uri = os.environ.get("MLFLOW_TRACKING_URI")
+    exporter = compat.exporter_class()(tracking_uri=tracking_uri)
+    try:  # open the store (engine, schema check: ~1 s on sqlite) before the first trace
+        import mlflow
+
+        mlflow.MlflowClient(tracking_uri).search_experiments(max_results=1)
+    except Exception as exc:
+        logger.warning("the trace writer could not open the tracking store yet: %s",
+                       _one_line(exc))
     watch = _failure_watch()
     outcomes: list[bool] = []  # per trace frame: written?
     counted_by_server: int | None = None

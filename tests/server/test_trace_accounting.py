@@ -81,6 +81,7 @@ def _body(size: int, stream: bool) -> dict[str, Any]:
     return {"input": [{"role": "user", "content": "w " * (size // 2)}], "stream": stream}
 
 
+@pytest.mark.slow
 def test_every_request_on_shared_keep_alive_connections_gets_its_own_root_trace(
     serve: Any, agents_path: Path, tmp_path: Path
 ) -> None:
