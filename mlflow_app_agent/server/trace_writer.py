@@ -27,7 +27,7 @@ class _Acks:
         self.first_unsent: int | None = None
 
     def send(self, message: Any, index: int | None = None) -> None:
-        from mlflow_app_agent.server.trace_export import _FRAME
+        from mlflow_app_agent.server.trace_pipe import _FRAME
 
         if not self.open:
             return
@@ -58,7 +58,8 @@ def main() -> None:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
 
     from mlflow_app_agent import _mlflow_compat as compat
-    from mlflow_app_agent.server.trace_export import _failure_watch, _read_frame
+    from mlflow_app_agent.server.trace_export import _failure_watch
+    from mlflow_app_agent.server.trace_pipe import _read_frame
 
     tracking_uri = os.environ.get("MLFLOW_TRACKING_URI")
     exporter = compat.exporter_class()(tracking_uri=tracking_uri)
