@@ -9,7 +9,7 @@ Supported MLflow range: see ``install_requires`` in ``setup.cfg``.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 # --- trace export hook ----------------------------------------------------------------------
 # MLflow's span exporter (``MlflowV3SpanExporter``) hands each finished trace to an async
@@ -142,4 +142,34 @@ def llm_ndarray_to_list(value: Any) -> Any:
 
 
 # --- model URIs -------------------------------------------------------------------------------
-# (model-URI parsing helpers: added by the model-location work)
+# ``models:/`` URIs are parsed and resolved by MLflow's own helpers, the ones MLflow uses when
+# it downloads such a URI, so a location means to us exactly what it means to MLflow (names
+# with quotes, spaces or ``@``; ``latest``; stages; ``models:/<model-id>``).
+
+
+class ModelsUriParts(NamedTuple):
+    """One of ``model_id``; ``name`` + ``version``; ``name`` + ``alias``; ``name`` + ``stage``;
+    or ``name`` alone (the latest version)."""
+
+    model_id: str | None
+    name: str | None
+    version: str | None
+    stage: str | None
+    alias: str | None
+
+
+def parse_models_uri(uri: str) -> ModelsUriParts:
+    """The parts of a ``models:/`` URI; raises ``MlflowException`` for a malformed one."""
+    from mlflow.store.artifact.utils.models import _parse_model_uri
+
+    parsed = _parse_model_uri(uri)
+    return ModelsUriParts(parsed.model_id, parsed.name, parsed.version, parsed.stage,
+                          parsed.alias)
+
+
+def resolve_models_uri(client: Any, uri: str) -> tuple[str, ...]:
+    """``(model_id,)`` or ``(name, version)`` for a ``models:/`` URI, resolving aliases,
+    stages and ``latest`` in the registry, as MLflow does before it downloads the URI."""
+    from mlflow.store.artifact.utils.models import get_model_name_and_version
+
+    return tuple(str(part) for part in get_model_name_and_version(client, uri))
