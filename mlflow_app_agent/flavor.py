@@ -351,10 +351,10 @@ class _PyfuncWrapper:
         except ImportError:  # pragma: no cover
             return model_input
         if isinstance(model_input, pandas.DataFrame):
-            from mlflow.models.utils import _convert_llm_ndarray_to_list
+            from mlflow_app_agent._mlflow_compat import llm_ndarray_to_list
 
             return {
-                k: _convert_llm_ndarray_to_list(v[0])
+                k: llm_ndarray_to_list(v[0])
                 for k, v in model_input.to_dict(orient="list").items()
             }
         return model_input

@@ -22,12 +22,28 @@ from mlflow_app_agent.errors import ManifestMismatchError
 @model_argument()
 @click.argument("out_dir", type=click.Path(file_okay=False))
 @click.option("--force", is_flag=True, help="Replace OUT_DIR if it is not empty.")
-def materialize_command(model: str, out_dir: str, force: bool) -> None:
+@click.option("--registry-timeout", type=click.FloatRange(min=1), default=5.0,
+              show_default=True, help="Seconds per call to the tracking/registry server.")
+@click.option("--registry-retries", type=click.IntRange(min=0), default=3, show_default=True,
+              help="Retries of a failed registry call (backoff 0, 2, 4 ... s).")
+def materialize_command(model: str, out_dir: str, force: bool, registry_timeout: float,
+                        registry_retries: int) -> None:
     """Write the Databricks Apps source directory for MODEL into OUT_DIR."""
+    from mlflow_app_agent import registry_budget
     from mlflow_app_agent.apps.build.materialize import materialize
 
     started = time.perf_counter()
-    out = materialize(model, out_dir, force=force, progress=say)
+    with registry_budget.bounded(registry_timeout, registry_retries):
+        if ":" in model and not model.startswith("file:"):
+            import mlflow
+
+            host = registry_budget.public_host(mlflow.get_registry_uri())
+            say(f"fetching {model} from {host} (each call: {registry_timeout:g} s "
+                f"timeout, {registry_retries} retries)")
+            with registry_budget.progress(model, host, registry_retries):
+                out = materialize(model, out_dir, force=force, progress=say)
+        else:
+            out = materialize(model, out_dir, force=force, progress=say)
     say(f"Done in {time.perf_counter() - started:.1f} s. Next: mlflow-app-agent run-local {out}")
     click.echo(str(out))
 

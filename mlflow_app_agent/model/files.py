@@ -123,15 +123,15 @@ def agent_from_model_dir(model_dir: Path, model_config: dict[str, Any] | None = 
     ``model_config`` None: the config stored at log time. The config stays active after
     loading (the agent reads it per request with ``get_config``)."""
     import cloudpickle
-    from mlflow.utils.model_utils import _add_code_from_conf_to_system_path
 
+    from mlflow_app_agent._mlflow_compat import add_code_paths_to_sys_path
     from mlflow_app_agent.model.python_file import load_python_file
 
     meta = read_mlmodel(model_dir)
     conf = meta.agent_conf
     if conf is None or "agent_path" not in conf:
         raise ModelLoadError(f"{model_dir} has no {FLAVOR_NAME!r} flavor")
-    _add_code_from_conf_to_system_path(str(model_dir), meta.pyfunc_conf, code_key="code")
+    add_code_paths_to_sys_path(model_dir, meta.pyfunc_conf)
     if model_config is None:
         model_config = meta.model_config
     agent_path = model_dir / conf["agent_path"]

@@ -207,8 +207,9 @@ def _load_pyfunc_responses_agent(path: Path, model_config: dict[str, Any] | None
         model = mlflow.pyfunc.load_model(str(path), model_config=model_config)
     except Exception as exc:
         raise ModelLoadError(f"loading {path} with mlflow.pyfunc failed: {exc}") from exc
-    impl = model._model_impl
-    raw = impl.get_raw_model() if hasattr(impl, "get_raw_model") else None
+    from mlflow_app_agent._mlflow_compat import raw_python_model
+
+    raw = raw_python_model(model)
     if raw is None:
         raise ModelLoadError(
             f"{path} is a pyfunc model but not a ResponsesAgent; only agents can be served"

@@ -10,7 +10,7 @@ import click
 from mlflow_app_agent.cli_common import command, model_argument
 from mlflow_app_agent.errors import ConfigError, ModelLocationError
 from mlflow_app_agent.model.location import Location
-from mlflow_app_agent.server.settings import ENV_MODEL, TRACE_EXPORT_MODES, env_name
+from mlflow_app_agent.server.settings import ENV_MODEL, ERROR_DETAILS, TRACE_EXPORT_MODES, env_name
 
 ENV_APP_PORT = "DATABRICKS_APP_PORT"
 DEFAULT_PORT = 8000
@@ -44,6 +44,19 @@ def location_problem(location: str) -> str | None:
     return None
 
 
+def configure_logging(level: str) -> None:
+    """The CLI owns its process: show the toolkit's own log lines (loading progress, the
+    shutdown trace summary) at ``level`` on stderr."""
+    import logging
+
+    toolkit = logging.getLogger("mlflow_app_agent")
+    if not toolkit.handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(levelname)s:     %(name)s: %(message)s"))
+        toolkit.addHandler(handler)
+    toolkit.setLevel(level.upper())
+
+
 @command("serve")
 @model_argument(required=False)
 @click.option("--host", default="0.0.0.0", show_default=True, help="Interface to listen on.")
@@ -70,6 +83,19 @@ def location_problem(location: str) -> str | None:
               help="Largest request body (default 4 MiB).")
 @click.option("--max-concurrency", type=click.IntRange(min=1), default=None,
               help="Threads running sync agent code at once (default 64).")
+@click.option("--error-detail", type=click.Choice(ERROR_DETAILS), default=None,
+              help="What callers see of an agent failure: its scrubbed message, or none (a "
+                   "generic message and the request id; the detail stays in the log and "
+                   "trace). Default: message.")
+@click.option("--body-read-timeout", type=click.FloatRange(min=0), default=None,
+              help="Seconds a request body may take to arrive before a 408; 0 = none "
+                   "(default 30).")
+@click.option("--registry-timeout", type=click.FloatRange(min=1), default=None,
+              help="Seconds per call to the tracking/registry server while loading the model "
+                   "(default 5).")
+@click.option("--registry-retries", type=click.IntRange(min=0), default=None,
+              help="Retries of a failed registry call while loading (default 3: an "
+                   "unreachable server fails the load within ~27 s).")
 @click.option("--log-level", default="info", show_default=True,
               type=click.Choice(["critical", "error", "warning", "info", "debug"]),
               help="uvicorn's log level.")
@@ -98,6 +124,7 @@ def serve_command(model: str | None, host: str, port: int | None, workers: int,
         os.environ[env_name(key)] = str(value).lower() if isinstance(
             value, bool) else str(value)
     bind_port = resolve_port(port)
+    configure_logging(log_level)
     common: dict[str, Any] = {
         "host": host,
         "port": bind_port,

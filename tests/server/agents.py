@@ -183,3 +183,27 @@ def _impatient_stream(request: Any):
         raise TimeoutError("upstream LLM call timed out after 30 s")
     yield {"type": "response.output_text.delta", "item_id": "msg_1", "delta": "partial"}
     raise TimeoutError("upstream LLM call timed out after 30 s")
+
+
+# --- spills secrets into its exceptions (issue 14 items 5-6) ----------------------------------
+spill = Agent("spill")
+
+
+def _spilled(request: Any) -> str:
+    text = _text_of(request)
+    if text == "token":
+        return f"upstream refused token {request_context().access_token}"
+    if text == "env":
+        return f"upstream refused key {os.environ.get('SERVING_API_KEY')}"
+    return "upstream refused token dapiSECRET123"
+
+
+@spill.invoke_method
+def _spill_invoke(request: Any) -> dict[str, Any]:
+    raise RuntimeError(_spilled(request))
+
+
+@spill.stream_method
+def _spill_stream(request: Any):
+    yield {"type": "response.output_text.delta", "item_id": "msg_1", "delta": "partial"}
+    raise RuntimeError(_spilled(request))

@@ -116,7 +116,7 @@ def _writer_pids(server_pid: int) -> list[int]:
         except OSError:
             continue
         ppid = int(stat.rsplit(")", 1)[1].split()[1])
-        if ppid == server_pid and b"mlflow_app_agent.server.trace_export" in cmdline:
+        if ppid == server_pid and b"mlflow_app_agent.server.trace_writer" in cmdline:
             found.append(int(entry.name))
     return found
 
