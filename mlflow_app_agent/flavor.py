@@ -102,6 +102,8 @@ class Prepared:
         self.git: provenance.GitInfo | None = fields["git"]
         self.check: signature.ContractCheck = fields["check"]
         self.model_config: dict[str, Any] | None = fields["model_config"]
+        # top-level modules the agent imports directly (code file + code_paths, or pickle)
+        self.imports: set[str] = fields["imports"]
 
 
 def prepare(
@@ -127,9 +129,8 @@ def prepare(
         if not code_file.is_file() or code_file.suffix != ".py":
             raise AgentDefinitionError(f"agent file {str(agent)!r} is not an existing .py file")
         source = code_file.read_text()
-        dependencies.check_local_modules(
-            dependencies.imported_modules_of_source(source), [*code_list, str(code_file)]
-        )
+        imports = dependencies.imported_modules_of_source(source)
+        dependencies.check_local_modules(imports, [*code_list, str(code_file)])
         # code_paths are copied into code/, which is put on sys.path at load time: their
         # parent directories play that part now.
         parents = list(dict.fromkeys(str(Path(p).resolve().parent) for p in code_list))
@@ -147,9 +148,8 @@ def prepare(
                 f"the agent cannot be pickled ({type(exc).__name__}: {exc}); log it from "
                 "a file instead (models from code)"
             ) from exc
-        dependencies.check_local_modules(
-            dependencies.imported_modules_of_pickle(pickled), code_list
-        )
+        imports = dependencies.imported_modules_of_pickle(pickled)
+        dependencies.check_local_modules(imports, code_list)
     schema = config.config_schema_of(loaded)
     if schema is not None:
         config.validate_config(config_dict or {}, schema)
@@ -166,7 +166,37 @@ def prepare(
         git=git_info,
         check=check,
         model_config=config_dict,
+        imports=imports | dependencies.imported_modules_of_code_paths(code_list),
     )
+
+
+def requirements_args(
+    prepared: Prepared,
+    pip_requirements: Sequence[str] | str | None,
+    extra_pip_requirements: Sequence[str] | str | None,
+) -> tuple[list[str] | None, list[str] | None]:
+    """``(pip_requirements, extra_pip_requirements)`` for MLflow: the toolkit is always in;
+    when MLflow infers (no ``pip_requirements``), what the agent imports directly is recorded
+    beside its inference, pinned. Packages the caller names keep the caller's line. A
+    requirements file path is read as MLflow reads it (lines; ``-r``/``-c`` from the cwd)."""
+    if pip_requirements is not None:
+        given = _lines(pip_requirements)
+        return given + dependencies.direct_requirements((), given=given), None
+    extra = _lines(extra_pip_requirements)
+    return None, dependencies.direct_requirements(prepared.imports, given=extra) + extra
+
+
+def _lines(requirements: Sequence[str] | str | None) -> list[str]:
+    if requirements is None:
+        return []
+    if isinstance(requirements, str):
+        try:
+            return Path(requirements).read_text().splitlines()
+        except OSError as exc:
+            raise AgentDefinitionError(
+                f"requirements file {requirements!r} cannot be read: {exc.strerror or exc}"
+            ) from None
+    return [str(line) for line in requirements]
 
 
 def _flavor_conf(prepared: Prepared) -> dict[str, Any]:
@@ -212,6 +242,9 @@ def _write(
     mlflow_model.metadata = {**(mlflow_model.metadata or {}), **(metadata or {}),
                              "task": signature.TASK}
     mlflow_model.add_flavor(FLAVOR_NAME, **_flavor_conf(prepared))
+    pip_requirements, extra_pip_requirements = requirements_args(
+        prepared, pip_requirements, extra_pip_requirements
+    )
     with tempfile.TemporaryDirectory(prefix="mlflow-app-agent-") as tmp:
         data = Path(tmp, AGENT_DIR)
         data.mkdir()
@@ -267,6 +300,10 @@ def log_model(
         git=git,
         input_example=input_example,
         model_config=model_config,
+    )
+    # resolved now (idempotent in _write): a bad requirements file fails before logging
+    pip_requirements, extra_pip_requirements = requirements_args(
+        prepared, pip_requirements, extra_pip_requirements
     )
     all_tags = {**(tags or {}), **(prepared.git.tags() if prepared.git else {})}
     all_tags["mlflow_app_agent.agent_name"] = prepared.agent.name
