@@ -104,14 +104,9 @@ def app_secrets(env: Mapping[str, str] | None = None,
 
 
 def _value_from_names(app_dir: Path) -> set[str]:
-    if not (app_dir / "app.yaml").is_file():
-        return set()
-    try:
-        from mlflow_app_agent.apps.build.app_yaml import read_app_spec
+    from mlflow_app_agent.model.app_dir import value_from_env_names
 
-        return set(read_app_spec(app_dir).value_from())
-    except Exception:  # an unreadable app.yaml is reported elsewhere
-        return set()
+    return value_from_env_names(app_dir)
 
 
 class Redactor:
