@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from mlflow_app_agent.bridges import iterate_async_gen, run_coroutine, threaded_iter
 from mlflow_app_agent.errors import AgentDefinitionError, RequestError
+from mlflow_app_agent.extensions import AgentExtensions, ExtensionsMixin, extensions_of
 
 if TYPE_CHECKING:
     import anyio
@@ -139,7 +140,7 @@ def response_to_events(response: Any) -> list[dict[str, Any]]:
     return events
 
 
-class Agent:
+class Agent(ExtensionsMixin):
     """An agent made of plain functions.
 
     >>> agent = Agent("echo")
@@ -149,7 +150,8 @@ class Agent:
 
     Functions may be sync or async; a stream function may be a sync or async generator.
     Calling the agent object invokes it, so ``mlflow.models.set_model(agent)`` works in
-    a models-from-code file.
+    a models-from-code file. Server extensions (extra routes, middleware, start-up and
+    shutdown hooks) are declared on it too: see :mod:`mlflow_app_agent.extensions`.
     """
 
     def __init__(self, name: str = "agent", *, description: str | None = None) -> None:
@@ -161,6 +163,7 @@ class Agent:
         self._stream_fn: StreamFn | None = None
         # The object this agent was adapted from (a ResponsesAgent), if any.
         self.source: Any = None
+        self.server_extensions = AgentExtensions()
 
     # --- decorators ------------------------------------------------------------------------
 
@@ -218,6 +221,7 @@ class Agent:
             raise AgentDefinitionError(
                 f"Agent {self.name!r} has neither an @invoke_method nor a @stream_method"
             )
+        self.server_extensions.check()
 
     def __repr__(self) -> str:
         return f"Agent({self.name!r}, interfaces={list(self.native_interfaces)})"
@@ -314,7 +318,9 @@ def as_agent(obj: Any) -> Agent:
     if isinstance(obj, type) and issubclass(obj, responses_agent_cls):
         obj = obj()
     if isinstance(obj, responses_agent_cls):
-        return from_responses_agent(obj)  # type: ignore[arg-type]
+        agent = from_responses_agent(obj)  # type: ignore[arg-type]
+        agent.check()
+        return agent
     raise AgentDefinitionError(
         "expected a mlflow_app_agent.Agent, an mlflow.pyfunc.ResponsesAgent, or a path to a "
         f"Python file defining one; got {type(obj).__name__}"
@@ -333,6 +339,7 @@ def from_responses_agent(responses_agent: ResponsesAgent, name: str | None = Non
     base = _responses_agent_class()
     agent = Agent(name or cls.__name__)
     agent.source = responses_agent
+    agent.server_extensions = extensions_of(responses_agent)
     agent.invoke_method(responses_agent.predict)
     if getattr(cls, "predict_stream", None) is not getattr(base, "predict_stream", None):
         stream = responses_agent.predict_stream

@@ -27,6 +27,7 @@ from mlflow_app_agent.server.errors import (
     request_timeout_error,
     to_app_error,
 )
+from mlflow_app_agent.server.extensions import enrich_context
 from mlflow_app_agent.server.info import agent_info
 from mlflow_app_agent.server.openai_compat import ResponsesShaper, envelope
 from mlflow_app_agent.server.runtime import NotReadyError, Runtime, not_ready_error
@@ -91,6 +92,7 @@ async def _handle(request: Request, *, openai: bool) -> Any:
             served = await runtime.agent()
         except NotReadyError:
             raise not_ready_error(runtime) from None  # a load failure keeps its own code
+        ctx = enrich_context(served.agent.server_extensions, ctx, headers)
         try:
             req = to_request(data)
         except RequestError as exc:

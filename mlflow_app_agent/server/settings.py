@@ -14,6 +14,8 @@ from typing import Any
 from mlflow_app_agent.errors import ConfigError
 
 ENV_MODEL = "MLFLOW_APP_AGENT_MODEL"
+#: ``module:function`` called with the built app (``serve --app-factory``)
+ENV_APP_FACTORY = "MLFLOW_APP_AGENT_APP_FACTORY"
 ENV_PREFIX = "MLFLOW_APP_AGENT_"
 
 #: values of ``trace_export`` (see :mod:`mlflow_app_agent.server.trace_export`)
