@@ -28,7 +28,11 @@ def _clean_errors() -> Iterator[None]:
 @click.argument("model_uri")
 @click.argument("out_dir", type=click.Path(file_okay=False))
 @click.option("--force", is_flag=True, help="Replace OUT_DIR if it is not empty.")
-def materialize_command(model_uri: str, out_dir: str, force: bool) -> None:
+@click.option("--app-factory", metavar="MODULE:FUNCTION", default=None,
+              help="The app's command serves FUNCTION(app) from the model's code_paths "
+                   "(serve --app-factory); checked to ship with the model.")
+def materialize_command(model_uri: str, out_dir: str, force: bool,
+                        app_factory: str | None) -> None:
     """Write the Databricks Apps source directory for MODEL_URI into OUT_DIR.
 
     MODEL_URI: models:/NAME/VERSION, models:/NAME@ALIAS, models:/m-ID, runs:/RUN/PATH or
@@ -38,7 +42,8 @@ def materialize_command(model_uri: str, out_dir: str, force: bool) -> None:
 
     started = time.perf_counter()
     with _clean_errors():
-        out = materialize(model_uri, out_dir, force=force, progress=_say)
+        out = materialize(model_uri, out_dir, force=force, progress=_say,
+                          app_factory=app_factory)
     _say(f"Done in {time.perf_counter() - started:.1f} s. Next: mlflow-app-agent run-local {out}")
     click.echo(str(out))
 
