@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import logging
 import os
 import warnings
@@ -19,6 +20,7 @@ from starlette.responses import Response
 
 from mlflow_app_agent._version import __version__
 from mlflow_app_agent.errors import ConfigError, MlflowAppAgentError
+from mlflow_app_agent.model.load import LoadedAgent
 from mlflow_app_agent.server import routes
 from mlflow_app_agent.server.auth import request_id_from
 from mlflow_app_agent.server.errors import error_body, shutdown_error
@@ -30,9 +32,10 @@ from mlflow_app_agent.server.extensions import (
     run_startup_hooks,
 )
 from mlflow_app_agent.server.openapi import install_openapi
+from mlflow_app_agent.server.redact import request_secrets
 from mlflow_app_agent.server.runtime import Runtime
 from mlflow_app_agent.server.settings import ENV_APP_FACTORY, ENV_MODEL, ServerSettings
-from mlflow_app_agent.server.source import ServedAgent, resolve
+from mlflow_app_agent.server.source import resolve
 
 logger = logging.getLogger("mlflow_app_agent.server")
 
@@ -55,6 +58,13 @@ def create_app(
     ``MLFLOW_APP_AGENT_MODEL``. Locations load in a worker thread at start-up (``/ready``
     answers 503 until then). ``overrides`` are :class:`ServerSettings` fields, e.g.
     ``create_app(agent, require_auth=True, request_timeout=30)``.
+
+    What this changes in the process (nothing else): one ``warnings`` filter that drops
+    MLflow's per-request request-validation warnings (``mlflow.types.
+    responses_helpers``); while a model is fetched from a tracking/registry server, MLflow's
+    ``MLFLOW_HTTP_REQUEST_*`` variables the user did not set (the registry budget, see
+    :mod:`mlflow_app_agent.registry_budget`); with tracing on, MLflow's trace exporter queue
+    (see :mod:`mlflow_app_agent.server.trace_export`).
     """
     if agent_or_model_uri is None:
         agent_or_model_uri = os.environ.get(ENV_MODEL)
@@ -109,14 +119,14 @@ def _apply_extensions(app: AgentApp, runtime: Runtime) -> None:
     start-up hooks, else after the agent has loaded and its start-up hooks have run (so
     nothing is served half-configured)."""
 
-    def install(served: ServedAgent) -> None:
+    def install(served: LoadedAgent) -> None:
         extensions = served.agent.server_extensions
         if extensions:
             install_routes(app, extensions, served.agent.name)
             if extensions.middleware:
                 app.extension_stack = build_middleware_stack(app.dispatch, extensions)
 
-    async def activate(served: ServedAgent) -> None:
+    async def activate(served: LoadedAgent) -> None:
         await run_startup_hooks(served.agent.server_extensions, app.state)
         install(served)
 
@@ -152,7 +162,21 @@ class AgentApp(FastAPI):
         self.extension_stack: Any = None
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        stack = self.extension_stack
+        if scope["type"] != "http":
+            await self._dispatch(scope, receive, send)
+            return
+        # Every request starts from an empty context. uvicorn creates a request's task from
+        # the context its connection's read callback runs in, and asyncio re-registers that
+        # callback from whichever task resumes reading (e.g. an earlier request's disconnect
+        # watch, inside its trace span and request context): without this, a request on a
+        # keep-alive connection could inherit the previous request's span and identity.
+        task = asyncio.get_running_loop().create_task(
+            self._dispatch(scope, receive, send), context=contextvars.Context()
+        )
+        await task
+
+    async def _dispatch(self, scope: Any, receive: Any, send: Any) -> None:
+        stack = self.extension_stack  # the agent's own middleware, around everything
         if stack is not None and scope["type"] != "lifespan":
             await stack(scope, receive, send)
             return
@@ -185,7 +209,7 @@ class AgentApp(FastAPI):
             await _answer_cut_short(scope, receive, send)
             return
         except Exception as exc:  # a bug of ours: still the error contract
-            status, body = error_body(exc, None)
+            status, body = self.state.runtime.errors.body(exc, None)
             response = routes.JSONBody(body, status)
         await response(scope, receive, send)
 
@@ -224,7 +248,8 @@ def _install_error_handlers(app: FastAPI) -> None:
                         headers=headers)
 
     async def unexpected(request: Request, exc: Exception) -> Response:
-        status, body = error_body(exc, request.headers.get("x-request-id"))
+        status, body = app.state.runtime.errors.body(exc, request.headers.get("x-request-id"),
+                                                     request_secrets(request.headers))
         return Response(body, status_code=status, media_type="application/json")
 
     app.add_exception_handler(StarletteHTTPException, http_error)
