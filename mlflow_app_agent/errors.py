@@ -63,6 +63,14 @@ class ConfigError(MlflowAppAgentError, ValueError):
     status_code = 400
 
 
+class ExtensionError(MlflowAppAgentError):
+    """A server extension of the agent failed: a start-up hook raised or timed out, or an
+    app factory did not return an ASGI app."""
+
+    code = "extension_error"
+    status_code = 503
+
+
 class ModelLoadError(MlflowAppAgentError):
     """A model URI or directory cannot be resolved or loaded."""
 
@@ -187,6 +195,7 @@ __all__ = [
     "CheckAuthError",
     "ConfigError",
     "DeployError",
+    "ExtensionError",
     "ManifestMismatchError",
     "MaterializeError",
     "MissingDependencyError",

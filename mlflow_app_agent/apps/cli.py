@@ -26,8 +26,11 @@ from mlflow_app_agent.errors import ManifestMismatchError
               show_default=True, help="Seconds per call to the tracking/registry server.")
 @click.option("--registry-retries", type=click.IntRange(min=0), default=3, show_default=True,
               help="Retries of a failed registry call (backoff 0, 2, 4 ... s).")
+@click.option("--app-factory", metavar="MODULE:FUNCTION", default=None,
+              help="The app's command serves FUNCTION(app) from the model's code_paths "
+                   "(serve --app-factory); checked to ship with the model.")
 def materialize_command(model: str, out_dir: str, force: bool, registry_timeout: float,
-                        registry_retries: int) -> None:
+                        registry_retries: int, app_factory: str | None) -> None:
     """Write the Databricks Apps source directory for MODEL into OUT_DIR."""
     from mlflow_app_agent import registry_budget
     from mlflow_app_agent.apps.build.materialize import materialize
@@ -41,9 +44,10 @@ def materialize_command(model: str, out_dir: str, force: bool, registry_timeout:
             say(f"fetching {model} from {host} (each call: {registry_timeout:g} s "
                 f"timeout, {registry_retries} retries)")
             with registry_budget.progress(model, host, registry_retries):
-                out = materialize(model, out_dir, force=force, progress=say)
+                out = materialize(model, out_dir, force=force, progress=say,
+                                  app_factory=app_factory)
         else:
-            out = materialize(model, out_dir, force=force, progress=say)
+            out = materialize(model, out_dir, force=force, progress=say, app_factory=app_factory)
     say(f"Done in {time.perf_counter() - started:.1f} s. Next: mlflow-app-agent run-local {out}")
     click.echo(str(out))
 

@@ -8,9 +8,15 @@ from typing import Any
 import click
 
 from mlflow_app_agent.cli_common import command, model_argument
-from mlflow_app_agent.errors import ConfigError, ModelLocationError
+from mlflow_app_agent.errors import ConfigError, MlflowAppAgentError, ModelLocationError
 from mlflow_app_agent.model.location import Location
-from mlflow_app_agent.server.settings import ENV_MODEL, ERROR_DETAILS, TRACE_EXPORT_MODES, env_name
+from mlflow_app_agent.server.settings import (
+    ENV_APP_FACTORY,
+    ENV_MODEL,
+    ERROR_DETAILS,
+    TRACE_EXPORT_MODES,
+    env_name,
+)
 
 ENV_APP_PORT = "DATABRICKS_APP_PORT"
 DEFAULT_PORT = 8000
@@ -99,8 +105,11 @@ def configure_logging(level: str) -> None:
 @click.option("--log-level", default="info", show_default=True,
               type=click.Choice(["critical", "error", "warning", "info", "debug"]),
               help="uvicorn's log level.")
+@click.option("--app-factory", metavar="MODULE:FUNCTION", default=None,
+              help="Call FUNCTION(app) from the model's code_paths with the built app and "
+                   f"serve what it returns (full control; env {ENV_APP_FACTORY}).")
 def serve_command(model: str | None, host: str, port: int | None, workers: int,
-                  log_level: str, **settings: Any) -> None:
+                  log_level: str, app_factory: str | None, **settings: Any) -> None:
     """Serve an agent over HTTP (/invocations, /responses, SSE). Without MODEL the
     location comes from $MLFLOW_APP_AGENT_MODEL."""
     import uvicorn
@@ -131,10 +140,17 @@ def serve_command(model: str | None, host: str, port: int | None, workers: int,
         "log_level": log_level,
         "timeout_graceful_shutdown": GRACEFUL_SHUTDOWN_SECONDS,
     }
+    app_factory = app_factory or os.environ.get(ENV_APP_FACTORY) or None
+    if app_factory:
+        os.environ[ENV_APP_FACTORY] = app_factory
     if workers == 1:
-        from mlflow_app_agent.server.app import create_app
+        from mlflow_app_agent.server.app import build_app
 
-        uvicorn.run(create_app(location), **common)
+        try:
+            app = build_app(location, app_factory)
+        except MlflowAppAgentError as exc:  # e.g. a factory that returns no ASGI app
+            raise click.ClickException(exc.message) from None
+        uvicorn.run(app, **common)
     else:
         uvicorn.run("mlflow_app_agent.server.app:app_from_env", factory=True,
                     workers=workers, **common)

@@ -59,6 +59,7 @@ def agent_info(runtime: Runtime) -> dict[str, Any]:
             "max_concurrency": settings.max_concurrency,
         },
         "tracing": runtime.tracer.stats(),
+        "extensions": agent.server_extensions.describe(),
     }
 
 

@@ -23,6 +23,7 @@ from mlflow_app_agent.server.body import (
     wants_stream,
 )
 from mlflow_app_agent.server.errors import error_body, request_timeout_error, to_app_error
+from mlflow_app_agent.server.extensions import enrich_context
 from mlflow_app_agent.server.info import agent_info
 from mlflow_app_agent.server.openai_compat import ResponsesShaper, envelope
 from mlflow_app_agent.server.redact import encodable_tree, request_secrets
@@ -92,6 +93,7 @@ async def _handle(request: Request, *, openai: bool) -> Any:
             served = await runtime.agent()
         except NotReadyError:
             raise not_ready_error(runtime) from None  # a load failure keeps its own code
+        ctx = enrich_context(served.agent.server_extensions, ctx, headers)
         try:
             req = to_request(data)
         except RequestError as exc:

@@ -18,6 +18,8 @@ from mlflow_app_agent.env_source import EnvSource, current_environ, reading
 from mlflow_app_agent.errors import ConfigError
 
 ENV_MODEL = "MLFLOW_APP_AGENT_MODEL"
+#: ``module:function`` called with the built app (``serve --app-factory``)
+ENV_APP_FACTORY = "MLFLOW_APP_AGENT_APP_FACTORY"
 ENV_PREFIX = "MLFLOW_APP_AGENT_"
 
 TraceExport = Literal["auto", "process", "thread"]

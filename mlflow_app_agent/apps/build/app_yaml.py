@@ -61,8 +61,11 @@ def build_app_spec(
     model_id: str | None,
     resources: Sequence[Resource],
     entrypoint: Sequence[str] | None = None,
+    app_factory: str | None = None,
 ) -> AppSpec:
     command = [*(entrypoint or DEFAULT_ENTRYPOINT), model_location]
+    if app_factory:
+        command += ["--app-factory", app_factory]
     env = [{"name": "MLFLOW_TRACKING_URI", "value": "databricks"}]
     if model_id:
         # links production traces to the registered version's LoggedModel
@@ -75,6 +78,24 @@ def build_app_spec(
             )
         env.append(entry)
     return AppSpec(command=command, env=env)
+
+
+def check_app_factory(model_dir: Path, spec: str) -> None:
+    """``module:function`` must name a module the model ships in its ``code_paths``
+    (``model/code/``), since the app has nothing else of the author's code."""
+    module, sep, function = spec.partition(":")
+    parts = module.split(".")
+    if not sep or not function or not all(p.isidentifier() for p in parts):
+        raise MaterializeError(f"--app-factory must be MODULE:FUNCTION, got {spec!r}")
+    code = model_dir / "code"
+    candidates = [code.joinpath(*parts).with_suffix(".py"), code.joinpath(*parts, "__init__.py")]
+    if not any(c.is_file() for c in candidates):
+        shipped = sorted(p.name for p in code.iterdir()) if code.is_dir() else []
+        raise MaterializeError(
+            f"--app-factory {spec}: module {module!r} is not part of the logged model "
+            f"(its code_paths ship: {', '.join(shipped) or 'nothing'}); log the model with "
+            f"code_paths=[...] including {parts[0]}"
+        )
 
 
 def render(spec: AppSpec) -> str:

@@ -211,9 +211,11 @@ def _fetch_model(location: Location, tmp: Path, say: Progress) -> ModelOrigin:
     return source
 
 
-def _write_app_files(tmp: Path, source: ModelOrigin) -> None:
+def _write_app_files(tmp: Path, source: ModelOrigin, app_factory: str | None = None) -> None:
     """Everything next to ``model/``: wheel, requirements, app.yaml, README, MANIFEST."""
     flavor, resources, entrypoint = _agent_facts(tmp / MODEL_DIR)
+    if app_factory:
+        app_yaml.check_app_factory(tmp / MODEL_DIR, app_factory)
     built = wheel.build_wheel()
     (tmp / WHEELS_DIR).mkdir()
     shutil.copyfile(built, tmp / WHEELS_DIR / built.name)
@@ -224,7 +226,7 @@ def _write_app_files(tmp: Path, source: ModelOrigin) -> None:
     spec = app_yaml.build_app_spec(
         # the app dir itself: the server then reads MANIFEST.json for name/version
         model_location=".", model_id=source.model_id, resources=resources,
-        entrypoint=entrypoint,
+        entrypoint=entrypoint, app_factory=app_factory,
     )
     (tmp / app_yaml.APP_YAML).write_text(app_yaml.render(spec))
     meta = {
@@ -233,6 +235,7 @@ def _write_app_files(tmp: Path, source: ModelOrigin) -> None:
         "git": source.git,
         "toolkit_version": __version__,
         "resources": [r.to_dict() for r in resources],
+        **({"app_factory": app_factory} if app_factory else {}),
     }
     (tmp / "README.md").write_text(_readme(meta, spec))
     for name in (f"{WHEELS_DIR}/{built.name}", REQUIREMENTS_FILE, app_yaml.APP_YAML,
@@ -250,12 +253,15 @@ def materialize(
     *,
     force: bool = False,
     progress: Progress | None = None,
+    app_factory: str | None = None,
 ) -> Path:
     """Write the Apps source directory for ``model_uri`` into ``out_dir`` and return it.
 
     ``model_uri``: ``models:/name/version``, ``models:/name@alias``, ``models:/m-<id>``,
     ``runs:/<run>/<path>``, a local model directory, or a materialized app directory.
-    Refuses a non-empty ``out_dir`` unless ``force``. Raises :class:`MaterializeError`
+    ``app_factory``: ``module:function`` from the model's ``code_paths`` that the app's
+    command passes to ``serve --app-factory``. Refuses a non-empty ``out_dir`` unless
+    ``force``. Raises :class:`MaterializeError`
     (or :class:`TargetExistsError`, :class:`ModelLoadError`) naming what is wrong.
     """
     say = progress or (lambda _msg: None)
@@ -278,7 +284,7 @@ def materialize(
     try:
         source = _fetch_model(location, tmp, say)
         say("Bundling the mlflow-app-agent wheel and pinning requirements ...")
-        _write_app_files(tmp, source)
+        _write_app_files(tmp, source, app_factory)
         _swap_into_place(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
