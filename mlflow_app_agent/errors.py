@@ -90,6 +90,19 @@ class PayloadTooLargeError(RequestError):
     status_code = 413
 
 
+class UnsupportedMediaTypeError(RequestError):
+    """A POST route got a body that is not declared as JSON (a browser form or ``text/plain``
+    fetch from another site would otherwise reach the agent without a CORS preflight)."""
+
+    code = "unsupported_media_type"
+    status_code = 415
+
+
+class NotFoundError(MlflowAppAgentError):
+    code = "not_found"
+    status_code = 404
+
+
 class AuthenticationRequiredError(MlflowAppAgentError):
     code = "unauthenticated"
     status_code = 401
@@ -169,6 +182,7 @@ __all__ = [
     "MissingDependencyError",
     "MlflowAppAgentError",
     "ModelLoadError",
+    "NotFoundError",
     "PayloadTooLargeError",
     "PermissionDeniedError",
     "ProvenanceError",
@@ -177,5 +191,6 @@ __all__ = [
     "SignatureError",
     "TargetExistsError",
     "TemplateError",
+    "UnsupportedMediaTypeError",
     "ValidationFailure",
 ]

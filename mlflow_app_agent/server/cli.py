@@ -74,6 +74,10 @@ def missing_local_path(location: str) -> str | None:
               help="Largest request body (default 4 MiB).")
 @click.option("--max-concurrency", type=click.IntRange(min=1), default=None,
               help="Threads running sync agent code at once (default 64).")
+@click.option("--ui/--no-ui", default=None,
+              help="Serve the chat page at / and /chat to browsers (default on).")
+@click.option("--cors-origins", default=None, metavar="ORIGINS",
+              help="Comma-separated origins allowed cross-origin (default: none).")
 @click.option("--log-level", default="info", show_default=True,
               type=click.Choice(["critical", "error", "warning", "info", "debug"]))
 def serve_command(model: str | None, host: str, port: int | None, workers: int,

@@ -51,6 +51,11 @@ class ServerSettings:
     #: hold the server's GIL), ``thread`` (MLflow's in-process export threads) or ``auto``
     #: (``process`` for local sqlite/file stores, ``thread`` for tracking servers).
     trace_export: str = "auto"
+    #: Serve the chat page at ``/`` and ``/chat`` to browsers (``serve --no-ui`` turns it off).
+    ui: bool = True
+    #: Comma-separated origins allowed to call the server cross-origin (CORS); empty = none,
+    #: so a page on another site cannot make a signed-in user's browser drive the agent.
+    cors_origins: str = ""
 
     def __post_init__(self) -> None:
         if self.max_concurrency < 1:

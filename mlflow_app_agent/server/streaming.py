@@ -27,7 +27,7 @@ from mlflow_app_agent.server.errors import (
     request_timeout_error,
     shutdown_error,
 )
-from mlflow_app_agent.server.tracing import RequestSpan
+from mlflow_app_agent.server.tracing import HEADER_TRACE_ID, RequestSpan
 
 logger = logging.getLogger("mlflow_app_agent.server")
 
@@ -131,6 +131,7 @@ class AgentEventStream:
                 "headers": _raw_headers(
                     {
                         **self._headers,
+                        **self._trace_header(),
                         "content-type": "text/event-stream; charset=utf-8",
                         "cache-control": "no-cache",
                         "x-accel-buffering": "no",
@@ -170,6 +171,10 @@ class AgentEventStream:
             await pump.put([encode_frame(e) for e in self._shaper.error(body["error"])])
         await pump.put([DONE_FRAME], last=True)
 
+    def _trace_header(self) -> dict[str, str]:
+        trace_id = self._span.trace_id
+        return {HEADER_TRACE_ID: trace_id} if trace_id else {}
+
     def _timeout_or(self, exc: BaseException, scope: anyio.CancelScope) -> BaseException:
         """Our deadline (the scope fired) is a ``timeout``; an agent's own TimeoutError is
         an agent error like any other exception it raises."""
@@ -205,7 +210,7 @@ class AgentEventStream:
         status, payload = error_payload(exc, self._ctx.request_id, (self._ctx.access_token,))
         self._span.set_error(payload["error"]["code"], payload["error"]["message"])
         body = json.dumps(payload).encode()
-        headers = {**self._headers, "content-type": "application/json"}
+        headers = {**self._headers, **self._trace_header(), "content-type": "application/json"}
         await send({"type": "http.response.start", "status": status, "headers": _raw_headers(headers)})
         await send({"type": "http.response.body", "body": body})
 
