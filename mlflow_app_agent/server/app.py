@@ -108,9 +108,11 @@ def _install_browser_routes(app: FastAPI, settings: ServerSettings) -> None:
     if origins:
         from starlette.middleware.cors import CORSMiddleware
 
+        from mlflow_app_agent.server.tracing import HEADER_ALWAYS_TRACE, HEADER_TRACE_ID
+
         app.add_middleware(CORSMiddleware, allow_origins=origins, allow_methods=["GET", "POST"],
-                           allow_headers=["content-type", "x-request-id"],
-                           expose_headers=["x-request-id", "x-mlflow-trace-id"])
+                           allow_headers=["content-type", "x-request-id", HEADER_ALWAYS_TRACE],
+                           expose_headers=["x-request-id", HEADER_TRACE_ID])
 
 
 def _quiet_request_warnings() -> None:

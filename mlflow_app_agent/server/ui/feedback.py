@@ -11,6 +11,7 @@ waits a few seconds for its trace to land.
 
 from __future__ import annotations
 
+import logging
 import re
 import threading
 import time
@@ -26,14 +27,18 @@ from mlflow_app_agent.server.body import parse_json_object, read_body, require_j
 from mlflow_app_agent.server.errors import error_body, log_failure
 from mlflow_app_agent.server.runtime import Runtime
 
+logger = logging.getLogger("mlflow_app_agent.server")
+
 #: the assessment's name on the trace
 FEEDBACK_NAME = "user_feedback"
 #: the source id when no identity is forwarded (local runs without ``--require-auth``)
 ANONYMOUS = "anonymous"
 MAX_FEEDBACK_BYTES = 64 * 1024
 MAX_COMMENT_CHARS = 5000
-#: seconds a feedback waits for its (background-written) trace to reach the store
-TRACE_WAIT = 15.0
+#: seconds a feedback waits for its (background-written) trace to reach the store: the
+#: writer's first trace includes its MLflow start-up, which takes tens of seconds on a
+#: loaded machine
+TRACE_WAIT = 60.0
 
 _ID = re.compile(r"^[A-Za-z0-9._:@/+=-]{1,128}$")
 _write_lock = threading.Lock()  # one read-then-update per process at a time
@@ -107,7 +112,10 @@ def _record(runtime: Runtime, fb: FeedbackRequest, user: str) -> dict[str, Any]:
     what = f"request_id {fb.request_id!r}" if fb.request_id else f"trace_id {fb.trace_id!r}"
     if owner and user != ANONYMOUS and owner != user:
         trace_id = None  # another user's answer: indistinguishable from an unknown one
-    info = _stored_trace(trace_id, wait=True) if trace_id else None
+    info = _stored_trace(trace_id, wait=False) if trace_id else None
+    if info is None and trace_id and _traced_here(runtime, trace_id):
+        _flush_writer(TRACE_WAIT)  # written in the background: wait for it to land
+        info = _stored_trace(trace_id, wait=True)
     if info is None:
         raise NotFoundError(f"no traced answer with {what} on this server (unknown id, or "
                             "the request was not traced)")
@@ -148,6 +156,27 @@ def _resolve(runtime: Runtime, fb: FeedbackRequest) -> tuple[str | None, str | N
     if info is None:
         return None, None
     return info.trace_id, (info.trace_metadata or {}).get("mlflow.trace.user")
+
+
+def _traced_here(runtime: Runtime, trace_id: str) -> bool:
+    return any(tid == trace_id for tid, _ in list(runtime.tracer.recent.values()))
+
+
+def _flush_writer(timeout: float) -> None:
+    """Wait until the traces handed to the writer (process or MLflow's thread) are stored."""
+    from mlflow_app_agent.server import trace_export
+
+    try:
+        writer = trace_export.current_queue()
+        if writer is not None:
+            writer.flush(timeout=timeout)
+        else:
+            import mlflow
+
+            mlflow.flush_trace_async_logging()
+    except Exception:  # polling the store below still finds the trace if it lands
+        logger.warning("flushing the trace writer before logging feedback failed",
+                       exc_info=True)
 
 
 def _search_by_request_id(runtime: Runtime, request_id: str) -> tuple[str | None, str | None]:
