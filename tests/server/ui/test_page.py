@@ -275,11 +275,9 @@ def test_screenshots(chat_server: ChatServer, new_page: Any, tmp_path: Path, nam
     first = page.wait_turns(1)
     page.send("weather in Amsterdam?")
     page.wait_turns(2)
-    page.click(".tool summary")
     first.locator(".thumb.up").click()
     status = first.locator(".fb-status")
     _wait(lambda: "Thanks" in status.inner_text(), what="feedback saved", status=status)
-    page.evaluate("window.scrollTo(0, document.body.scrollHeight)")
     out = tmp_path / f"{name}.png"
     page.screenshot(path=str(out))
     assert out.stat().st_size > 10_000
