@@ -284,3 +284,25 @@ def test_screenshots(chat_server: ChatServer, new_page: Any, tmp_path: Path, nam
     if os.environ.get("SAVE_SCREENSHOTS"):
         (DOCS / "img").mkdir(exist_ok=True)
         shutil.copy(out, DOCS / "img" / out.name)
+
+
+def test_feedback_on_unknown_or_another_users_answer_is_404(chat_server: ChatServer) -> None:
+    import httpx
+
+    url = chat_server.url
+    headers = {"X-Forwarded-Email": USER, "X-Request-Id": "owned-by-ada",
+               "X-MLflow-App-Agent-Trace": "always"}
+    answer = httpx.post(url + "/responses", json={"input": "hello"}, headers=headers,
+                        timeout=60)
+    trace_id = answer.headers["x-mlflow-trace-id"]
+    eve = {"X-Forwarded-Email": "eve@example.com"}
+    for body in ({"request_id": "owned-by-ada"}, {"trace_id": trace_id},
+                 {"request_id": "never-sent"}, {"trace_id": "tr-" + "0" * 32}):
+        resp = httpx.post(url + "/feedback", json={**body, "value": False}, headers=eve,
+                          timeout=90)
+        assert resp.status_code == 404, resp.text
+        assert "no traced answer" in resp.json()["error"]["message"]
+    mine = httpx.post(url + "/feedback", json={"request_id": "owned-by-ada", "value": True},
+                      headers={"X-Forwarded-Email": USER}, timeout=90)
+    assert mine.status_code == 200, mine.text
+    assert mine.json()["trace_id"] == trace_id and mine.json()["updated"] is False

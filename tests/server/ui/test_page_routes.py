@@ -117,3 +117,31 @@ def test_no_ui_setting_turns_the_page_off(monkeypatch: pytest.MonkeyPatch) -> No
         assert c.get("/ui/assets/x.js").status_code == 404
     monkeypatch.setenv("MLFLOW_APP_AGENT_UI", "false")
     assert ServerSettings.from_env().ui is False
+
+
+def test_openapi_describes_feedback(client: TestClient) -> None:
+    op = client.get("/openapi.json").json()["paths"]["/feedback"]["post"]
+    schema = op["requestBody"]["content"]["application/json"]["schema"]
+    assert schema["properties"]["value"] == {"type": "boolean"}
+    assert {"404", "415", "422"} <= set(op["responses"])
+
+
+@pytest.mark.parametrize("body,words", [
+    ({"value": True}, ["exactly one of request_id or trace_id"]),
+    ({"request_id": "a", "trace_id": "b", "value": True}, ["exactly one"]),
+    ({"request_id": "a", "value": "yes"}, ["value must be true"]),
+    ({"request_id": "a'; drop", "value": True}, ["request_id must be"]),
+    ({"request_id": "a", "value": True, "comment": 3}, ["comment must be a string"]),
+    ({"request_id": "a", "value": True, "score": 5}, ["unknown field(s) score"]),
+])
+def test_feedback_bodies_are_checked(client: TestClient, body: dict[str, Any],
+                                     words: list[str]) -> None:
+    assert_error(client.post("/feedback", json=body), 422, "invalid_request", *words)
+
+
+def test_feedback_needs_a_trace_and_with_require_auth_a_user() -> None:
+    body = {"request_id": "r1", "value": True}
+    with client_for() as c:  # tracing off
+        assert_error(c.post("/feedback", json=body), 404, "not_found", "tracing is off")
+    with client_for(require_auth=True) as c:
+        assert_error(c.post("/feedback", json=body), 401, "unauthenticated")
