@@ -24,7 +24,7 @@ from starlette.requests import Request
 from mlflow_app_agent.errors import MlflowAppAgentError, NotFoundError, RequestError
 from mlflow_app_agent.server.auth import context_from, request_id_from, require_identity
 from mlflow_app_agent.server.body import parse_json_object, read_body, require_json
-from mlflow_app_agent.server.errors import error_body, log_failure
+from mlflow_app_agent.server.redact import request_secrets
 from mlflow_app_agent.server.runtime import Runtime
 
 logger = logging.getLogger("mlflow_app_agent.server")
@@ -86,11 +86,14 @@ async def feedback(request: Request) -> Any:
     headers = request.headers
     request_id = request_id_from(headers)
     ctx = context_from(headers, request_id)
+    secrets = request_secrets(headers)
+    errors = runtime.errors
     try:
         if runtime.settings.require_auth:
             require_identity(ctx)
         require_json(headers.get("content-type"))
-        fb = parse_feedback(parse_json_object(await read_body(request, MAX_FEEDBACK_BYTES)))
+        raw = await read_body(request, MAX_FEEDBACK_BYTES, runtime.settings.body_read_timeout)
+        fb = parse_feedback(parse_json_object(raw))
         if not runtime.tracer.enabled:
             raise NotFoundError("this server does not trace requests (tracing is off), so "
                                 "there is no trace to attach feedback to")
@@ -98,8 +101,8 @@ async def feedback(request: Request) -> Any:
         user = ctx.user or ANONYMOUS
         result = await anyio.to_thread.run_sync(_record, runtime, fb, user)
     except Exception as exc:
-        log_failure(exc, request_id)
-        status, body = error_body(exc, request_id, (ctx.access_token,))
+        errors.log(exc, request_id, secrets)
+        status, body = errors.body(exc, request_id, secrets)
         return JSONBody(body, status, request_id)
     return _json(result, 200, request_id, result["trace_id"])
 
@@ -114,7 +117,7 @@ def _record(runtime: Runtime, fb: FeedbackRequest, user: str) -> dict[str, Any]:
         trace_id = None  # another user's answer: indistinguishable from an unknown one
     info = _stored_trace(trace_id, wait=False) if trace_id else None
     if info is None and trace_id and _traced_here(runtime, trace_id):
-        _flush_writer(TRACE_WAIT)  # written in the background: wait for it to land
+        _flush_writer(runtime, TRACE_WAIT)  # written in the background: wait for it to land
         info = _stored_trace(trace_id, wait=True)
     if info is None:
         raise NotFoundError(f"no traced answer with {what} on this server (unknown id, or "
@@ -162,12 +165,10 @@ def _traced_here(runtime: Runtime, trace_id: str) -> bool:
     return any(tid == trace_id for tid, _ in list(runtime.tracer.recent.values()))
 
 
-def _flush_writer(timeout: float) -> None:
+def _flush_writer(runtime: Runtime, timeout: float) -> None:
     """Wait until the traces handed to the writer (process or MLflow's thread) are stored."""
-    from mlflow_app_agent.server import trace_export
-
     try:
-        writer = trace_export.current_queue()
+        writer = runtime.tracer.writer()
         if writer is not None:
             writer.flush(timeout=timeout)
         else:
