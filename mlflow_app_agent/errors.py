@@ -120,6 +120,19 @@ class PayloadTooLargeError(RequestError):
     status_code = 413
 
 
+class UnsupportedMediaTypeError(RequestError):
+    """A POST route got a body that is not declared as JSON (a browser form or ``text/plain``
+    fetch from another site would otherwise reach the agent without a CORS preflight)."""
+
+    code = "unsupported_media_type"
+    status_code = 415
+
+
+class NotFoundError(MlflowAppAgentError):
+    code = "not_found"
+    status_code = 404
+
+
 class AuthenticationRequiredError(MlflowAppAgentError):
     code = "unauthenticated"
     status_code = 401
@@ -202,6 +215,7 @@ __all__ = [
     "MlflowAppAgentError",
     "ModelLoadError",
     "ModelLocationError",
+    "NotFoundError",
     "PayloadTooLargeError",
     "PermissionDeniedError",
     "ProvenanceError",
@@ -211,5 +225,6 @@ __all__ = [
     "TargetExistsError",
     "TemplateError",
     "UnknownArgumentError",
+    "UnsupportedMediaTypeError",
     "ValidationFailure",
 ]

@@ -108,6 +108,7 @@ def create_app(
         app.router.add_route(path, routes.health, methods=["GET"])
     app.router.add_route("/ready", routes.ready, methods=["GET"])
     app.router.add_route("/agent/info", routes.info, methods=["GET"])
+    _install_browser_routes(app, settings)
     _install_error_handlers(app)
     install_openapi(app)
     _apply_extensions(app, runtime)
@@ -134,6 +135,27 @@ def _apply_extensions(app: AgentApp, runtime: Runtime) -> None:
         install(runtime.served)
     else:
         runtime.on_loaded = activate
+
+
+def _install_browser_routes(app: FastAPI, settings: ServerSettings) -> None:
+    """``POST /feedback``, the chat page (unless ``ui=False``) and CORS (only for origins
+    set explicitly: by default another site cannot make a signed-in browser call us)."""
+    from mlflow_app_agent.server.ui import feedback
+
+    app.router.add_route("/feedback", feedback.feedback, methods=["POST"])
+    if settings.ui:
+        from mlflow_app_agent.server.ui import install_ui
+
+        install_ui(app)
+    origins = [o.strip() for o in settings.cors_origins.split(",") if o.strip()]
+    if origins:
+        from starlette.middleware.cors import CORSMiddleware
+
+        from mlflow_app_agent.server.tracing import HEADER_ALWAYS_TRACE, HEADER_TRACE_ID
+
+        app.add_middleware(CORSMiddleware, allow_origins=origins, allow_methods=["GET", "POST"],
+                           allow_headers=["content-type", "x-request-id", HEADER_ALWAYS_TRACE],
+                           expose_headers=["x-request-id", HEADER_TRACE_ID])
 
 
 def _quiet_request_warnings() -> None:
@@ -256,7 +278,8 @@ def _install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(Exception, unexpected)
 
 
-_ROUTES = "POST /invocations, POST /responses, GET /health, /ready, /agent/info, /openapi.json"
+_ROUTES = ("POST /invocations, POST /responses, POST /feedback, GET /health, /ready, "
+           "/agent/info, /openapi.json (and the chat page at / for browsers)")
 
 
 def _http_message(request: Request, exc: StarletteHTTPException) -> str:

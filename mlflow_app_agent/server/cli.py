@@ -102,6 +102,10 @@ def configure_logging(level: str) -> None:
 @click.option("--registry-retries", type=click.IntRange(min=0), default=None,
               help="Retries of a failed registry call while loading (default 3: an "
                    "unreachable server fails the load within ~27 s).")
+@click.option("--ui/--no-ui", default=None,
+              help="Serve the chat page at / and /chat to browsers (default on).")
+@click.option("--cors-origins", default=None, metavar="ORIGINS",
+              help="Comma-separated origins allowed cross-origin (default: none).")
 @click.option("--log-level", default="info", show_default=True,
               type=click.Choice(["critical", "error", "warning", "info", "debug"]),
               help="uvicorn's log level.")

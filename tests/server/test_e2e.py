@@ -218,7 +218,8 @@ def test_ready_only_after_load_and_port_open_first(serve: Any, tmp_path: Path) -
 def test_large_body_gets_413_over_the_wire(serve: Any, agents_path: Path) -> None:
     server = serve(f"{agents_path}:echo")
     body = b'{"input": "' + b"x" * (5 * 1024 * 1024) + b'"}'
-    resp = httpx.post(server.url + "/invocations", content=body, timeout=30)
+    resp = httpx.post(server.url + "/invocations", content=body, timeout=30,
+                      headers={"content-type": "application/json"})
     assert resp.status_code == 413
     assert resp.json()["error"]["code"] == "payload_too_large"
 
