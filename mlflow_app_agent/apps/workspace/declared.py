@@ -9,6 +9,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+from mlflow_app_agent.deploy_spec import DeploySpec
 from mlflow_app_agent.errors import ModelLoadError
 from mlflow_app_agent.model.app_dir import MANIFEST_FILE, MODEL_DIR
 from mlflow_app_agent.resources import Resource, parse_resource_spec, parse_resources
@@ -52,6 +53,17 @@ def resources_from_mlmodel(mlmodel: Mapping[str, Any]) -> list[Resource]:
 
 def declared_resources(model_uri_or_dir: str | os.PathLike[str]) -> list[Resource]:
     """Resources declared by a materialized app dir, a local model dir or a model URI."""
+    return declared(model_uri_or_dir)[0]
+
+
+def deploy_spec_from_mlmodel(mlmodel: Mapping[str, Any]) -> DeploySpec:
+    conf = (mlmodel.get("flavors") or {}).get(FLAVOR) or {}
+    return DeploySpec.from_dict(conf.get("deploy"))
+
+
+def declared(model_uri_or_dir: str | os.PathLike[str]) -> tuple[list[Resource], DeploySpec]:
+    """Resources and the deploy spec (scopes, compute) of an app dir, model dir or model URI:
+    MANIFEST.json first (what materialize wrote, overrides included), else the MLmodel."""
     import yaml
 
     location = str(model_uri_or_dir)
@@ -61,12 +73,14 @@ def declared_resources(model_uri_or_dir: str | os.PathLike[str]) -> list[Resourc
         if manifest.is_file():
             data = json.loads(manifest.read_text())
             if isinstance(data.get("resources"), list):
-                return parse_resources(data["resources"])
+                return (parse_resources(data["resources"]),
+                        DeploySpec.from_dict(data.get("deploy")))
         found = mlmodel_path(path)
         if found is None:
             raise ModelLoadError(
                 f"{path} holds neither MLmodel nor model/MLmodel: not a model or app directory")
-        return resources_from_mlmodel(yaml.safe_load(found.read_text()) or {})
+        doc = yaml.safe_load(found.read_text()) or {}
+        return resources_from_mlmodel(doc), deploy_spec_from_mlmodel(doc)
     if not location.startswith(("models:/", "runs:/")) and "://" not in location:
         raise ModelLoadError(
             f"{location!r} is neither an existing directory nor a model URI "
@@ -78,7 +92,8 @@ def declared_resources(model_uri_or_dir: str | os.PathLike[str]) -> list[Resourc
         model = Model.load(location)  # fetches only the MLmodel file
     except (MlflowException, OSError) as exc:
         raise ModelLoadError(f"cannot read the MLmodel of {location!r}: {exc}") from None
-    return resources_from_mlmodel(model.to_dict())
+    doc = model.to_dict()
+    return resources_from_mlmodel(doc), deploy_spec_from_mlmodel(doc)
 
 
 def merge_resources(declared: Iterable[Resource], extra: Iterable[Any] | None) -> list[Resource]:
