@@ -100,6 +100,12 @@ class Resource(pydantic.BaseModel):
         return "/".join(str(getattr(self, f)) for f in self.IDENTITY)
 
     @property
+    def env_value(self) -> str:
+        """What the platform puts in a ``valueFrom`` env for this kind (its last id field:
+        endpoint name, space id, warehouse id, securable full name, ...)."""
+        return str(getattr(self, self.IDENTITY[-1]))
+
+    @property
     def grants_app(self) -> bool:
         """Granted to the app's service principal (an ``AppResource``)?"""
         return self.auth in ("app", "both")

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+import uuid
 from typing import Any
 
 import anyio
@@ -31,6 +32,9 @@ class Runtime:
         self.served: ServedAgent | None = None
         self.load_error: str | None = None
         self.started_at = time.time()
+        # who answers: with several app instances (or --workers) behind one URL, each
+        # process has its own counters, trace cap and caches; this id tells them apart
+        self.instance_id = uuid.uuid4().hex[:12]
         self.tracer = Tracer(
             enabled=settings.tracing,
             sample_ratio=settings.trace_sample_ratio,

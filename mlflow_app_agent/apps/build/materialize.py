@@ -20,13 +20,14 @@ import os
 import shutil
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mlflow_app_agent._version import __version__
 from mlflow_app_agent.apps.build import app_yaml, requirements, wheel
 from mlflow_app_agent.apps.build.manifest import MANIFEST_FILE, list_files, write_manifest
+from mlflow_app_agent.deploy_spec import DeploySpec
 from mlflow_app_agent.errors import MaterializeError, TargetExistsError
 
 if TYPE_CHECKING:
@@ -129,8 +130,10 @@ def _read_mlmodel(model_dir: Path) -> dict[str, Any]:
     return doc if isinstance(doc, dict) else {}
 
 
-def _agent_facts(model_dir: Path) -> tuple[str, dict[str, Any], list[Any], list[str] | None]:
-    """(flavor, git summary, resources, server entrypoint) from the MLmodel."""
+def _agent_facts(
+    model_dir: Path,
+) -> tuple[str, dict[str, Any], list[Any], list[str] | None, DeploySpec]:
+    """(flavor, git summary, resources, server entrypoint, deploy spec) from the MLmodel."""
     from mlflow_app_agent.flavor import FLAVOR_NAME
     from mlflow_app_agent.resources import parse_resources
 
@@ -138,9 +141,10 @@ def _agent_facts(model_dir: Path) -> tuple[str, dict[str, Any], list[Any], list[
     conf = flavors.get(FLAVOR_NAME)
     if isinstance(conf, dict):
         resources = parse_resources(conf.get("resources") or [])
-        return FLAVOR_NAME, dict(conf.get("git") or {}), resources, conf.get("server_entrypoint")
+        return (FLAVOR_NAME, dict(conf.get("git") or {}), resources,
+                conf.get("server_entrypoint"), DeploySpec.from_dict(conf.get("deploy")))
     if "python_function" in flavors:
-        return "python_function", {}, [], None
+        return "python_function", {}, [], None, DeploySpec()
     raise MaterializeError(
         f"the model has neither the {FLAVOR_NAME} nor the python_function flavor; it cannot be "
         "served as an agent"
@@ -244,9 +248,10 @@ def _git_of(uri: str, source: ModelSource, flavor: str, git: dict[str, Any]) -> 
     return git
 
 
-def _write_app_files(tmp: Path, source: ModelSource, uri: str) -> None:
+def _write_app_files(tmp: Path, source: ModelSource, uri: str, override: DeploySpec) -> None:
     """Everything next to ``model/``: wheel, requirements, app.yaml, README, MANIFEST."""
-    flavor, git, resources, entrypoint = _agent_facts(tmp / MODEL_DIR)
+    flavor, git, resources, entrypoint, declared = _agent_facts(tmp / MODEL_DIR)
+    deploy = declared.merged(override)
     built = wheel.build_wheel()
     (tmp / WHEELS_DIR).mkdir()
     shutil.copyfile(built, tmp / WHEELS_DIR / built.name)
@@ -266,6 +271,7 @@ def _write_app_files(tmp: Path, source: ModelSource, uri: str) -> None:
         "git": _git_of(uri, source, flavor, git),
         "toolkit_version": __version__,
         "resources": [r.to_dict() for r in resources],
+        **({"deploy": deploy.to_dict()} if deploy.to_dict() else {}),
     }
     (tmp / "README.md").write_text(_readme(meta, spec))
     for name in (f"{WHEELS_DIR}/{built.name}", REQUIREMENTS_FILE, app_yaml.APP_YAML,
@@ -283,8 +289,14 @@ def materialize(
     *,
     force: bool = False,
     progress: Progress | None = None,
+    user_api_scopes: Sequence[str] | None = None,
+    compute_size: str | None = None,
+    instances: Any = None,
 ) -> Path:
     """Write the Apps source directory for ``model_uri`` into ``out_dir`` and return it.
+
+    ``user_api_scopes`` (added), ``compute_size`` and ``instances`` (replacing the model's)
+    go into ``MANIFEST.json``, where ``deploy`` reads them.
 
     ``model_uri``: ``models:/name/version``, ``models:/name@alias``, ``models:/m-<id>``,
     ``runs:/<run>/<path>``, a local model directory, or a materialized app directory.
@@ -292,6 +304,8 @@ def materialize(
     (or :class:`TargetExistsError`, :class:`ModelLoadError`) naming what is wrong.
     """
     say = progress or (lambda _msg: None)
+    override = DeploySpec.build(user_api_scopes=user_api_scopes, compute_size=compute_size,
+                                instances=instances)
     uri = str(model_uri)
     out = Path(out_dir).absolute()
     _prepare_target(out, force)
@@ -311,7 +325,7 @@ def materialize(
     try:
         source = _fetch_model(uri, tmp, say)
         say("Bundling the mlflow-app-agent wheel and pinning requirements ...")
-        _write_app_files(tmp, source, uri)
+        _write_app_files(tmp, source, uri, override)
         _swap_into_place(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
