@@ -24,6 +24,7 @@ from mlflow_app_agent import agent_config as config
 from mlflow_app_agent import dependencies, provenance, signature
 from mlflow_app_agent._version import __version__
 from mlflow_app_agent.authoring import Agent, as_agent, dump
+from mlflow_app_agent.deploy_spec import DeploySpec, scopes_for
 from mlflow_app_agent.errors import AgentDefinitionError, ModelLoadError
 from mlflow_app_agent.model.files import (
     AGENT_DIR,
@@ -33,7 +34,6 @@ from mlflow_app_agent.model.files import (
     agent_from_model_dir,
     load_code_agent,
 )
-from mlflow_app_agent.deploy_spec import DeploySpec, scopes_for
 from mlflow_app_agent.resources import parse_resources
 
 if TYPE_CHECKING:

@@ -22,7 +22,7 @@ from __future__ import annotations
 import functools
 import re
 from collections.abc import Iterable, Mapping
-from typing import Annotated, Any, ClassVar, Literal, Union
+from typing import Annotated, Any, ClassVar, Literal
 
 import pydantic
 
@@ -313,8 +313,9 @@ class OtherAppResource(Resource):
 
 
 AnyResource = Annotated[
-    Union[ServingEndpointResource, SecretResource, SqlWarehouseResource, ExperimentResource,
-          GenieSpaceResource, UcSecurableResource, JobResource, DatabaseResource, OtherAppResource],
+    ServingEndpointResource | SecretResource | SqlWarehouseResource | ExperimentResource
+    | GenieSpaceResource | UcSecurableResource | JobResource | DatabaseResource
+    | OtherAppResource,
     pydantic.Field(discriminator="kind"),
 ]
 
