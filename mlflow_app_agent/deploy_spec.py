@@ -42,6 +42,14 @@ USER_API_SCOPES: dict[str, str] = {
 DEFAULT_SCOPES = ("iam.access-control:read", "iam.current-user:read")
 MIN_INSTANCES, MAX_INSTANCES = 1, 5
 _INSTANCES = re.compile(r"^\s*(\d+)\s*(?::\s*(\d+)\s*)?$")
+_APP_NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,28}[a-z0-9]$")
+
+
+def check_app_name(app_name: str | None) -> str:
+    """A name the Apps API takes: 2-30 lowercase letters, digits and '-'."""
+    if not _APP_NAME.match(app_name or ""):
+        raise ConfigError(f"app name {app_name!r}: use 2-30 lowercase letters, digits and '-'")
+    return str(app_name)
 
 
 def check_scopes(scopes: Iterable[str] | None, *, what: str = "user API scope") -> list[str]:
@@ -179,7 +187,7 @@ def scopes_for(resources: Iterable[Any], extra: Iterable[str] | None = None) -> 
 
 __all__ = [
     "DEFAULT_SCOPES", "MAX_INSTANCES", "MIN_INSTANCES", "USER_API_SCOPES", "DeploySpec",
-    "check_compute_size", "check_scopes", "compute_sizes", "parse_instances", "scopes_for",
+    "check_app_name", "check_compute_size", "check_scopes", "compute_sizes", "parse_instances", "scopes_for",
 ]
 
 

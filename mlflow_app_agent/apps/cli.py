@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import Any
 
 import click
 
@@ -28,7 +29,21 @@ def _clean_errors() -> Iterator[None]:
 @click.argument("model_uri")
 @click.argument("out_dir", type=click.Path(file_okay=False))
 @click.option("--force", is_flag=True, help="Replace OUT_DIR if it is not empty.")
-def materialize_command(model_uri: str, out_dir: str, force: bool) -> None:
+@click.option("--user-api-scope", "user_api_scopes", multiple=True, metavar="SCOPE",
+              help="Add a user-authorization scope (e.g. sql) to what the model declares; "
+                   "recorded in MANIFEST.json for deploy. Repeatable.")
+@click.option("--compute-size", default=None, metavar="SIZE",
+              help="App compute size to record (MEDIUM, LARGE, ...); replaces the model's.")
+@click.option("--instances", default=None, metavar="N|MIN:MAX",
+              help="Instances to record (each 1-5); replaces the model's.")
+@click.option("--bundle", is_flag=True,
+              help="Make OUT_DIR a Databricks Asset Bundle: the app in OUT_DIR/app and "
+                   "OUT_DIR/databricks.yml (needs --app).")
+@click.option("--app", "app_name", default=None,
+              help="With --bundle: the Databricks App name the bundle deploys to.")
+def materialize_command(model_uri: str, out_dir: str, force: bool,
+                        user_api_scopes: tuple[str, ...], compute_size: str | None,
+                        instances: str | None, bundle: bool, app_name: str | None) -> None:
     """Write the Databricks Apps source directory for MODEL_URI into OUT_DIR.
 
     MODEL_URI: models:/NAME/VERSION, models:/NAME@ALIAS, models:/m-ID, runs:/RUN/PATH or
@@ -36,10 +51,26 @@ def materialize_command(model_uri: str, out_dir: str, force: bool) -> None:
     """
     from mlflow_app_agent.apps.build.materialize import materialize
 
+    deploy: dict[str, Any] = {"user_api_scopes": list(user_api_scopes),
+                              "compute_size": compute_size,
+                              "instances": instances}
+    if app_name is not None and not bundle:
+        raise click.UsageError("--app goes with --bundle")
     started = time.perf_counter()
     with _clean_errors():
-        out = materialize(model_uri, out_dir, force=force, progress=_say)
+        if bundle:
+            from mlflow_app_agent.apps.build.bundle import APP_SUBDIR, materialize_bundle
+
+            if app_name is None:
+                raise click.UsageError("--bundle needs --app NAME (the Databricks App name)")
+            root = materialize_bundle(model_uri, out_dir, app_name=app_name, force=force,
+                                      progress=_say, **deploy)
+            out = root / APP_SUBDIR
+        else:
+            out = materialize(model_uri, out_dir, force=force, progress=_say, **deploy)
     _say(f"Done in {time.perf_counter() - started:.1f} s. Next: mlflow-app-agent run-local {out}")
+    if bundle:
+        _say(f"Bundle: {root}/databricks.yml (databricks bundle deploy -t prod, from {root})")
     click.echo(str(out))
 
 

@@ -27,11 +27,10 @@ from mlflow_app_agent.apps.workspace.upload import (
     content_hash,
     upload_dir,
 )
-from mlflow_app_agent.deploy_spec import DeploySpec, scopes_for
+from mlflow_app_agent.deploy_spec import DeploySpec, check_app_name, scopes_for
 from mlflow_app_agent.errors import ConfigError, DeployError, ModelLoadError
 from mlflow_app_agent.model.app_dir import APP_YAML, MANIFEST_FILE
 
-_APP_NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,28}[a-z0-9]$")
 _UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$", re.I)
 
 Progress = Callable[[str], None]
@@ -93,8 +92,7 @@ def check_arguments(app_name: str, grants: Iterable[Any] | None, *,
     (and before looking for credentials)."""
     from mlflow_app_agent.apps.workspace.declared import merge_resources
 
-    if not _APP_NAME.match(app_name or ""):
-        raise ConfigError(f"app name {app_name!r}: use 2-30 lowercase letters, digits and '-'")
+    check_app_name(app_name)
     return Checked(grants=[parse_grant(g) for g in grants or []],
                    resources=merge_resources([], resources),
                    spec=DeploySpec.build(user_api_scopes=user_api_scopes,
