@@ -15,6 +15,7 @@ URL with best-effort session affinity, set as ``compute_min_instances`` and
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -191,7 +192,7 @@ __all__ = [
 ]
 
 
-def read_spec(directory: str | None) -> DeploySpec:
+def read_spec(directory: str | os.PathLike[str] | None) -> DeploySpec:
     """The deploy spec a materialized app dir (``MANIFEST.json``) or a model dir (``MLmodel``)
     holds; empty when there is none or it cannot be read (``/agent/info`` must not fail)."""
     import json
@@ -199,8 +200,8 @@ def read_spec(directory: str | None) -> DeploySpec:
 
     import yaml
 
+    from mlflow_app_agent.flavor import FLAVOR_NAME
     from mlflow_app_agent.model.app_dir import MANIFEST_FILE, MODEL_DIR
-    from mlflow_app_agent.model.files import FLAVOR_NAME
 
     if not directory:
         return DeploySpec()

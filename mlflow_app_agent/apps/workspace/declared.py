@@ -6,15 +6,14 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Iterable, Mapping
-from pathlib import Path
 from typing import Any
 
 from mlflow_app_agent.deploy_spec import DeploySpec
-from mlflow_app_agent.errors import ModelLoadError
-from mlflow_app_agent.model.app_dir import MANIFEST_FILE, MODEL_DIR
+from mlflow_app_agent.flavor import FLAVOR_NAME
+from mlflow_app_agent.model.app_dir import MANIFEST_FILE
+from mlflow_app_agent.model.files import read_mlmodel
+from mlflow_app_agent.model.location import Location
 from mlflow_app_agent.resources import Resource, parse_resource_spec, parse_resources
-
-FLAVOR = "mlflow_app_agent"  # == flavor.FLAVOR_NAME, without importing mlflow for it
 
 # MLflow's own MLmodel ``resources`` block (pyfunc models) -> our kinds
 _MLFLOW_KINDS: dict[str, tuple[str, str, dict[str, str]]] = {
@@ -27,17 +26,9 @@ _MLFLOW_KINDS: dict[str, tuple[str, str, dict[str, str]]] = {
 }
 
 
-def mlmodel_path(directory: Path) -> Path | None:
-    """``MLmodel`` of a model dir, or ``model/MLmodel`` of a materialized app dir."""
-    for candidate in (directory / MODEL_DIR / "MLmodel", directory / "MLmodel"):
-        if candidate.is_file():
-            return candidate
-    return None
-
-
 def resources_from_mlmodel(mlmodel: Mapping[str, Any]) -> list[Resource]:
     """Our flavor's declarations; for a plain pyfunc model, MLflow's ``resources`` block."""
-    conf = (mlmodel.get("flavors") or {}).get(FLAVOR)
+    conf = (mlmodel.get("flavors") or {}).get(FLAVOR_NAME)
     if conf is not None:
         return parse_resources(conf.get("resources") or [])
     block = (mlmodel.get("resources") or {}).get("databricks") or {}
@@ -51,48 +42,30 @@ def resources_from_mlmodel(mlmodel: Mapping[str, Any]) -> list[Resource]:
     return parse_resources(items)
 
 
-def declared_resources(model_uri_or_dir: str | os.PathLike[str]) -> list[Resource]:
-    """Resources declared by a materialized app dir, a local model dir or a model URI."""
+def declared_resources(model_uri_or_dir: str | os.PathLike[str] | Location) -> list[Resource]:
+    """Resources declared by a materialized app dir, a local model dir or a model URI (of
+    which only the ``MLmodel`` file is fetched)."""
     return declared(model_uri_or_dir)[0]
 
 
 def deploy_spec_from_mlmodel(mlmodel: Mapping[str, Any]) -> DeploySpec:
-    conf = (mlmodel.get("flavors") or {}).get(FLAVOR) or {}
+    conf = (mlmodel.get("flavors") or {}).get(FLAVOR_NAME) or {}
     return DeploySpec.from_dict(conf.get("deploy"))
 
 
-def declared(model_uri_or_dir: str | os.PathLike[str]) -> tuple[list[Resource], DeploySpec]:
+def declared(
+    model_uri_or_dir: str | os.PathLike[str] | Location,
+) -> tuple[list[Resource], DeploySpec]:
     """Resources and the deploy spec (scopes, compute) of an app dir, model dir or model URI:
     MANIFEST.json first (what materialize wrote, overrides included), else the MLmodel."""
-    import yaml
-
-    location = str(model_uri_or_dir)
-    path = Path(location)
-    if path.is_dir():
-        manifest = path / MANIFEST_FILE
-        if manifest.is_file():
-            data = json.loads(manifest.read_text())
-            if isinstance(data.get("resources"), list):
-                return (parse_resources(data["resources"]),
-                        DeploySpec.from_dict(data.get("deploy")))
-        found = mlmodel_path(path)
-        if found is None:
-            raise ModelLoadError(
-                f"{path} holds neither MLmodel nor model/MLmodel: not a model or app directory")
-        doc = yaml.safe_load(found.read_text()) or {}
-        return resources_from_mlmodel(doc), deploy_spec_from_mlmodel(doc)
-    if not location.startswith(("models:/", "runs:/")) and "://" not in location:
-        raise ModelLoadError(
-            f"{location!r} is neither an existing directory nor a model URI "
-            "(models:/name/version, models:/name@alias, models:/m-<id>, runs:/...)")
-    from mlflow.exceptions import MlflowException
-    from mlflow.models import Model
-
-    try:
-        model = Model.load(location)  # fetches only the MLmodel file
-    except (MlflowException, OSError) as exc:
-        raise ModelLoadError(f"cannot read the MLmodel of {location!r}: {exc}") from None
-    doc = model.to_dict()
+    location = Location.parse(model_uri_or_dir)
+    if location.kind == "app_dir":
+        assert location.path is not None
+        data = json.loads((location.path / MANIFEST_FILE).read_text())
+        if isinstance(data.get("resources"), list):
+            return (parse_resources(data["resources"]),
+                    DeploySpec.from_dict(data.get("deploy")))
+    doc = read_mlmodel(location).doc
     return resources_from_mlmodel(doc), deploy_spec_from_mlmodel(doc)
 
 
