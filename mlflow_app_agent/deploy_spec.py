@@ -15,7 +15,6 @@ URL with best-effort session affinity, set as ``compute_min_instances`` and
 
 from __future__ import annotations
 
-import os
 import re
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -191,32 +190,3 @@ __all__ = [
     "check_app_name", "check_compute_size", "check_scopes", "compute_sizes", "parse_instances", "scopes_for",
 ]
 
-
-def read_spec(directory: str | os.PathLike[str] | None) -> DeploySpec:
-    """The deploy spec a materialized app dir (``MANIFEST.json``) or a model dir (``MLmodel``)
-    holds; empty when there is none or it cannot be read (``/agent/info`` must not fail)."""
-    import json
-    from pathlib import Path
-
-    import yaml
-
-    from mlflow_app_agent.flavor import FLAVOR_NAME
-    from mlflow_app_agent.model.app_dir import MANIFEST_FILE, MODEL_DIR
-
-    if not directory:
-        return DeploySpec()
-    root = Path(directory)
-    if root.name == MODEL_DIR and (root.parent / MANIFEST_FILE).is_file():
-        root = root.parent  # the model inside an app dir: the manifest has the overrides
-    try:
-        if (root / MANIFEST_FILE).is_file():
-            return DeploySpec.from_dict(json.loads((root / MANIFEST_FILE).read_text())
-                                        .get("deploy"))
-        for mlmodel in (root / "MLmodel", root / MODEL_DIR / "MLmodel"):
-            if mlmodel.is_file():
-                doc = yaml.safe_load(mlmodel.read_text()) or {}
-                conf = (doc.get("flavors") or {}).get(FLAVOR_NAME) or {}
-                return DeploySpec.from_dict(conf.get("deploy"))
-    except (OSError, ValueError, yaml.YAMLError, ConfigError, AttributeError):
-        pass
-    return DeploySpec()

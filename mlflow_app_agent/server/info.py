@@ -9,7 +9,7 @@ import socket
 from typing import Any
 
 from mlflow_app_agent._version import __version__
-from mlflow_app_agent.deploy_spec import read_spec
+from mlflow_app_agent.model.files import read_deploy_spec
 from mlflow_app_agent.server.runtime import Runtime
 
 _GIT_KEYS = ("commit", "branch", "dirty", "remote_url")
@@ -62,7 +62,7 @@ def agent_info(runtime: Runtime) -> dict[str, Any]:
         },
         "tracing": runtime.tracer.stats(),
         # what deploy sets on the app (declared with the model or at materialize time)
-        "deploy": {"user_api_scopes": [], **read_spec(served.local_path).to_dict()},
+        "deploy": {"user_api_scopes": [], **read_deploy_spec(served.local_path).to_dict()},
         "instance": {
             "id": runtime.instance_id,
             "hostname": socket.gethostname(),
