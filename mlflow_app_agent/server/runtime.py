@@ -8,6 +8,7 @@ import logging
 import re
 import time
 import traceback
+import uuid
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -40,6 +41,9 @@ class Runtime:
         self.served: LoadedAgent | None = None
         self.load_error: str | None = None
         self.started_at = time.time()
+        # who answers: with several app instances (or --workers) behind one URL, each
+        # process has its own counters, trace cap and caches; this id tells them apart
+        self.instance_id = uuid.uuid4().hex[:12]
         self.tracer = Tracer(
             enabled=settings.tracing,
             sample_ratio=settings.trace_sample_ratio,

@@ -39,20 +39,22 @@ class AppSpec:
 
 def resource_env(resources: Sequence[Resource]) -> list[dict[str, str]]:
     """``valueFrom`` entries for resources that name an env var; the first experiment also
-    feeds ``MLFLOW_EXPERIMENT_ID`` so traces land in it."""
-    entries: dict[str, str] = {}
+    feeds ``MLFLOW_EXPERIMENT_ID`` so traces land in it. A resource used only as the user
+    (``auth: user``) is no app resource, so its env holds the identifier itself."""
+    entries: dict[str, tuple[str, str]] = {}  # env -> ("valueFrom" | "value", text)
     for res in resources:
         if res.env:
             if res.env in entries:
                 raise MaterializeError(
-                    f"env {res.env!r} is set by two resources ({entries[res.env]!r} and "
+                    f"env {res.env!r} is set by two resources ({entries[res.env][1]!r} and "
                     f"{res.name!r}); give each resource its own env name"
                 )
-            entries[res.env] = res.name
+            entries[res.env] = ("valueFrom", res.name) if res.grants_app \
+                else ("value", res.env_value)
     experiment = next((r for r in resources if r.kind == "experiment"), None)
     if experiment is not None and "MLFLOW_EXPERIMENT_ID" not in entries:
-        entries["MLFLOW_EXPERIMENT_ID"] = experiment.name
-    return [{"name": name, "valueFrom": src} for name, src in entries.items()]
+        entries["MLFLOW_EXPERIMENT_ID"] = ("valueFrom", experiment.name)
+    return [{"name": name, key: text} for name, (key, text) in entries.items()]
 
 
 def build_app_spec(
@@ -72,8 +74,9 @@ def build_app_spec(
         env.append({"name": "MLFLOW_ACTIVE_MODEL_ID", "value": model_id})
     for entry in resource_env(resources):
         if any(e["name"] == entry["name"] for e in env):
+            source = entry.get("valueFrom") or entry.get("value")
             raise MaterializeError(
-                f"resource {entry['valueFrom']!r} sets env {entry['name']!r}, which the app "
+                f"resource {source!r} sets env {entry['name']!r}, which the app "
                 "already sets; choose another env name"
             )
         env.append(entry)
