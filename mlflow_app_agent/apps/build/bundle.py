@@ -87,7 +87,8 @@ def materialize_bundle(model_uri: str | os.PathLike[str], out_dir: str | os.Path
                        progress: Any = None, **deploy: Any) -> Path:
     """``out_dir/app`` (the materialized app) and ``out_dir/databricks.yml``, built in a
     temporary directory next to ``out_dir`` and renamed into place (nothing half-written).
-    ``deploy``: ``user_api_scopes``, ``compute_size``, ``instances`` as for materialize."""
+    ``deploy``: ``user_api_scopes``, ``compute_size``, ``instances`` (and ``app_factory``)
+    as for materialize."""
     import shutil
     import tempfile
 
@@ -98,7 +99,8 @@ def materialize_bundle(model_uri: str | os.PathLike[str], out_dir: str | os.Path
     )
 
     check_app_name(app_name)
-    DeploySpec.build(**deploy)  # bad input fails before the model is fetched
+    # bad input fails before the model is fetched (app_factory is the app's, not deploy's)
+    DeploySpec.build(**{k: v for k, v in deploy.items() if k != "app_factory"})
     out = Path(out_dir).absolute()
     _prepare_target(out, force)
     out.parent.mkdir(parents=True, exist_ok=True)
