@@ -44,10 +44,19 @@ def location_problem(location: str) -> str | None:
     line instead of a server that answers 503. URIs are only classified here (no MLflow
     import); the loader resolves them in the background."""
     try:
-        Location.parse(location)
+        parsed = Location.parse(location)
     except ModelLocationError as exc:
         return exc.message
+    scheme = location.split(":", 1)[0].lower()
+    if parsed.kind == "uri" and scheme not in _STORAGE_SCHEMES:
+        return (f"{location!r}: unknown scheme {scheme + ':'!r} (a model URI such as "
+                "models:/name/1, a model or app directory, or agent.py[:name])")
     return None
+
+
+# artifact stores MLflow can download a model from (other schemes are typos: model:/x/1)
+_STORAGE_SCHEMES = ("file", "dbfs", "s3", "s3a", "gs", "wasbs", "abfss", "hdfs", "http",
+                    "https", "mlflow-artifacts", "uc", "models", "runs")
 
 
 def configure_logging(level: str) -> None:
