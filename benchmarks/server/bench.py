@@ -18,6 +18,9 @@ Scenarios:
   (c) one stream of 1,000 text deltas: events/s (median of several streams)
   (d) cold start: process start to first 200 on /ready (AgentServer: /health, it has no
       /ready), and to the first answered /invocations
+  (e) only with --scenarios e: the (b) echo with no server extensions (``ours``), with one
+      no-op extra route + start-up hook, with one pass-through middleware, the package as
+      of ``--before-ext-rev`` (before extensions existed), and bare Starlette
 """
 
 from __future__ import annotations
@@ -53,7 +56,17 @@ def free_port() -> int:
 
 # --- servers -----------------------------------------------------------------------------------
 
+#: scenario (e): our servers with one no-op extension (``ext_agents.py``)
+EXT_AGENTS = {"ours-ext-route": "echo_route", "ours-ext-middleware": "echo_middleware"}
+#: scenario (e): a copy of ``mlflow_app_agent`` at ``--before-ext-rev`` (set in main_async)
+BEFORE_EXT: dict[str, Path] = {}
+
+
 def server_cmd(server: str, kind: str, port: int) -> list[str]:
+    if server in EXT_AGENTS:
+        return [PY, "-m", "mlflow_app_agent.serve",
+                f"{HERE / 'ext_agents.py'}:{EXT_AGENTS[server]}",
+                "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"]
     if server.startswith("ours"):
         return [PY, "-m", "mlflow_app_agent.serve", f"{HERE / 'agents.py'}:{kind}",
                 "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"]
@@ -81,6 +94,11 @@ def server_env(server: str, tracking_uri: str, experiment_id: str) -> dict[str, 
         env["MLFLOW_APP_AGENT_TRACING"] = "false"
     if server == "ours-thread-export":  # the previous default: MLflow's export thread
         env["MLFLOW_APP_AGENT_TRACE_EXPORT"] = "thread"
+    if server in EXT_AGENTS:  # ext_agents.py imports agents.py
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (str(HERE), env.get("PYTHONPATH")) if p)
+    if server == "ours-before-ext":  # the package as it was before extensions landed
+        env["PYTHONPATH"] = os.pathsep.join(
+            p for p in (str(BEFORE_EXT["root"]), env.get("PYTHONPATH")) if p)
     return env
 
 
@@ -375,6 +393,21 @@ def ratio(a: float | None, b: float | None) -> float | None:
 
 ALL_SERVERS = ["ours", "ours-thread-export", "ours-trace-all", "ours-no-trace", "agentserver",
                "starlette"]
+EXT_SERVERS = ["ours", "ours-ext-route", "ours-ext-middleware", "ours-before-ext", "starlette"]
+
+
+def export_package(rev: str, into: Path) -> str:
+    """``mlflow_app_agent`` as of git ``rev``, unpacked under ``into`` (put first on
+    PYTHONPATH it shadows the installed package; the dependencies stay the same)."""
+    into.mkdir()
+    repo = HERE.parents[1]
+    archive = subprocess.run(["git", "-C", str(repo), "archive", rev, "mlflow_app_agent"],
+                             check=True, capture_output=True).stdout
+    subprocess.run(["tar", "-x", "-C", str(into)], input=archive, check=True)
+    commit = subprocess.run(["git", "-C", str(repo), "rev-parse", "--short", rev], check=True,
+                            capture_output=True, text=True).stdout.strip()
+    BEFORE_EXT["root"] = into
+    return commit
 AGENT_SERVERS = ["agentserver", "agentserver-default-exp"]
 
 
@@ -387,7 +420,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     made = subprocess.run(
         [PY, "-c", "import json, sys, mlflow; c = mlflow.MlflowClient(sys.argv[1]); "
          "print(json.dumps({n: c.create_experiment('bench-' + n) for n in sys.argv[2:]}))",
-         uri, *ALL_SERVERS], check=True, capture_output=True, text=True)
+         uri, *ALL_SERVERS, *EXT_SERVERS[1:-1]], check=True, capture_output=True, text=True)
     experiments = json.loads(made.stdout.strip().splitlines()[-1])
     experiments["agentserver-default-exp"] = "0"
     results: dict[str, Any] = {"tracking_store": "one sqlite file shared by all servers, "
@@ -410,6 +443,12 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
         step("(d) cold start")
         results["d"] = await run_cold(["ours", "agentserver"], uri, logs, experiments,
                                       args.cold_repeats)
+    if "e" in args.scenarios:
+        step(f"(e) async echo: no extensions vs one no-op extension vs {args.before_ext_rev}")
+        before = export_package(args.before_ext_rev, work / "before-ext")
+        results["e"] = await run_throughput(EXT_SERVERS, "echo", uri, logs, experiments, w,
+                                            args.ext_rounds, 32)
+        results["e_before_ext_commit"] = before
     results["logs"] = str(logs)
     return results
 
@@ -425,7 +464,12 @@ def machine() -> dict[str, Any]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--scenarios", default="abcd")
+    parser.add_argument("--scenarios", default="abcd",
+                        help="any of abcde; (e), extensions' cost, runs only when asked")
+    parser.add_argument("--ext-rounds", type=int, default=6,
+                        help="windows per server in (e): its servers differ by a few %%")
+    parser.add_argument("--before-ext-rev", default="bf3e467",
+                        help="(e): git revision of main before extensions were merged")
     parser.add_argument("--window", type=float, default=4.0,
                         help="seconds per measured window (throughput scenarios)")
     parser.add_argument("--rounds", type=int, default=3,
@@ -462,6 +506,10 @@ def summary(r: dict[str, Any]) -> dict[str, Any]:
                                         r["c"]["agentserver"]["events_per_s"])
     if "d" in r:
         out["d_vs_agentserver"] = ratio(r["d"]["ours"]["ready_s"], r["d"]["agentserver"]["ready_s"])
+    if "e" in r:
+        for name in EXT_SERVERS[1:]:
+            out[f"e_{name}_vs_ours"] = ratio(r["e"][name]["rps"], r["e"]["ours"]["rps"])
+        out["e_ours_vs_starlette"] = ratio(r["e"]["ours"]["rps"], r["e"]["starlette"]["rps"])
     return out
 
 

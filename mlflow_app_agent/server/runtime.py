@@ -16,7 +16,7 @@ from typing import Any
 import anyio
 import anyio.to_thread
 
-from mlflow_app_agent.errors import MlflowAppAgentError, ModelLoadError
+from mlflow_app_agent.errors import ExtensionError, MlflowAppAgentError, ModelLoadError
 from mlflow_app_agent.extensions import AgentExtensions
 from mlflow_app_agent.model.load import LoadedAgent
 from mlflow_app_agent.server.errors import ErrorPolicy
@@ -40,6 +40,8 @@ class Runtime:
         self.source = source
         self.served: LoadedAgent | None = None
         self.load_error: str | None = None
+        #: the load succeeded but a start-up hook of the agent failed (code extension_error)
+        self.startup_failed = False
         self.started_at = time.time()
         # who answers: with several app instances (or --workers) behind one URL, each
         # process has its own counters, trace cap and caches; this id tells them apart
@@ -108,6 +110,7 @@ class Runtime:
                     await self.on_loaded(served)
                 self._set_served(served)
             except Exception as exc:
+                self.startup_failed = isinstance(exc, ExtensionError)
                 self.load_error = self.errors.redactor(
                     str(exc) if isinstance(exc, MlflowAppAgentError)
                     else f"{type(exc).__name__}: {exc}")
@@ -168,7 +171,10 @@ class Runtime:
         await anyio.to_thread.run_sync(self.tracer.shutdown, self.settings.trace_flush_timeout)
 
 
-def not_ready_error(runtime: Runtime) -> ModelLoadError | NotReadyError:
+def not_ready_error(runtime: Runtime) -> MlflowAppAgentError:
+    if runtime.load_error and runtime.startup_failed:
+        return ExtensionError(f"the agent's start-up failed: {runtime.load_error}",
+                              status_code=503)
     if runtime.load_error:
         return ModelLoadError(f"the agent failed to load: {runtime.load_error}", status_code=503)
     return NotReadyError(f"the agent is still loading ({runtime.loading_status[0]})")

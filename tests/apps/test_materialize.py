@@ -265,3 +265,51 @@ def test_a_model_that_is_not_an_agent_is_refused(tmp_path: Path) -> None:
                                                "python_function flavor"):
         materialize(str(model), tmp_path / "app")
     assert not (tmp_path / "app").exists() and leftovers(tmp_path) == []
+
+
+def test_app_factory_goes_into_the_app_command_and_manifest(
+    tracking_uri: str, ext_agent_version: LoggedVersion, tmp_path: Path
+) -> None:
+    out = materialize(ext_agent_version.uri, tmp_path / "app",
+                      app_factory="ext_support:wrapping_factory")
+    spec = yaml.safe_load((out / "app.yaml").read_text())
+    assert spec["command"] == ["python", "-m", "mlflow_app_agent.serve", ".",
+                               "--app-factory", "ext_support:wrapping_factory"]
+    manifest = json.loads((out / MANIFEST_FILE).read_text())
+    assert manifest["app_factory"] == "ext_support:wrapping_factory"
+    assert (out / "model" / "code" / "ext_support.py").is_file()
+    assert verify(out) == []
+
+
+@pytest.mark.parametrize(("factory", "message"), [
+    ("not_shipped:build", "module 'not_shipped' is not part of the logged model (its "
+                          "code_paths ship: ext_support.py)"),
+    ("ext_support", "--app-factory must be MODULE:FUNCTION, got 'ext_support'"),
+    ("ext-support:build", "--app-factory must be MODULE:FUNCTION"),
+])
+def test_an_app_factory_the_model_does_not_ship_is_refused(
+    tracking_uri: str, ext_agent_version: LoggedVersion, tmp_path: Path, factory: str,
+    message: str,
+) -> None:
+    with pytest.raises(MaterializeError) as info:
+        materialize(ext_agent_version.uri, tmp_path / "app", app_factory=factory)
+    assert message in info.value.message
+    assert not (tmp_path / "app").exists() and leftovers(tmp_path) == []
+
+
+def test_materialize_cli_app_factory_error_is_one_line(
+    tracking_uri: str, echo_version: LoggedVersion, tmp_path: Path
+) -> None:
+    from click.testing import CliRunner
+
+    from mlflow_app_agent.cli import main
+
+    result = CliRunner().invoke(main, ["materialize", echo_version.uri, str(tmp_path / "out"),
+                                       "--bundle", "--app", "ext-app",
+                                       "--app-factory", "my_factory:build"])
+    assert result.exit_code != 0
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert lines[-1].startswith("Error: --app-factory my_factory:build: module "
+                                "'my_factory' is not part of the logged model"), result.output
+    assert "Traceback" not in result.output
+    assert not (tmp_path / "out").exists() and leftovers(tmp_path) == []

@@ -1,7 +1,8 @@
 """The whole path a new user takes: materialize a registered version, ``run-local`` it from
 a fresh venv (a real ``pip install -r requirements.txt`` from the package index), talk to
 it through the local Apps proxy (invoke, SSE stream, the official openai client) and see
-the forwarded user reach the agent; then the same for a plain-MLflow ResponsesAgent."""
+the forwarded user reach the agent; then the same for a plain-MLflow ResponsesAgent; then an
+agent with server extensions and an app factory, materialized and run the same way."""
 
 from __future__ import annotations
 
@@ -102,11 +103,11 @@ def stream_text(events: list[object]) -> str:
 
 def test_materialized_apps_run_from_a_fresh_venv(
     tracking_uri: str, echo_version: LoggedVersion, plain_version: LoggedVersion,
-    tmp_path: Path,
+    run_local_cache: Path, tmp_path: Path,
 ) -> None:
     import openai
 
-    cache = tmp_path / "fresh-cache"  # nothing cached: a real venv + pip install
+    cache = run_local_cache  # nothing cached yet (first in this file): a real venv + pip
     echo_dir = materialize(echo_version.uri, tmp_path / "echo-app")
     plain_dir = materialize(plain_version.uri, tmp_path / "plain-app")
     assert (echo_dir / "requirements.txt").read_bytes() == (
@@ -165,3 +166,65 @@ def test_materialized_apps_run_from_a_fresh_venv(
     finally:
         assert plain.stop() == 0
     assert verify(plain_dir) == []
+
+
+def test_extensions_travel_into_the_materialized_app(
+    tracking_uri: str, ext_agent_version: LoggedVersion, run_local_cache: Path,
+    tmp_path: Path,
+) -> None:
+    """The extension agent's routes, middleware, context hook, start-up and shutdown hooks,
+    and its ``--app-factory`` (materialize writes it into app.yaml), all working in the
+    materialized app that run-local starts from its own venv (reused from the test above
+    when run after it: same requirements)."""
+    from mlflow_app_agent.apps.build.app_yaml import read_app_spec
+    from mlflow_app_agent.apps.local.run_local import LocalApp, RunLocalOptions
+
+    app_dir = materialize(ext_agent_version.uri, tmp_path / "ext-app",
+                          app_factory="ext_support:wrapping_factory")
+    command = read_app_spec(app_dir).command
+    assert command[command.index("--app-factory") + 1] == "ext_support:wrapping_factory"
+    assert json.loads((app_dir / "MANIFEST.json").read_text())["app_factory"] == (
+        "ext_support:wrapping_factory")
+
+    marker = tmp_path / "marker"
+    marker.mkdir()
+    said: list[str] = []
+    options = RunLocalOptions(as_user="ada@example.com", port=0,
+                              extra_env={"EXT_MARKER_DIR": str(marker)},
+                              venv_root=run_local_cache / "venvs",
+                              ready_timeout=180)
+    app = LocalApp(app_dir, options, progress=said.append)
+    try:
+        url = app.start()
+        app_pid = app.process.pid if app.process else -1
+        # the extension route, with the resource its start-up hook opened and the user the
+        # local Apps proxy forwards; the factory's route beside it
+        ledger = httpx.get(f"{url}/ledger", timeout=30)
+        assert ledger.status_code == 200, ledger.text
+        assert ledger.json() == {"hits": 1, "user": "ada@example.com", "tenant": None}
+        assert httpx.get(f"{url}/from-factory", timeout=30).json() == {"from": "factory"}
+        # the middleware stamps agent responses; the context hook's tenant reaches the agent
+        answer = httpx.post(f"{url}/invocations", headers={"x-tenant": "acme"}, timeout=30,
+                            json={"input": [{"role": "user", "content": "hi"}]})
+        assert answer.status_code == 200, answer.text
+        assert answer.headers["x-stamp"] == "ext"
+        assert answer.json()["output"][0]["content"][0]["text"] == "hi (tenant acme)"
+        boom = httpx.get(f"{url}/boom", timeout=30)
+        assert boom.status_code == 500 and boom.json()["error"]["code"] == "agent_error"
+        info = httpx.get(f"{url}/agent/info", timeout=30).json()
+        assert info["registered_model"]["name"] == ext_agent_version.name
+        assert info["extensions"]["on_shutdown"] == ["close_ledger"]
+        assert [e["event"] for e in _events(marker)] == ["opened"]
+    finally:
+        code = app.stop()  # SIGTERM to the app, as Apps does
+    events = _events(marker)
+    assert [e["event"] for e in events] == ["opened", "closed"], "\n".join(said[-30:])
+    assert events[0]["pid"] == events[1]["pid"] == app_pid
+    assert code == 0
+    assert not any("shutdown hook" in line for line in said)  # in time, no warning
+    assert verify(app_dir) == []
+
+
+def _events(marker: Path) -> list[dict[str, object]]:
+    path = marker / "events.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []

@@ -192,9 +192,13 @@ def test_a_failing_startup_hook_keeps_the_process_up_with_ready_503(caplog: Any)
     with TestClient(create_app(agent)) as client:
         ready = wait_ready(client)
         assert ready.status_code == 503
-        message = ready.json()["error"]["message"]
-        assert "connect" in message and "refused the connection" in message
-        assert client.post("/invocations", json=REQUEST).status_code == 503
+        error = ready.json()["error"]
+        assert error["code"] == "extension_error"
+        assert error["message"].startswith("the agent's start-up failed: start-up hook '")
+        assert error["message"].endswith(".connect' failed: ConnectionError: database at "
+                                         "db:5432 refused the connection")
+        call = client.post("/invocations", json=REQUEST)
+        assert call.status_code == 503 and call.json()["error"]["code"] == "extension_error"
         assert client.get("/needs-db").status_code == 404  # nothing half-configured
         assert client.get("/health").status_code == 200
 

@@ -88,16 +88,15 @@ def test_app_factory_that_returns_no_app_is_one_error_line(
 @pytest.mark.parametrize(("mode", "message"), [
     ("raise", "start-up hook 'open_ledger' failed: RuntimeError: the ledger database is "
               "unreachable"),
-    ("hang", "did not finish within its timeout"),
+    ("hang", "start-up hook 'open_ledger' did not finish within its timeout of 1 s"),
 ])
 def test_failing_startup_hook_leaves_ready_503(serve: Any, ext_version: str, tracking_uri: str,
                                                 tmp_path: Path, mode: str, message: str) -> None:
-    if mode == "hang":
-        pytest.skip("the hook's 60 s default timeout is covered in-process "
-                    "(test_a_hanging_startup_hook_fails_after_its_timeout)")
+    # "hang": the hook sleeps 30 s, its timeout (set for this run) is 1 s
     server = serve(ext_version, env={"MLFLOW_TRACKING_URI": tracking_uri,
                                      "EXT_MARKER_DIR": str(tmp_path),
-                                     "EXT_FAIL_STARTUP": mode}, wait=False)
+                                     "EXT_FAIL_STARTUP": mode, "EXT_STARTUP_TIMEOUT": "1",
+                                     "EXT_HANG_SECONDS": "30"}, wait=False)
     deadline = time.monotonic() + 90
     body: dict[str, Any] = {}
     while time.monotonic() < deadline:
@@ -110,5 +109,12 @@ def test_failing_startup_hook_leaves_ready_503(serve: Any, ext_version: str, tra
             pass
         time.sleep(0.1)
     assert resp.status_code == 503 and message in body["error"]["message"], body
-    assert httpx.get(server.url + "/ledger").status_code == 404
+    assert body["error"]["code"] == "extension_error"
+    assert httpx.get(server.url + "/ledger").status_code == 404  # nothing half-configured
+    agent_call = httpx.post(server.url + "/invocations",
+                            json={"input": [{"role": "user", "content": "hi"}]})
+    assert agent_call.status_code == 503, agent_call.text
     assert httpx.get(server.url + "/health").status_code == 200
+    server.stop()  # SIGTERM (SIGKILL after 20 s): a hung hook's thread holds nothing up
+    assert server.proc.returncode == 0
+    assert _events(tmp_path) == []  # the resource was never opened, nor "closed"

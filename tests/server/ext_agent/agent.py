@@ -16,7 +16,7 @@ agent = Agent("ext-agent")
 agent.add_middleware(StampHeader, value="ext")
 
 
-@agent.on_startup
+@agent.on_startup(timeout=float(os.environ.get("EXT_STARTUP_TIMEOUT", "60")))
 def open_ledger(state):  # type: ignore[no-untyped-def]
     if os.environ.get("EXT_FAIL_STARTUP") == "raise":
         raise RuntimeError("the ledger database is unreachable")
