@@ -220,7 +220,7 @@ def test_extensions_travel_into_the_materialized_app(
     events = _events(marker)
     assert [e["event"] for e in events] == ["opened", "closed"], "\n".join(said[-30:])
     assert events[0]["pid"] == events[1]["pid"] == app_pid
-    assert code == 0
+    assert code in (0, -signal.SIGTERM)  # uvicorn re-raises SIGTERM; not killed after 15 s
     assert not any("shutdown hook" in line for line in said)  # in time, no warning
     assert verify(app_dir) == []
 

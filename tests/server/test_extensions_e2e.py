@@ -5,6 +5,7 @@ middleware stamps agent responses, SIGTERM runs its shutdown hook; --app-factory
 from __future__ import annotations
 
 import json
+import signal
 import time
 from pathlib import Path
 from typing import Any
@@ -116,5 +117,6 @@ def test_failing_startup_hook_leaves_ready_503(serve: Any, ext_version: str, tra
     assert agent_call.status_code == 503, agent_call.text
     assert httpx.get(server.url + "/health").status_code == 200
     server.stop()  # SIGTERM (SIGKILL after 20 s): a hung hook's thread holds nothing up
-    assert server.proc.returncode == 0
+    # uvicorn re-raises the captured SIGTERM after its graceful shutdown; -9 would be a kill
+    assert server.proc.returncode in (0, -signal.SIGTERM)
     assert _events(tmp_path) == []  # the resource was never opened, nor "closed"
