@@ -15,7 +15,7 @@ from click.testing import CliRunner
 from mlflow_app_agent.apps.workspace.deployment import deploy
 from mlflow_app_agent.cli import main
 
-from .conftest import ECHO_AGENT, model_requirements
+from .conftest import ECHO_AGENT, LoggedVersion, model_requirements
 from .workspace_server import Workspace, WorkspaceServer, client_for
 
 SCHEMA = Path(__file__).parent / "data" / "databricks-bundle-schema.apps.json"
@@ -121,3 +121,15 @@ def test_bad_bundle_input_writes_nothing(obo_model: Path, tmp_path: Path, args: 
                                        str(tmp_path / "out"), *args])
     assert result.exit_code != 0 and message in result.stderr, result.output
     assert list(tmp_path.iterdir()) == []
+
+
+def test_bundle_app_factory_reaches_the_apps_command(
+        tracking_uri: str, ext_agent_version: LoggedVersion, tmp_path: Path) -> None:
+    out = tmp_path / "bundle"
+    result = CliRunner().invoke(main, [
+        "materialize", ext_agent_version.uri, str(out), "--bundle", "--app", "ext-app",
+        "--app-factory", "ext_support:wrapping_factory"])
+    assert result.exit_code == 0, result.output
+    _validate(yaml.safe_load((out / "databricks.yml").read_text()))
+    command = yaml.safe_load((out / "app" / "app.yaml").read_text())["command"]
+    assert command[-2:] == ["--app-factory", "ext_support:wrapping_factory"]

@@ -106,6 +106,9 @@ def test_routes_middleware_hooks_and_context_together() -> None:
         assert info["routes"][0]["path"] == "/pool/{name}"
         assert info["middleware"] == ["Stamp"]
         assert info["on_startup"] and info["on_shutdown"] and info["request_context_hooks"]
+        # validate and the fuzzer read /openapi.json: it keeps describing the contract only
+        described = set(client.get("/openapi.json").json()["paths"])
+        assert "/pool/{name}" not in described and "/invocations" in described
     assert events == ["started", "stopped"]
 
 
