@@ -102,6 +102,12 @@ def server_env(server: str, tracking_uri: str, experiment_id: str) -> dict[str, 
     return env
 
 
+def server_cwd(server: str) -> Path | None:
+    """``python -m`` puts the working directory first on sys.path: the baseline runs from
+    its own copy's root, or a checkout's ``mlflow_app_agent`` would shadow it."""
+    return BEFORE_EXT["root"] if server == "ours-before-ext" else None
+
+
 def ready_path(server: str) -> str:
     return "/health" if server.startswith("agentserver") else "/ready"
 
@@ -116,7 +122,8 @@ class Server:
         with self.log.open("wb") as out:
             self.proc = subprocess.Popen(server_cmd(server, kind, self.port), stdout=out,
                                          stderr=subprocess.STDOUT,
-                                         env=server_env(server, tracking_uri, experiment_id))
+                                         env=server_env(server, tracking_uri, experiment_id),
+                                         cwd=server_cwd(server))
         self.path = ready_path(server)
 
     async def wait_ready(self, timeout: float = 60) -> float:
@@ -446,6 +453,12 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     if "e" in args.scenarios:
         step(f"(e) async echo: no extensions vs one no-op extension vs {args.before_ext_rev}")
         before = export_package(args.before_ext_rev, work / "before-ext")
+        probe = "import mlflow_app_agent; print(mlflow_app_agent.__file__)"
+        check = subprocess.run([PY, "-c", probe],
+                               env=server_env("ours-before-ext", uri, "0"),
+                               cwd=server_cwd("ours-before-ext"), capture_output=True,
+                               text=True, check=True).stdout.strip()
+        assert check.startswith(str(work / "before-ext")), check  # not the checkout's package
         results["e"] = await run_throughput(EXT_SERVERS, "echo", uri, logs, experiments, w,
                                             args.ext_rounds, 32)
         results["e_before_ext_commit"] = before
