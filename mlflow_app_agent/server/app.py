@@ -19,9 +19,11 @@ from starlette.responses import Response
 
 from mlflow_app_agent._version import __version__
 from mlflow_app_agent.errors import ConfigError, MlflowAppAgentError
-from mlflow_app_agent.server import routes
+from mlflow_app_agent.server import logs, routes
 from mlflow_app_agent.server.auth import request_id_from
 from mlflow_app_agent.server.errors import error_body, shutdown_error
+from mlflow_app_agent.server.metrics import RequestRecord
+from mlflow_app_agent.server.observe import RECORD_KEY, Observer, observing_send, record_of
 from mlflow_app_agent.server.openapi import install_openapi
 from mlflow_app_agent.server.runtime import Runtime
 from mlflow_app_agent.server.settings import ENV_MODEL, ServerSettings
@@ -61,9 +63,13 @@ def create_app(
         raise ConfigError("pass either settings= or individual setting overrides, not both")
     _quiet_request_warnings()
     runtime = Runtime(agent_or_model_uri, settings)
+    from mlflow_app_agent.server.observe import install_telemetry
+
+    telemetry = install_telemetry(runtime)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        logs.start_line(settings, agent_or_model_uri, telemetry.metrics is not None)
         runtime.start()
         try:
             yield
@@ -71,6 +77,7 @@ def create_app(
             if isinstance(app, AgentApp):
                 await app.finish_cut_requests()
             await runtime.shutdown()
+            await telemetry.shutdown(app.state.observer if isinstance(app, AgentApp) else None)
 
     app = AgentApp(
         title="mlflow-app-agent server",
@@ -80,6 +87,9 @@ def create_app(
         redoc_url=None,
     )
     app.state.runtime = runtime
+    app.state.telemetry = telemetry
+    app.state.observer = telemetry.observer
+    app.observer = telemetry.observer
     # Plain Starlette routes: no dependency injection on the hot path, and a streaming
     # handler may return any ASGI callable.
     for path, endpoint in (("/invocations", routes.invocations), ("/responses", routes.responses)):
@@ -88,6 +98,8 @@ def create_app(
         app.router.add_route(path, routes.health, methods=["GET"])
     app.router.add_route("/ready", routes.ready, methods=["GET"])
     app.router.add_route("/agent/info", routes.info, methods=["GET"])
+    if telemetry.metrics is not None:
+        app.router.add_route("/metrics", routes.metrics, methods=["GET"])
     _install_error_handlers(app)
     install_openapi(app)
     return app
@@ -115,36 +127,74 @@ class AgentApp(FastAPI):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.inflight: set[asyncio.Task[Any] | None] = set()  # agent calls on the fast path
+        #: metrics + access log; None when both are off
+        self.observer: Observer | None = None
+        self._route_paths: frozenset[str] | None = None
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        if (
-            scope["type"] == "http"
-            and scope["method"] == "POST"
-            and not self.user_middleware
-            and not self.root_path
-        ):
+        if scope["type"] != "http":
+            await super().__call__(scope, receive, send)
+            return
+        handler = None
+        if scope["method"] == "POST" and not self.user_middleware and not self.root_path:
             handler = self._FAST.get(scope["path"])
+        observer = self.observer
+        if observer is None:
             if handler is not None:
-                scope["app"] = self
-                task = asyncio.current_task()
-                self.inflight.add(task)
-                try:
-                    await self._agent_call(handler, scope, receive, send)
-                finally:
-                    self.inflight.discard(task)
-                return
-        await super().__call__(scope, receive, send)
+                await self._fast_call(handler, scope, receive, send, None)
+            else:
+                await super().__call__(scope, receive, send)
+            return
+        path = scope["path"]
+        rec = RequestRecord(path if path in self._routes() else "other", scope["method"], path)
+        scope[RECORD_KEY] = rec
+        observer.started(rec)
+        try:
+            if handler is not None:
+                await self._fast_call(handler, scope, receive, send, rec)
+            else:
+                await super().__call__(scope, receive, observing_send(send, rec))
+        finally:
+            observer.finished(rec)
 
-    async def _agent_call(self, handler: Any, scope: Any, receive: Any, send: Any) -> None:
+    def _routes(self) -> frozenset[str]:
+        """Paths of this app's routes: the only values the ``route`` label takes (with
+        ``other``), so a client cannot mint new series."""
+        paths = self._route_paths
+        if paths is None:
+            paths = self._route_paths = frozenset(
+                p for p in (getattr(r, "path", None) for r in self.router.routes)
+                if isinstance(p, str))
+        return paths
+
+    async def _fast_call(self, handler: Any, scope: Any, receive: Any, send: Any,
+                         rec: RequestRecord | None) -> None:
+        scope["app"] = self
+        task = asyncio.current_task()
+        self.inflight.add(task)
+        try:
+            await self._agent_call(handler, scope, receive, send, rec)
+        finally:
+            self.inflight.discard(task)
+
+    async def _agent_call(self, handler: Any, scope: Any, receive: Any, send: Any,
+                          rec: RequestRecord | None = None) -> None:
         try:
             response = await handler(Request(scope, receive, send))
         except asyncio.CancelledError:
             # uvicorn cancels what still runs when its graceful shutdown ends
+            if rec is not None:
+                rec.status, rec.code = 503, "shutdown"
             await _answer_cut_short(scope, receive, send)
             return
         except Exception as exc:  # a bug of ours: still the error contract
             status, body = error_body(exc, None)
-            response = routes.JSONBody(body, status)
+            response = routes.JSONBody(body, status, code="internal_error")
+        if rec is not None and type(response) is routes.JSONBody:
+            rec.status = response.status
+            rec.bytes_out = len(response.body)
+            if response.code:
+                rec.code = response.code
         await response(scope, receive, send)
 
     async def finish_cut_requests(self) -> None:
@@ -174,6 +224,9 @@ def _install_error_handlers(app: FastAPI) -> None:
         code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
         err = MlflowAppAgentError(_http_message(request, exc), code=code,
                                   status_code=exc.status_code)
+        rec = record_of(request.scope)
+        if rec is not None:
+            rec.code = code
         request_id = request_id_from(request.headers)
         status, body = error_body(err, request_id)
         headers = dict(exc.headers or {})
@@ -182,6 +235,9 @@ def _install_error_handlers(app: FastAPI) -> None:
                         headers=headers)
 
     async def unexpected(request: Request, exc: Exception) -> Response:
+        rec = record_of(request.scope)
+        if rec is not None:
+            rec.code = "internal_error"
         status, body = error_body(exc, request.headers.get("x-request-id"))
         return Response(body, status_code=status, media_type="application/json")
 
@@ -189,7 +245,8 @@ def _install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(Exception, unexpected)
 
 
-_ROUTES = "POST /invocations, POST /responses, GET /health, /ready, /agent/info, /openapi.json"
+_ROUTES = ("POST /invocations, POST /responses, GET /health, /ready, /agent/info, /metrics, "
+           "/openapi.json")
 
 
 def _http_message(request: Request, exc: StarletteHTTPException) -> str:

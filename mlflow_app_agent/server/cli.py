@@ -10,7 +10,13 @@ from typing import Any
 import click
 
 from mlflow_app_agent.errors import ConfigError
-from mlflow_app_agent.server.settings import ENV_MODEL, ENV_PREFIX, TRACE_EXPORT_MODES
+from mlflow_app_agent.server.settings import (
+    ENV_MODEL,
+    ENV_PREFIX,
+    LOG_FORMATS,
+    TRACE_DESTINATIONS,
+    TRACE_EXPORT_MODES,
+)
 
 ENV_APP_PORT = "DATABRICKS_APP_PORT"
 DEFAULT_PORT = 8000
@@ -68,6 +74,15 @@ def missing_local_path(location: str) -> str | None:
 @click.option("--trace-export", type=click.Choice(TRACE_EXPORT_MODES), default=None,
               help="Write traces from a child process or MLflow's export thread (default "
                    "auto: a process for sqlite/file stores).")
+@click.option("--trace-destination", type=click.Choice(TRACE_DESTINATIONS), default=None,
+              help="With OTEL_EXPORTER_OTLP_ENDPOINT set: traces to the MLflow experiment "
+                   "(default), the OTLP collector, or both.")
+@click.option("--metrics/--no-metrics", default=None,
+              help="GET /metrics and OTLP metric export (default on; env "
+                   "MLFLOW_APP_AGENT_METRICS).")
+@click.option("--log-format", type=click.Choice(LOG_FORMATS), default=None,
+              help="Access and lifecycle log lines: json, text, or auto (default: JSON "
+                   "unless stderr is a terminal).")
 @click.option("--timeout", "request_timeout", type=click.FloatRange(min=0), default=None,
               help="Seconds per request before 504; 0 = none (default 300).")
 @click.option("--max-body-bytes", type=click.IntRange(min=1), default=None,
@@ -90,7 +105,7 @@ def serve_command(model: str | None, host: str, port: int | None, workers: int,
         raise click.UsageError(f"give MODEL_URI_OR_DIR or set {ENV_MODEL}")
     chosen = {k: v for k, v in settings.items() if v is not None}
     try:
-        ServerSettings.from_env(**chosen)  # fail fast on bad values, before binding
+        log_format = ServerSettings.from_env(**chosen).log_format  # fail fast, before binding
     except ConfigError as exc:
         raise click.UsageError(exc.message) from None
     missing = missing_local_path(location)
@@ -103,10 +118,15 @@ def serve_command(model: str | None, host: str, port: int | None, workers: int,
         os.environ[ENV_PREFIX + key.upper()] = str(value).lower() if isinstance(
             value, bool) else str(value)
     bind_port = resolve_port(port)
+    from mlflow_app_agent.server.logs import uvicorn_log_config
+
     common: dict[str, Any] = {
         "host": host,
         "port": bind_port,
         "log_level": log_level,
+        # our access log (one line per request, JSON or text) replaces uvicorn's
+        "log_config": uvicorn_log_config(log_format, log_level),
+        "access_log": False,
         "timeout_graceful_shutdown": GRACEFUL_SHUTDOWN_SECONDS,
     }
     if workers == 1:

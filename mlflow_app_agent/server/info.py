@@ -22,7 +22,7 @@ def _version(*dists: str) -> str | None:
     return None
 
 
-def agent_info(runtime: Runtime) -> dict[str, Any]:
+def agent_info(runtime: Runtime, telemetry: dict[str, Any] | None = None) -> dict[str, Any]:
     served = runtime.served
     assert served is not None
     agent = served.agent
@@ -59,6 +59,7 @@ def agent_info(runtime: Runtime) -> dict[str, Any]:
             "max_concurrency": settings.max_concurrency,
         },
         "tracing": runtime.tracer.stats(),
+        "telemetry": telemetry,
     }
 
 

@@ -28,6 +28,7 @@ from mlflow_app_agent.server.errors import (
     to_app_error,
 )
 from mlflow_app_agent.server.info import agent_info
+from mlflow_app_agent.server.observe import record_of
 from mlflow_app_agent.server.openai_compat import ResponsesShaper, envelope
 from mlflow_app_agent.server.runtime import NotReadyError, Runtime, not_ready_error
 from mlflow_app_agent.server.streaming import AgentEventStream, EventShaper
@@ -39,12 +40,14 @@ class JSONBody:
     """A pre-encoded JSON response as a bare ASGI callable: the agent routes are the hot path
     and Starlette's Response adds header bookkeeping we do not need."""
 
-    __slots__ = ("body", "status", "request_id")
+    __slots__ = ("body", "status", "request_id", "code")
 
-    def __init__(self, body: bytes, status: int = 200, request_id: str | None = None) -> None:
+    def __init__(self, body: bytes, status: int = 200, request_id: str | None = None,
+                 code: str = "") -> None:
         self.body = body
         self.status = status
         self.request_id = request_id
+        self.code = code  # the error code of an error response (for metrics and the log)
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         headers = [
@@ -80,13 +83,22 @@ async def _handle(request: Request, *, openai: bool) -> Any:
     request_id = request_id_from(headers)
     ctx = context_from(headers, request_id)
     secrets = (ctx.access_token,)
+    rec = record_of(request.scope)
+    if rec is not None:
+        rec.request_id = request_id
+        rec.user = ctx.user
     try:
         if runtime.settings.require_auth:
             require_identity(ctx)
-        data = parse_json_object(await read_body(request, runtime.settings.max_body_bytes))
+        raw = await read_body(request, runtime.settings.max_body_bytes)
+        if rec is not None:
+            rec.bytes_in = len(raw)
+        data = parse_json_object(raw)
         if openai:
             data = normalize_openai_input(data)
         stream = wants_stream(data, headers.get("accept"))
+        if rec is not None:
+            rec.mode = "stream" if stream else "invoke"
         try:
             served = await runtime.agent()
         except NotReadyError:
@@ -97,8 +109,7 @@ async def _handle(request: Request, *, openai: bool) -> Any:
             # Well-formed JSON with the wrong shape: 422, naming the fields.
             raise RequestError(exc.message, code="invalid_request", status_code=422) from None
     except Exception as exc:
-        status, body = error_body(exc, request_id, secrets)
-        return JSONBody(body, status, request_id)
+        return _error(exc, request_id, secrets)
 
     agent = served.agent
     model = str(data.get("model") or agent.name)
@@ -114,6 +125,7 @@ async def _handle(request: Request, *, openai: bool) -> Any:
             ctx=ctx,
             timeout=timeout,
             headers={HEADER_REQUEST_ID: request_id},
+            record=rec,
         )
 
     token = set_request_context(ctx)
@@ -131,11 +143,12 @@ async def _handle(request: Request, *, openai: bool) -> Any:
                 log_failure(exc, request_id)
                 err = to_app_error(exc)
                 span.set_error(err.code, err.message)
-                status, body = error_body(err, request_id, secrets)
-                return JSONBody(body, status, request_id)
+                return _error(err, request_id, secrets)
             span.set_outputs(result)
     finally:
         reset_request_context(token)
+        if rec is not None and span.active:
+            rec.trace_id, rec.span_id = span.trace_id, span.span_id
     if openai:
         result = envelope(result, model=model)
     try:
@@ -143,8 +156,13 @@ async def _handle(request: Request, *, openai: bool) -> Any:
     except (TypeError, ValueError) as exc:
         err = AgentExecutionError(f"the agent returned a response that is not JSON: {exc}")
         log_failure(err, request_id)
-        status, body = error_body(err, request_id, secrets)
-        return JSONBody(body, status, request_id)
+        return _error(err, request_id, secrets)
+
+
+def _error(exc: BaseException, request_id: str, secrets: tuple[str | None, ...]) -> JSONBody:
+    err = to_app_error(exc)
+    status, body = error_body(err, request_id, secrets)
+    return JSONBody(body, status, request_id, err.code)
 
 
 def _check_result(result: Any) -> dict[str, Any]:
@@ -181,4 +199,12 @@ async def info(request: Request) -> Any:
         from mlflow_app_agent.server.source import working_tree_git
 
         served.git = await anyio.to_thread.run_sync(working_tree_git, served.source_file)
-    return _json(agent_info(runtime))
+    return _json(agent_info(runtime, request.app.state.telemetry.stats()))
+
+
+async def metrics(request: Request) -> Any:
+    """Prometheus text exposition of the app's metrics."""
+    from prometheus_client import CONTENT_TYPE_LATEST
+
+    body = request.app.state.telemetry.metrics.prometheus_text()
+    return Response(body, media_type=CONTENT_TYPE_LATEST)

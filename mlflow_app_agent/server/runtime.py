@@ -12,6 +12,7 @@ import anyio
 import anyio.to_thread
 
 from mlflow_app_agent.errors import MlflowAppAgentError, ModelLoadError
+from mlflow_app_agent.server.logs import lifecycle
 from mlflow_app_agent.server.settings import ServerSettings
 from mlflow_app_agent.server.source import ServedAgent, is_deferred, resolve
 from mlflow_app_agent.server.tracing import Tracer
@@ -30,6 +31,8 @@ class Runtime:
         self.source = source
         self.served: ServedAgent | None = None
         self.load_error: str | None = None
+        #: seconds the agent took to load (None until loaded)
+        self.load_seconds: float | None = None
         self.started_at = time.time()
         self.tracer = Tracer(
             enabled=settings.tracing,
@@ -41,7 +44,9 @@ class Runtime:
         self._loading: asyncio.Future[Any] | None = None
         self._warm: asyncio.Future[Any] | None = None
         if not is_deferred(source):
+            t0 = time.perf_counter()
             self._set_served(resolve(source))
+            self.load_seconds = time.perf_counter() - t0
 
     @property
     def limiter(self) -> anyio.CapacityLimiter:
@@ -67,9 +72,10 @@ class Runtime:
     async def _load_then_warm(self) -> None:
         if self.served is None:
             try:
+                t0 = time.perf_counter()
                 served = await anyio.to_thread.run_sync(resolve, self.source)
+                self.load_seconds = time.perf_counter() - t0
                 self._set_served(served)
-                logger.info("agent %r loaded from %s", served.agent.name, self.source)
             except Exception as exc:
                 self.load_error = str(exc) if isinstance(exc, MlflowAppAgentError) else (
                     f"{type(exc).__name__}: {exc}"
@@ -80,10 +86,20 @@ class Runtime:
                 logger.error("loading the agent from %s failed: %s", self.source,
                              self.load_error, exc_info=not expected)
                 return
+        loaded = self.served
+        assert loaded is not None
+        lifecycle("model_loaded",
+                  f"agent {loaded.agent.name!r} loaded in {self.load_seconds or 0:.2f} s",
+                  agent=loaded.agent.name, model_uri=loaded.model_uri,
+                  registered_model=loaded.registered_name,
+                  version=loaded.registered_version, model_id=loaded.model_id,
+                  load_seconds=round(self.load_seconds or 0.0, 3))
         # After the agent is ready (so /ready is not slowed down): import MLflow for request
         # validation and tracing in the background.
         self._warm = asyncio.ensure_future(anyio.to_thread.run_sync(self._import_heavy))
         await self._warm
+        lifecycle("ready", "ready: serving requests", tracing=self.tracer.enabled,
+                  trace_export=self.tracer.export)
 
     def _import_heavy(self) -> None:
         import mlflow.types.responses  # noqa: F401  (request validation)

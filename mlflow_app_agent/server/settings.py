@@ -18,6 +18,10 @@ ENV_PREFIX = "MLFLOW_APP_AGENT_"
 
 #: values of ``trace_export`` (see :mod:`mlflow_app_agent.server.trace_export`)
 TRACE_EXPORT_MODES = ("auto", "process", "thread")
+#: values of ``log_format``: ``auto`` is JSON unless stderr is a terminal
+LOG_FORMATS = ("auto", "json", "text")
+#: values of ``trace_destination`` (see :mod:`mlflow_app_agent.server.telemetry`)
+TRACE_DESTINATIONS = ("experiment", "otlp", "both")
 
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
@@ -51,6 +55,15 @@ class ServerSettings:
     #: hold the server's GIL), ``thread`` (MLflow's in-process export threads) or ``auto``
     #: (``process`` for local sqlite/file stores, ``thread`` for tracking servers).
     trace_export: str = "auto"
+    #: Request metrics: ``GET /metrics`` (Prometheus text) and, when
+    #: ``OTEL_EXPORTER_OTLP_ENDPOINT`` is set, OTLP export. ``false`` turns both off.
+    metrics: bool = True
+    #: Server log lines (access log, lifecycle): ``json`` (one object a line), ``text``, or
+    #: ``auto`` (JSON unless stderr is a terminal).
+    log_format: str = "auto"
+    #: Where MLflow traces go when ``OTEL_EXPORTER_OTLP_ENDPOINT`` is set: the MLflow
+    #: ``experiment`` (default), the ``otlp`` collector (Apps telemetry), or ``both``.
+    trace_destination: str = "experiment"
 
     def __post_init__(self) -> None:
         if self.max_concurrency < 1:
@@ -66,6 +79,12 @@ class ServerSettings:
         if self.trace_export not in TRACE_EXPORT_MODES:
             raise ConfigError(f"trace_export must be one of {', '.join(TRACE_EXPORT_MODES)} "
                               f"(got {self.trace_export!r})")
+        if self.log_format not in LOG_FORMATS:
+            raise ConfigError(f"log_format must be one of {', '.join(LOG_FORMATS)} "
+                              f"(got {self.log_format!r})")
+        if self.trace_destination not in TRACE_DESTINATIONS:
+            raise ConfigError(f"trace_destination must be one of "
+                              f"{', '.join(TRACE_DESTINATIONS)} (got {self.trace_destination!r})")
 
     @classmethod
     def from_env(

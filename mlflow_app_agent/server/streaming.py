@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -27,6 +28,7 @@ from mlflow_app_agent.server.errors import (
     request_timeout_error,
     shutdown_error,
 )
+from mlflow_app_agent.server.metrics import RequestRecord
 from mlflow_app_agent.server.tracing import RequestSpan
 
 logger = logging.getLogger("mlflow_app_agent.server")
@@ -72,7 +74,9 @@ class AgentEventStream:
         ctx: RequestContext,
         timeout: float,
         headers: dict[str, str],
+        record: RequestRecord | None = None,
     ) -> None:
+        self._rec = record
         self._events = events
         self._shaper = shaper
         self._span = span
@@ -88,6 +92,9 @@ class AgentEventStream:
         deadline = anyio.current_time() + self._timeout if self._timeout else None
         try:
             with self._span:
+                rec = self._rec
+                if rec is not None and self._span.active:
+                    rec.trace_id, rec.span_id = self._span.trace_id, self._span.span_id
                 await self._run(receive, send, deadline)
         except asyncio.CancelledError:
             # uvicorn cancels what still runs when its graceful shutdown ends (the generator
@@ -99,6 +106,8 @@ class AgentEventStream:
     async def _end_cut_short(self, send: Send) -> None:
         err = shutdown_error()
         logger.warning("request %s: %s", self._ctx.request_id, err.message)
+        if self._rec is not None:
+            self._rec.code = err.code
         with anyio.CancelScope(shield=True), anyio.move_on_after(_CLOSE_GRACE):
             try:
                 if not self._started:
@@ -117,6 +126,8 @@ class AgentEventStream:
         try:
             with anyio.fail_after(_remaining(deadline)) as waiting:
                 first = await self._events.__anext__()
+            if self._rec is not None:
+                self._rec.ttfe = time.perf_counter() - self._rec.start
         except StopAsyncIteration:
             first = None
         except Exception as exc:
@@ -124,6 +135,8 @@ class AgentEventStream:
             await self._send_error_response(send, self._timeout_or(exc, waiting))
             return
         self._started = True
+        if self._rec is not None:
+            self._rec.status = 200
         await send(
             {
                 "type": "http.response.start",
@@ -143,8 +156,8 @@ class AgentEventStream:
             pending.extend(self._frames(first))
         try:
             async with anyio.create_task_group() as tg:
-                pump = _Pump(send, pending)
-                tg.start_soon(self._watch_disconnect, receive, tg.cancel_scope)
+                pump = _Pump(send, pending, self._rec)
+                tg.start_soon(self._watch_disconnect, receive, tg.cancel_scope, pump)
                 tg.start_soon(pump.sender)
                 await self._produce(pump, deadline, first is None)
                 await pump.finished()
@@ -167,6 +180,8 @@ class AgentEventStream:
             log_failure(err, self._ctx.request_id)
             _, body = error_payload(err, self._ctx.request_id, (self._ctx.access_token,))
             self._span.set_error(body["error"]["code"], body["error"]["message"])
+            if self._rec is not None:
+                self._rec.code = body["error"]["code"]
             await pump.put([encode_frame(e) for e in self._shaper.error(body["error"])])
         await pump.put([DONE_FRAME], last=True)
 
@@ -178,15 +193,22 @@ class AgentEventStream:
         return exc
 
     def _frames(self, event: dict[str, Any]) -> list[bytes]:
+        if self._rec is not None:
+            self._rec.events += 1
         if self._span.active:
             self._collected.append(event)
         return [encode_frame(e) for e in self._shaper.event(event)]
 
-    async def _watch_disconnect(self, receive: Receive, scope: anyio.CancelScope) -> None:
+    async def _watch_disconnect(self, receive: Receive, scope: anyio.CancelScope,
+                                pump: _Pump) -> None:
         while True:
             message = await receive()
             if message["type"] == "http.disconnect":
+                if pump.complete:  # uvicorn reports a disconnect once the response is sent
+                    return
                 self.closed_by_client = True
+                if self._rec is not None:
+                    self._rec.disconnected = True
                 scope.cancel()
                 return
 
@@ -205,6 +227,9 @@ class AgentEventStream:
         status, payload = error_payload(exc, self._ctx.request_id, (self._ctx.access_token,))
         self._span.set_error(payload["error"]["code"], payload["error"]["message"])
         body = json.dumps(payload).encode()
+        if self._rec is not None:
+            self._rec.status, self._rec.code = status, payload["error"]["code"]
+            self._rec.bytes_out += len(body)
         headers = {**self._headers, "content-type": "application/json"}
         await send({"type": "http.response.start", "status": status, "headers": _raw_headers(headers)})
         await send({"type": "http.response.body", "body": body})
@@ -213,8 +238,10 @@ class AgentEventStream:
 class _Pump:
     """Frames produced by the agent side, written by a separate sender task in batches."""
 
-    def __init__(self, send: Send, initial: list[bytes]) -> None:
+    def __init__(self, send: Send, initial: list[bytes],
+                 record: RequestRecord | None = None) -> None:
         self._send = send
+        self._rec = record
         self._buf: list[bytes] = list(initial)
         self._ready = anyio.Event()
         self._drained = anyio.Event()
@@ -241,8 +268,11 @@ class _Pump:
             last = self._last
             self._drained.set()
             if batch:
+                chunk = b"".join(batch)
+                if self._rec is not None:
+                    self._rec.bytes_out += len(chunk)
                 await self._send(
-                    {"type": "http.response.body", "body": b"".join(batch), "more_body": not last}
+                    {"type": "http.response.body", "body": chunk, "more_body": not last}
                 )
             elif last:
                 await self._send({"type": "http.response.body", "body": b"", "more_body": False})
@@ -252,6 +282,11 @@ class _Pump:
 
     async def finished(self) -> None:
         await self._done.wait()
+
+    @property
+    def complete(self) -> bool:
+        """The last frame was handed to the server."""
+        return self._done.is_set()
 
 
 def _remaining(deadline: float | None) -> float | None:
