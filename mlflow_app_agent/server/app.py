@@ -69,6 +69,7 @@ def create_app(
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        telemetry.start()
         logs.start_line(settings, agent_or_model_uri, telemetry.metrics is not None)
         runtime.start()
         try:

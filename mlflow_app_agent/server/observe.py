@@ -135,6 +135,10 @@ class Telemetry:
         self.observer = observer
         self._trace_stats = trace_stats
 
+    def start(self) -> None:
+        if self.otlp is not None:
+            self.otlp.attach()
+
     def stats(self) -> dict[str, Any]:
         return {
             "metrics": self.metrics is not None,
@@ -153,10 +157,18 @@ class Telemetry:
                        traces=_trace_summary(self._trace_stats()))
 
         def stop() -> None:
-            if self.metrics is not None:
-                self.metrics.shutdown(timeout_millis=SHUTDOWN_SECONDS * 1000)
-            if self.otlp is not None:
-                self.otlp.shutdown()
+            # the SDK raises when a reader could not finish in time (a collector that is
+            # down): that is the bounded shutdown working, not an error to report
+            try:
+                if self.metrics is not None:
+                    self.metrics.shutdown(timeout_millis=SHUTDOWN_SECONDS * 1000)
+            except Exception:
+                logging.getLogger(logs.SERVER_LOGGER).debug("metrics shutdown", exc_info=True)
+            try:
+                if self.otlp is not None:
+                    self.otlp.shutdown()
+            except Exception:
+                logging.getLogger(logs.SERVER_LOGGER).debug("OTLP shutdown", exc_info=True)
 
         with anyio.move_on_after(SHUTDOWN_SECONDS):
             await anyio.to_thread.run_sync(stop, abandon_on_cancel=True)

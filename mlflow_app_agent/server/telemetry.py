@@ -30,6 +30,7 @@ ENV_PROTOCOL = "OTEL_EXPORTER_OTLP_PROTOCOL"
 ENV_TRACES_ENDPOINT = "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"
 ENV_TRACES_PROTOCOL = "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL"
 ENV_DUAL_EXPORT = "MLFLOW_TRACE_ENABLE_OTLP_DUAL_EXPORT"
+ENV_MLFLOW_OTLP = "MLFLOW_ENABLE_OTLP_EXPORTER"
 PROTOCOLS = ("grpc", "http/protobuf")
 #: seconds one OTLP export may take (the SDK's default is 10 s, with retries inside it)
 EXPORT_TIMEOUT = 5.0
@@ -194,8 +195,14 @@ class OtlpTelemetry:
         provider.add_log_record_processor(
             BatchLogRecordProcessor(CountingLogExporter(timeout=EXPORT_TIMEOUT, **kwargs)))
         self.logger_provider = provider
-        self._handler = _logging_handler(provider)
-        logging.getLogger(SERVER_LOGGER).addHandler(self._handler)
+        self._handler = OtlpLogHandler(provider)
+
+    def attach(self) -> None:
+        """Send the server's log lines to OTLP from now on (called at start-up, after the
+        server has configured logging, which replaces the logger's handlers)."""
+        server_logger = logging.getLogger(SERVER_LOGGER)
+        if self._handler is not None and self._handler not in server_logger.handlers:
+            server_logger.addHandler(self._handler)
 
     def shutdown(self) -> None:
         """Flush and stop the logs pipeline (the metric reader stops with its provider)."""
@@ -243,10 +250,6 @@ class OtlpLogHandler(logging.Handler):
             self.handleError(record)
 
 
-def _logging_handler(provider: Any) -> logging.Handler:
-    return OtlpLogHandler(provider)
-
-
 def _insecure(endpoint: str) -> bool:
     return not endpoint.startswith("https://")
 
@@ -261,13 +264,20 @@ def _http_url(endpoint: str, signal: str) -> str:
 
 
 def route_traces(destination: str, env: dict[str, str] | Any = None) -> str | None:
-    """Point MLflow's OTLP span exporter at the collector when ``destination`` asks for it
-    (``otlp``: only there; ``both``: MLflow experiment and collector). MLflow reads these
-    variables when it builds its tracer provider (the warm-up), so call this before.
-    Returns the traces endpoint set, or None."""
+    """Decide where MLflow sends traces once an OTLP endpoint is set. MLflow (3.x) on its
+    own *replaces* the experiment with the collector as soon as ``OTEL_EXPORTER_OTLP_
+    ENDPOINT`` is set, which on Databricks Apps (telemetry on) would take the traces out of
+    the experiment the app was reviewed with. So: ``experiment`` turns MLflow's OTLP span
+    export off (unless ``MLFLOW_ENABLE_OTLP_EXPORTER`` is set explicitly); ``otlp`` points
+    it at the collector; ``both`` adds MLflow's dual export. MLflow reads these variables
+    when it builds its tracer provider (the warm-up), so this runs before. Returns the
+    traces endpoint in effect, or None."""
     env = os.environ if env is None else env
     config = otlp_config(env)
-    if destination == "experiment" or config is None:
+    if config is None:
+        return None
+    if destination == "experiment":
+        env.setdefault(ENV_MLFLOW_OTLP, "false")
         return None
     endpoint, protocol = config
     if not env.get(ENV_TRACES_ENDPOINT):

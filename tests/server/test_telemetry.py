@@ -49,7 +49,8 @@ def test_otlp_config_reads_the_apps_variables() -> None:
 def test_route_traces_sets_mlflows_otlp_variables() -> None:
     env: dict[str, str] = {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://c:4318",
                            "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf"}
-    assert telemetry.route_traces("experiment", env) is None and len(env) == 2
+    assert telemetry.route_traces("experiment", env) is None
+    assert env.pop(telemetry.ENV_MLFLOW_OTLP) == "false"
     assert telemetry.route_traces("both", env) == "http://c:4318/v1/traces"
     assert env[telemetry.ENV_DUAL_EXPORT] == "true"
     grpc_env = {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://localhost:4314"}
@@ -67,7 +68,12 @@ def test_metrics_and_logs_reach_the_collector(serve: Any, agents_path: Path, tmp
         env = {**otel_env(receiver.endpoint, protocol), "MLFLOW_APP_AGENT_TRACING": "true",
                "MLFLOW_APP_AGENT_TRACE_MAX_PER_SECOND": "0"}
         server = serve(f"{agents_path}:echo", "--log-level", "info", env=env)
-        with httpx.Client(base_url=server.url, timeout=30, headers=HEADERS) as client:
+        with httpx.Client(base_url=server.url, timeout=60, headers=HEADERS) as client:
+            # the tracing warm-up (MLflow import, a new sqlite store) can take a while here
+            deadline = time.monotonic() + 120
+            while (client.get("/agent/info").json()["tracing"]["export"] == "auto"
+                   and time.monotonic() < deadline):
+                time.sleep(0.2)
             for i in range(3):
                 r = client.post("/invocations",
                                 json={"input": [{"role": "user", "content": f"hi {i}"}]})
