@@ -17,7 +17,8 @@ from typing import Any
 
 from mlflow_app_agent.server.settings import ServerSettings
 
-SERVER_LOGGER = "mlflow_app_agent.server"
+TOOLKIT_LOGGER = "mlflow_app_agent"
+SERVER_LOGGER = TOOLKIT_LOGGER + ".server"
 ACCESS_LOGGER = SERVER_LOGGER + ".access"
 #: the ``extra=`` key carrying a line's structured fields
 FIELDS = "fields"
@@ -79,8 +80,9 @@ def formatter_for(log_format: str) -> logging.Formatter:
 
 def uvicorn_log_config(log_format: str, level: str) -> dict[str, Any]:
     """A ``logging.config.dictConfig`` for ``uvicorn.run(log_config=...)``: uvicorn's own
-    lines and ours in one format on stderr (applied again in every worker process).
-    uvicorn's access log is replaced by ours."""
+    lines, the server's and the rest of the toolkit's (loading progress, the shutdown trace
+    summary) in one format on stderr (applied again in every worker process). uvicorn's
+    access log is replaced by ours."""
     fmt = resolve_format(log_format)
     factory = JsonFormatter if fmt == "json" else TextFormatter
     handler = {"class": "logging.StreamHandler", "formatter": "server",
@@ -94,6 +96,9 @@ def uvicorn_log_config(log_format: str, level: str) -> dict[str, Any]:
             "uvicorn": {"handlers": ["server"], "level": level.upper(), "propagate": False},
             "uvicorn.error": {"level": level.upper()},
             "uvicorn.access": {"handlers": [], "level": "WARNING", "propagate": False},
+            TOOLKIT_LOGGER: {"handlers": ["server"], "level": level.upper(),
+                             "propagate": False},
+            # its own handler (the OTLP logs bridge attaches here too), not the parent's
             SERVER_LOGGER: {"handlers": ["server"], "level": level.upper(),
                             "propagate": False},
         },

@@ -221,19 +221,15 @@ class ServerMetrics:
         self.provider.shutdown(timeout_millis=timeout_millis)
 
 
-def trace_counts(stats: dict[str, Any]) -> dict[str, int]:
-    """The trace outcomes in the Tracer's stats (top-level counts; a writer process's
-    ``dropped`` when the Tracer does not count drops itself)."""
+def trace_counts(snapshot: dict[str, Any]) -> dict[str, int]:
+    """The trace outcomes in a :meth:`TraceCounts.snapshot
+    <mlflow_app_agent.server.trace_counts.TraceCounts.snapshot>` (the one place that counts
+    traces, also what ``/agent/info`` shows)."""
     out: dict[str, int] = {}
     for outcome in TRACE_OUTCOMES:
-        value = stats.get(outcome)
+        value = snapshot.get(outcome)
         if isinstance(value, int) and not isinstance(value, bool):
             out[outcome] = value
-    writer = stats.get("writer")
-    if "dropped" not in out and isinstance(writer, dict):
-        dropped = writer.get("dropped")
-        if isinstance(dropped, int):
-            out["dropped"] = dropped
     return out
 
 

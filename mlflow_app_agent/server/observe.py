@@ -205,14 +205,14 @@ def install_telemetry(runtime: Any) -> Telemetry:
     if settings.metrics:
         readers = [otlp.metric_reader] if otlp is not None else []
         metrics = ServerMetrics(
-            trace_stats=runtime.tracer.stats,
+            trace_stats=runtime.tracer.counts.snapshot,
             build_info=lambda: build_info(runtime),
             load_seconds=lambda: runtime.load_seconds,
             readers=readers,
             resource=otlp.resource if otlp is not None else otlp_mod.resource(),
         )
     observer = Observer(metrics, otlp_logs=otlp is not None and otlp.logger_provider is not None)
-    return Telemetry(metrics, otlp, observer, runtime.tracer.stats)
+    return Telemetry(metrics, otlp, observer, runtime.tracer.counts.snapshot)
 
 
 def build_info(runtime: Any) -> dict[str, str]:

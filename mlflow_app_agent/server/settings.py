@@ -9,7 +9,7 @@ own model configuration (``AGENT_CONFIG_*``) is :mod:`mlflow_app_agent.agent_con
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, Literal, get_args
+from typing import Any, Literal, get_args, get_origin
 
 import pydantic
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
@@ -29,6 +29,9 @@ LOG_FORMATS: tuple[str, ...] = get_args(LogFormat)
 TraceDestination = Literal["experiment", "otlp", "both"]
 #: values of ``trace_destination`` (see :mod:`mlflow_app_agent.server.telemetry`)
 TRACE_DESTINATIONS: tuple[str, ...] = get_args(TraceDestination)
+ErrorDetail = Literal["message", "none"]
+#: values of ``error_detail`` (see :mod:`mlflow_app_agent.server.errors`)
+ERROR_DETAILS: tuple[str, ...] = get_args(ErrorDetail)
 
 _TRUE = ("1", "true", "yes", "on")
 _FALSE = ("0", "false", "no", "off", "")
@@ -76,6 +79,16 @@ class ServerSettings(BaseSettings):
     #: Where MLflow traces go when ``OTEL_EXPORTER_OTLP_ENDPOINT`` is set: the MLflow
     #: ``experiment`` (default), the ``otlp`` collector (Apps telemetry), or ``both``.
     trace_destination: TraceDestination = "experiment"
+    #: What a caller sees of an agent's failure: ``message`` (its scrubbed text) or ``none``
+    #: (a generic message and the request id; the detail stays in the log and the trace).
+    error_detail: ErrorDetail = "message"
+    #: Seconds a request body may take to arrive (408 after); 0 = no limit.
+    body_read_timeout: float = pydantic.Field(30.0, ge=0)
+    #: Seconds per HTTP call to the tracking/registry server while loading the agent.
+    registry_timeout: float = pydantic.Field(5.0, gt=0)
+    #: Retries of a failed registry call (urllib3 backoff: 0, 2, 4 ... s). With the defaults
+    #: an unreachable server fails the load in at most 4 x 5 s + 7 s = 27 s.
+    registry_retries: int = pydantic.Field(3, ge=0)
 
     def __init__(self, **values: Any) -> None:
         unknown = set(values) - set(type(self).model_fields)
@@ -153,7 +166,8 @@ def _rule(field: str, err: Any) -> str:
     kind = err.get("type", "")
     if kind in ("greater_than_equal", "greater_than"):
         bound = ctx.get("ge", ctx.get("gt"))
-        extra = {"request_timeout": " (0 disables it)", "trace_max_per_second": " (0 = unbounded)"}
+        extra = {"request_timeout": " (0 disables it)", "trace_max_per_second": " (0 = unbounded)",
+                 "body_read_timeout": " (0 disables it)"}
         op = ">=" if kind == "greater_than_equal" else ">"
         if field == "trace_sample_ratio":
             return "trace_sample_ratio must be between 0 and 1"
@@ -161,8 +175,11 @@ def _rule(field: str, err: Any) -> str:
     if kind in ("less_than_equal", "less_than"):
         return f"{field} must be between 0 and 1" if field == "trace_sample_ratio" else (
             f"{field} must be <= {_num(ctx.get('le', ctx.get('lt')))}")
-    if kind == "literal_error":
-        choices = get_args(annotation) or TRACE_EXPORT_MODES
+    # every Literal field (trace_export, error_detail, log_format, ...) lists its own choices,
+    # whatever the error's kind
+    choices = get_args(annotation) if get_origin(annotation) is Literal else ()
+    if kind == "literal_error" or choices:
+        choices = choices or TRACE_EXPORT_MODES
         return f"{field} must be one of {', '.join(choices)} (got {err.get('input')!r})"
     if annotation is bool:
         return (f"is not a valid bool (use one of {', '.join(_TRUE)} or "

@@ -335,8 +335,9 @@ def test_cli_deploy_checks_its_arguments_before_credentials(app_dir: Path,
     assert "Error: app name 'Bad_Name'" in result.stderr, result.output
     result = CliRunner().invoke(main, ["deploy", str(app_dir), "--app", "ok-app",
                                        "--grant", "bob@example.com:READ"])
-    assert result.exit_code == 1
-    assert "Error: grant 'bob@example.com:READ'" in result.stderr, result.output
+    assert result.exit_code == 2  # the option's type refuses it: a usage error
+    assert "Error: Invalid value for '--grant': grant 'bob@example.com:READ'" in \
+        result.stderr, result.output
 
 
 def test_cli_deploy_to_an_unreachable_host_stops_within_timeout(
