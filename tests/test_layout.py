@@ -14,6 +14,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "mlflow_app_agent"
 #: module -> layer; the first matching prefix wins (longest prefixes first)
 LAYERS = {
     "mlflow_app_agent.cli": "cli",
+    "mlflow_app_agent.cli_common": "cli",  # what every command shares (MODEL, errors)
     "mlflow_app_agent.quickstart": "cli",  # the quickstart, log and info commands
     "mlflow_app_agent.serve": "cli",  # python -m mlflow_app_agent.serve
     "mlflow_app_agent.apps.cli": "cli",
