@@ -28,6 +28,7 @@ from mlflow_app_agent import agent_config as config
 from mlflow_app_agent import dependencies, provenance, signature
 from mlflow_app_agent._version import __version__
 from mlflow_app_agent.authoring import Agent, as_agent, dump
+from mlflow_app_agent.deploy_spec import DeploySpec, scopes_for
 from mlflow_app_agent.errors import AgentDefinitionError, ModelLoadError, UnknownArgumentError
 from mlflow_app_agent.model.python_file import load_python_file
 from mlflow_app_agent.resources import parse_resources
@@ -58,6 +59,9 @@ def save_model(
     metadata: dict[str, Any] | None = None,
     model_config: Any = None,
     mlflow_model: Model | None = None,
+    user_api_scopes: Sequence[str] | None = None,
+    compute_size: str | None = None,
+    instances: Any = None,
     **unknown: Any,
 ) -> None:
     """Save ``agent`` (an Agent, a ResponsesAgent, or a path to a models-from-code file) as
@@ -79,6 +83,9 @@ def save_model(
         git=git,
         input_example=input_example,
         model_config=model_config,
+        user_api_scopes=user_api_scopes,
+        compute_size=compute_size,
+        instances=instances,
     )
     _write(
         prepared,
@@ -102,6 +109,7 @@ class Prepared:
         self.git: provenance.GitInfo | None = fields["git"]
         self.check: signature.ContractCheck = fields["check"]
         self.model_config: dict[str, Any] | None = fields["model_config"]
+        self.deploy: DeploySpec = fields.get("deploy") or DeploySpec()
         # top-level modules the agent imports directly (code file + code_paths, or pickle)
         self.imports: set[str] = fields["imports"]
 
@@ -114,14 +122,23 @@ def prepare(
     git: provenance.GitMode = "auto",
     input_example: Any = None,
     model_config: Any = None,
+    user_api_scopes: Sequence[str] | None = None,
+    compute_size: str | None = None,
+    instances: Any = None,
 ) -> Prepared:
-    """Resolve, check and describe ``agent`` without writing anything."""
+    """Resolve, check and describe ``agent`` without writing anything.
+
+    ``user_api_scopes`` (beyond those the ``auth: user`` resources need), ``compute_size``
+    and ``instances`` (``N`` or ``"MIN:MAX"``) are what ``deploy`` sets on the app."""
     config_dict = config.load_model_config(model_config)
     code_list = [str(Path(p)) for p in (code_paths or [])]
     for p in code_list:
         if not Path(p).exists():
             raise AgentDefinitionError(f"code path {p!r} does not exist")
     declared = parse_resources(resources)
+    deploy = DeploySpec.build(compute_size=compute_size, instances=instances)
+    deploy = deploy.model_copy(update={"user_api_scopes": tuple(
+        scopes_for(declared, user_api_scopes))})
     code_file: Path | None = None
     pickled: bytes | None = None
     if isinstance(agent, (str, os.PathLike)):
@@ -166,6 +183,7 @@ def prepare(
         git=git_info,
         check=check,
         model_config=config_dict,
+        deploy=deploy,
         imports=imports | dependencies.imported_modules_of_code_paths(code_list),
     )
 
@@ -215,6 +233,7 @@ def _flavor_conf(prepared: Prepared) -> dict[str, Any]:
         "server_entrypoint": SERVER_ENTRYPOINT,
         "resources": [r.to_dict() for r in prepared.resources],
         "git": prepared.git.summary() if prepared.git else None,
+        **({"deploy": prepared.deploy.to_dict()} if prepared.deploy.to_dict() else {}),
     }
 
 
@@ -287,6 +306,9 @@ def log_model(
     model_config: Any = None,
     tags: dict[str, Any] | None = None,
     await_registration_for: int = 300,
+    user_api_scopes: Sequence[str] | None = None,
+    compute_size: str | None = None,
+    instances: Any = None,
 ) -> ModelInfo:
     """Log ``agent`` as an MLflow LoggedModel (optionally registering it) and return the
     ``ModelInfo``. Every check runs before anything reaches the tracking store."""
@@ -300,6 +322,9 @@ def log_model(
         git=git,
         input_example=input_example,
         model_config=model_config,
+        user_api_scopes=user_api_scopes,
+        compute_size=compute_size,
+        instances=instances,
     )
     # resolved now (idempotent in _write): a bad requirements file fails before logging
     pip_requirements, extra_pip_requirements = requirements_args(

@@ -13,6 +13,7 @@ import datetime
 import json
 import logging
 import sys
+from collections.abc import Callable
 from typing import Any
 
 from mlflow_app_agent.server.settings import ServerSettings
@@ -127,10 +128,12 @@ def lifecycle(event: str, message: str, **fields: Any) -> None:
     lifecycle_logger.info(message, extra={FIELDS: {"event": event, **fields}})
 
 
-def start_line(settings: ServerSettings, source: Any, metrics_on: bool) -> None:
+def start_line(settings: ServerSettings, source: Any, metrics_on: bool,
+               redact: Callable[[str], str] = str) -> None:
     from mlflow_app_agent._version import __version__
 
-    where = source if isinstance(source, str) else type(source).__name__
+    # a location may carry credentials (https://user:token@host/...)
+    where = redact(source) if isinstance(source, str) else type(source).__name__
     lifecycle("start", f"mlflow-app-agent {__version__} starting: {where}",
               version=__version__, source=str(where), metrics=metrics_on,
               tracing=settings.tracing, require_auth=settings.require_auth)

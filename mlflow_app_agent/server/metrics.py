@@ -38,14 +38,17 @@ _CLASSES = {1: "1xx", 2: "2xx", 3: "3xx", 4: "4xx", 5: "5xx"}
 class RequestRecord:
     """What one request did, filled in along the way (route handler, stream, app)."""
 
-    __slots__ = ("route", "method", "path", "mode", "status", "code", "bytes_in",
+    __slots__ = ("route", "method", "path", "headers", "mode", "status", "code", "bytes_in",
                  "bytes_out", "events", "ttfe", "trace_id", "span_id", "user", "request_id",
                  "disconnected", "start")
 
-    def __init__(self, route: str, method: str, path: str) -> None:
+    def __init__(self, route: str, method: str, path: str,
+                 headers: list[tuple[bytes, bytes]] | None = None) -> None:
         self.route = route
         self.method = method
         self.path = path
+        #: the raw ASGI headers, read only when the access line is written
+        self.headers = headers or []
         self.mode = ""
         self.status = 0
         self.code = ""

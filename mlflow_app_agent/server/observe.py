@@ -5,13 +5,16 @@ the stream fill it in, and :class:`Observer` turns it into metric updates and on
 
 from __future__ import annotations
 
+import json
 import logging
+import re
 import time
 from collections.abc import Callable
 from typing import Any
 
 from mlflow_app_agent.server import logs
 from mlflow_app_agent.server.metrics import RequestRecord, ServerMetrics
+from mlflow_app_agent.server.redact import NO_APP_SECRETS, Redactor, request_secrets
 
 #: ASGI scope key of the request's record
 RECORD_KEY = "mlflow_app_agent.record"
@@ -24,12 +27,58 @@ def record_of(scope: Any) -> RequestRecord | None:
     return rec
 
 
+class RouteLabels:
+    """The ``route`` label of a request: the path template of the app's route that answers
+    it (``/ui/assets/{name}``, an extension's ``/items/{item_id}``), else ``other``. Never
+    the raw path, so a client cannot mint new series. Routes added later (an agent's
+    extension routes, once it has loaded) are picked up."""
+
+    def __init__(self, router: Any) -> None:
+        self._router = router
+        self._seen = -1
+        self._exact: frozenset[str] = frozenset()
+        self._templates: tuple[tuple[Any, str], ...] = ()
+
+    def of(self, scope: Any) -> str:
+        routes = self._router.routes
+        if len(routes) != self._seen:
+            self._index(routes)
+        path = scope["path"]
+        if path in self._exact:
+            return str(path)
+        from starlette.routing import Match
+
+        for route, label in self._templates:
+            match, _ = route.matches(scope)
+            if match is not Match.NONE:
+                return label
+        return "other"
+
+    def _index(self, routes: list[Any]) -> None:
+        from starlette.routing import Mount
+
+        exact, templates = set(), []
+        for route in routes:
+            path = getattr(route, "path", None)
+            if not isinstance(path, str):
+                continue
+            if isinstance(route, Mount):
+                templates.append((route, path.rstrip("/") + "/{path}"))
+            elif getattr(route, "param_convertors", None):
+                templates.append((route, path))
+            else:
+                exact.add(path)
+        self._exact, self._templates, self._seen = frozenset(exact), tuple(templates), len(routes)
+
+
 class Observer:
     """Metrics (when on) and the access log (when its logger is enabled for INFO)."""
 
-    def __init__(self, metrics: ServerMetrics | None, otlp_logs: bool = False) -> None:
+    def __init__(self, metrics: ServerMetrics | None, otlp_logs: bool = False,
+                 redactor: Redactor = NO_APP_SECRETS) -> None:
         self.metrics = metrics
         self._otlp_logs = otlp_logs
+        self._redactor = redactor
         self.total = 0
         self.errors = 0
 
@@ -45,19 +94,28 @@ class Observer:
         if self.metrics is not None:
             self.metrics.finished(rec, duration)
         if logs.access_logger.isEnabledFor(_INFO):
-            fields = access_fields(rec, duration)
+            fields = access_fields(rec, duration, self._redactor)
             if self._otlp_logs and rec.trace_id:
                 _log_in_trace(rec, fields)
             else:
                 logs.access_line(fields)
 
 
-def access_fields(rec: RequestRecord, duration: float) -> dict[str, Any]:
+def access_fields(rec: RequestRecord, duration: float,
+                  redactor: Redactor = NO_APP_SECRETS) -> dict[str, Any]:
+    """The access line's fields. What a client controls (the request id, the forwarded
+    user, the path of an unknown route) goes through the redaction module, with the
+    request's own credentials as secrets; the token itself is never a field."""
+    headers = _wanted_headers(rec.headers)
+    secrets = request_secrets(headers)
+    request_id = rec.request_id or headers.get("x-request-id")
+    user = rec.user or _user_of(headers)
+    path = rec.route if rec.route != "other" else rec.path[:200]
     fields: dict[str, Any] = {
         "event": "access",
-        "request_id": rec.request_id,
+        "request_id": redactor.field(request_id[:128], secrets) if request_id else None,
         "method": rec.method,
-        "path": rec.route if rec.route != "other" else rec.path[:200],
+        "path": path if rec.route != "other" else redactor.field(path, secrets),
         "route": rec.route,
         "mode": rec.mode or None,
         "status": rec.status,
@@ -66,7 +124,7 @@ def access_fields(rec: RequestRecord, duration: float) -> dict[str, Any]:
         "bytes_in": rec.bytes_in,
         "bytes_out": rec.bytes_out,
         "trace_id": rec.trace_id,
-        "user": rec.user,
+        "user": redactor.field(user[:200], secrets) if user else None,
     }
     if rec.mode == "stream":
         fields["events"] = rec.events
@@ -74,6 +132,20 @@ def access_fields(rec: RequestRecord, duration: float) -> dict[str, Any]:
         if rec.ttfe is not None:
             fields["ttfe_ms"] = round(rec.ttfe * 1000, 2)
     return fields
+
+
+_WANTED = frozenset((b"x-request-id", b"x-forwarded-email", b"x-forwarded-user",
+                     b"x-forwarded-preferred-username", b"x-forwarded-access-token",
+                     b"authorization"))
+
+
+def _wanted_headers(raw: list[tuple[bytes, bytes]]) -> dict[str, str]:
+    return {k.decode("latin-1"): v.decode("latin-1") for k, v in raw if k in _WANTED}
+
+
+def _user_of(headers: dict[str, str]) -> str | None:
+    return (headers.get("x-forwarded-email") or headers.get("x-forwarded-user")
+            or headers.get("x-forwarded-preferred-username") or None)
 
 
 def _log_in_trace(rec: RequestRecord, fields: dict[str, Any]) -> None:
@@ -111,17 +183,73 @@ def otel_span_context(trace_id: str | None, span_id: str | None) -> Any:
 
 
 def observing_send(send: Any, rec: RequestRecord) -> Any:
-    """``send`` that notes the status and the body bytes (routes off the fast path)."""
+    """``send`` that notes the status, the body bytes and, for an error response whose
+    handler did not say, the ``error.code`` of its JSON body (routes off the fast path)."""
+    watch_error = False
 
     async def observed(message: Any) -> None:
+        nonlocal watch_error
         kind = message["type"]
         if kind == "http.response.start":
             rec.status = message["status"]
+            watch_error = rec.status >= 400 and not rec.code
         elif kind == "http.response.body":
-            rec.bytes_out += len(message.get("body", b""))
+            body = message.get("body", b"")
+            rec.bytes_out += len(body)
+            if watch_error:
+                watch_error = False
+                rec.code = error_code_of(body)
         await send(message)
 
     return observed
+
+
+class WireCounter:
+    """``send`` around the agent's own middleware: the status and bytes that reached the
+    client, whoever answered (the middleware itself, or our routes under it)."""
+
+    __slots__ = ("_send", "_rec", "status", "bytes", "_watch_error")
+
+    def __init__(self, send: Any, rec: RequestRecord) -> None:
+        self._send = send
+        self._rec = rec
+        self.status = 0
+        self.bytes = 0
+        self._watch_error = False
+
+    async def __call__(self, message: Any) -> None:
+        kind = message["type"]
+        if kind == "http.response.start":
+            self.status = message["status"]
+            self._watch_error = self.status >= 400 and not self._rec.code
+        elif kind == "http.response.body":
+            body = message.get("body", b"")
+            self.bytes += len(body)
+            if self._watch_error:
+                self._watch_error = False
+                if not self._rec.code:
+                    self._rec.code = error_code_of(body)
+        await self._send(message)
+
+    def settle(self, rec: RequestRecord) -> None:
+        if self.status:
+            rec.status, rec.bytes_out = self.status, self.bytes
+
+
+_CODE = re.compile(r"[a-z][a-z0-9_]{0,39}")
+
+
+def error_code_of(body: bytes) -> str:
+    """The ``error.code`` of an error body in the server's envelope, else ``http_error``;
+    only code-shaped values (a handler's body is not a label source)."""
+    code = None
+    if body[:1] == b"{" and len(body) <= 65536:
+        try:
+            err = json.loads(body).get("error")
+            code = err.get("code") if isinstance(err, dict) else None
+        except (ValueError, AttributeError):
+            code = None
+    return code if isinstance(code, str) and _CODE.fullmatch(code) else "http_error"
 
 
 class Telemetry:
@@ -211,7 +339,8 @@ def install_telemetry(runtime: Any) -> Telemetry:
             readers=readers,
             resource=otlp.resource if otlp is not None else otlp_mod.resource(),
         )
-    observer = Observer(metrics, otlp_logs=otlp is not None and otlp.logger_provider is not None)
+    observer = Observer(metrics, otlp_logs=otlp is not None and otlp.logger_provider is not None,
+                        redactor=runtime.errors.redactor)
     return Telemetry(metrics, otlp, observer, runtime.tracer.counts.snapshot)
 
 

@@ -8,6 +8,8 @@ import logging
 import re
 import time
 import traceback
+import uuid
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +17,7 @@ import anyio
 import anyio.to_thread
 
 from mlflow_app_agent.errors import MlflowAppAgentError, ModelLoadError
+from mlflow_app_agent.extensions import AgentExtensions
 from mlflow_app_agent.model.load import LoadedAgent
 from mlflow_app_agent.server.errors import ErrorPolicy
 from mlflow_app_agent.server.logs import lifecycle
@@ -24,6 +27,7 @@ from mlflow_app_agent.server.source import is_deferred, resolve
 from mlflow_app_agent.server.tracing import Tracer
 
 logger = logging.getLogger("mlflow_app_agent.server")
+_NO_EXTENSIONS = AgentExtensions()
 
 
 class NotReadyError(MlflowAppAgentError):
@@ -40,6 +44,9 @@ class Runtime:
         #: seconds the agent took to load (None until loaded)
         self.load_seconds: float | None = None
         self.started_at = time.time()
+        # who answers: with several app instances (or --workers) behind one URL, each
+        # process has its own counters, trace cap and caches; this id tells them apart
+        self.instance_id = uuid.uuid4().hex[:12]
         self.tracer = Tracer(
             enabled=settings.tracing,
             sample_ratio=settings.trace_sample_ratio,
@@ -53,10 +60,25 @@ class Runtime:
         self._limiter: anyio.CapacityLimiter | None = None
         self._loading: asyncio.Future[Any] | None = None
         self._warm: asyncio.Future[Any] | None = None
+        #: awaited with the loaded agent before it is served (the agent's start-up hooks
+        #: and extensions); an ExtensionError keeps the app up with /ready at 503
+        self.on_loaded: Callable[[LoadedAgent], Awaitable[None]] | None = None
+        self._pending: LoadedAgent | None = None
         if not is_deferred(source):
             t0 = time.perf_counter()
-            self._set_served(resolve(source))
+            served = resolve(source)
             self.load_seconds = time.perf_counter() - t0
+            if served.agent.server_extensions.startup:
+                self._pending = served  # served once its start-up hooks ran
+            else:
+                self._set_served(served)
+
+    @property
+    def extensions(self) -> AgentExtensions:
+        """The served agent's server extensions (none before it is served)."""
+        if self.served is None:
+            return _NO_EXTENSIONS
+        return self.served.agent.server_extensions
 
     @property
     def limiter(self) -> anyio.CapacityLimiter:
@@ -82,9 +104,15 @@ class Runtime:
     async def _load_then_warm(self) -> None:
         if self.served is None:
             try:
-                t0 = time.perf_counter()
-                served = await anyio.to_thread.run_sync(self._resolve_bounded)
-                self.load_seconds = time.perf_counter() - t0
+                pending = self._pending
+                if pending is None:
+                    t0 = time.perf_counter()
+                    served = await anyio.to_thread.run_sync(self._resolve_bounded)
+                    self.load_seconds = time.perf_counter() - t0
+                else:
+                    served = pending
+                if self.on_loaded is not None:
+                    await self.on_loaded(served)
                 self._set_served(served)
             except Exception as exc:
                 self.load_error = self.errors.redactor(
@@ -102,7 +130,8 @@ class Runtime:
         assert loaded is not None
         lifecycle("model_loaded",
                   f"agent {loaded.agent.name!r} loaded in {self.load_seconds or 0:.2f} s",
-                  agent=loaded.agent.name, model_uri=loaded.model_uri,
+                  agent=loaded.agent.name,
+                  model_uri=self.errors.redactor(loaded.model_uri) if loaded.model_uri else None,
                   registered_model=loaded.registered_name,
                   version=loaded.registered_version, model_id=loaded.model_id,
                   load_seconds=round(self.load_seconds or 0.0, 3))

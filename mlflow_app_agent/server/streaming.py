@@ -29,7 +29,7 @@ from mlflow_app_agent.server.errors import (
     to_app_error,
 )
 from mlflow_app_agent.server.metrics import RequestRecord
-from mlflow_app_agent.server.tracing import RequestSpan
+from mlflow_app_agent.server.tracing import HEADER_TRACE_ID, RequestSpan
 
 logger = logging.getLogger("mlflow_app_agent.server")
 
@@ -148,6 +148,7 @@ class AgentEventStream:
                 "headers": _raw_headers(
                     {
                         **self._headers,
+                        **self._trace_header(),
                         "content-type": "text/event-stream; charset=utf-8",
                         "cache-control": "no-cache",
                         "x-accel-buffering": "no",
@@ -189,6 +190,10 @@ class AgentEventStream:
                 self._rec.code = body["error"]["code"]
             await pump.put([encode_frame(e) for e in self._shaper.error(body["error"])])
         await pump.put([DONE_FRAME], last=True)
+
+    def _trace_header(self) -> dict[str, str]:
+        trace_id = self._span.trace_id
+        return {HEADER_TRACE_ID: trace_id} if trace_id else {}
 
     def _timeout_or(self, exc: BaseException, scope: anyio.CancelScope) -> BaseException:
         """Our deadline (the scope fired) is a ``timeout``; an agent's own TimeoutError is
@@ -236,7 +241,7 @@ class AgentEventStream:
         if self._rec is not None:
             self._rec.status, self._rec.code = status, payload["error"]["code"]
             self._rec.bytes_out += len(body)
-        headers = {**self._headers, "content-type": "application/json"}
+        headers = {**self._headers, **self._trace_header(), "content-type": "application/json"}
         await send({"type": "http.response.start", "status": status, "headers": _raw_headers(headers)})
         await send({"type": "http.response.body", "body": body})
 

@@ -20,6 +20,7 @@ TOKEN = "dapi-SECRET-token-4f1c9e"
 AUTH = "Bearer AUTH-SECRET-77aa01"
 BODY_SECRET = "BODY-SECRET-c0ffee"
 HEADERS = {"X-Forwarded-Access-Token": TOKEN, "Authorization": AUTH,
+           "Content-Type": "application/json",
            "X-Forwarded-Email": "ada@example.com", "X-Forwarded-User": "4242"}
 
 
@@ -168,14 +169,18 @@ def test_metrics_off(serve: Any, agents_path: Path) -> None:
 def test_metrics_and_agent_info_agree_on_traces(serve: Any, agents_path: Path) -> None:
     server = serve(f"{agents_path}:echo", env={"MLFLOW_APP_AGENT_TRACING": "true",
                                                "MLFLOW_APP_AGENT_TRACE_MAX_PER_SECOND": "2"})
-    with httpx.Client(base_url=server.url, timeout=30) as client:
-        threads = [threading.Thread(target=lambda: client.post(
-            "/invocations", json={"input": [{"role": "user", "content": "t"}]}))
+    statuses: list[int] = []
+    # generous: the first traced requests wait for MLflow's warm-up (tens of seconds on a
+    # loaded 2-core host)
+    with httpx.Client(base_url=server.url, timeout=180) as client:
+        threads = [threading.Thread(target=lambda: statuses.append(client.post(
+            "/invocations", json={"input": [{"role": "user", "content": "t"}]}).status_code))
             for _ in range(10)]
         for t in threads:
             t.start()
         for t in threads:
             t.join()
+        assert statuses == [200] * 10
         tracing = client.get("/agent/info").json()["tracing"]
         samples = scrape(server.url)
     assert tracing["traced"] + tracing["skipped"] == 10

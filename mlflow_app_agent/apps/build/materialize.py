@@ -19,13 +19,14 @@ import os
 import shutil
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mlflow_app_agent._version import __version__
 from mlflow_app_agent.apps.build import app_yaml, requirements, wheel
 from mlflow_app_agent.apps.build.manifest import MANIFEST_FILE, list_files, write_manifest
+from mlflow_app_agent.deploy_spec import DeploySpec
 from mlflow_app_agent.errors import MaterializeError, TargetExistsError
 from mlflow_app_agent.flavor import FLAVOR_NAME
 from mlflow_app_agent.model.app_dir import (
@@ -110,17 +111,18 @@ def _check_sizes(root: Path) -> None:
         )
 
 
-def _agent_facts(model_dir: Path) -> tuple[str, list[Any], list[str] | None]:
-    """(flavor, resources, server entrypoint) from the MLmodel."""
+def _agent_facts(model_dir: Path) -> tuple[str, list[Any], list[str] | None, DeploySpec]:
+    """(flavor, resources, server entrypoint, deploy spec) from the MLmodel."""
     from mlflow_app_agent.resources import parse_resources
 
     meta = read_mlmodel(model_dir)
     conf = meta.agent_conf
     if conf is not None:
         resources = parse_resources(conf.get("resources") or [])
-        return FLAVOR_NAME, resources, conf.get("server_entrypoint")
+        return (FLAVOR_NAME, resources, conf.get("server_entrypoint"),
+                DeploySpec.from_dict(conf.get("deploy")))
     if meta.flavor is not None:
-        return meta.flavor, [], None
+        return meta.flavor, [], None, DeploySpec()
     raise MaterializeError(
         f"the model has neither the {FLAVOR_NAME} nor the python_function flavor; it cannot be "
         "served as an agent"
@@ -211,9 +213,13 @@ def _fetch_model(location: Location, tmp: Path, say: Progress) -> ModelOrigin:
     return source
 
 
-def _write_app_files(tmp: Path, source: ModelOrigin) -> None:
+def _write_app_files(tmp: Path, source: ModelOrigin, override: DeploySpec,
+                     app_factory: str | None = None) -> None:
     """Everything next to ``model/``: wheel, requirements, app.yaml, README, MANIFEST."""
-    flavor, resources, entrypoint = _agent_facts(tmp / MODEL_DIR)
+    flavor, resources, entrypoint, declared = _agent_facts(tmp / MODEL_DIR)
+    if app_factory:
+        app_yaml.check_app_factory(tmp / MODEL_DIR, app_factory)
+    deploy = declared.merged(override)
     built = wheel.build_wheel()
     (tmp / WHEELS_DIR).mkdir()
     shutil.copyfile(built, tmp / WHEELS_DIR / built.name)
@@ -224,7 +230,7 @@ def _write_app_files(tmp: Path, source: ModelOrigin) -> None:
     spec = app_yaml.build_app_spec(
         # the app dir itself: the server then reads MANIFEST.json for name/version
         model_location=".", model_id=source.model_id, resources=resources,
-        entrypoint=entrypoint,
+        entrypoint=entrypoint, app_factory=app_factory,
     )
     (tmp / app_yaml.APP_YAML).write_text(app_yaml.render(spec))
     meta = {
@@ -233,6 +239,8 @@ def _write_app_files(tmp: Path, source: ModelOrigin) -> None:
         "git": source.git,
         "toolkit_version": __version__,
         "resources": [r.to_dict() for r in resources],
+        **({"deploy": deploy.to_dict()} if deploy.to_dict() else {}),
+        **({"app_factory": app_factory} if app_factory else {}),
     }
     (tmp / "README.md").write_text(_readme(meta, spec))
     for name in (f"{WHEELS_DIR}/{built.name}", REQUIREMENTS_FILE, app_yaml.APP_YAML,
@@ -250,15 +258,26 @@ def materialize(
     *,
     force: bool = False,
     progress: Progress | None = None,
+    user_api_scopes: Sequence[str] | None = None,
+    compute_size: str | None = None,
+    instances: Any = None,
+    app_factory: str | None = None,
 ) -> Path:
     """Write the Apps source directory for ``model_uri`` into ``out_dir`` and return it.
 
+    ``user_api_scopes`` (added), ``compute_size`` and ``instances`` (replacing the model's)
+    go into ``MANIFEST.json``, where ``deploy`` reads them.
+
     ``model_uri``: ``models:/name/version``, ``models:/name@alias``, ``models:/m-<id>``,
     ``runs:/<run>/<path>``, a local model directory, or a materialized app directory.
-    Refuses a non-empty ``out_dir`` unless ``force``. Raises :class:`MaterializeError`
+    ``app_factory``: ``module:function`` from the model's ``code_paths`` that the app's
+    command passes to ``serve --app-factory``. Refuses a non-empty ``out_dir`` unless
+    ``force``. Raises :class:`MaterializeError`
     (or :class:`TargetExistsError`, :class:`ModelLoadError`) naming what is wrong.
     """
     say = progress or (lambda _msg: None)
+    override = DeploySpec.build(user_api_scopes=user_api_scopes, compute_size=compute_size,
+                                instances=instances)
     location = Location.parse(model_uri)
     out = Path(out_dir).absolute()
     _prepare_target(out, force)
@@ -278,7 +297,7 @@ def materialize(
     try:
         source = _fetch_model(location, tmp, say)
         say("Bundling the mlflow-app-agent wheel and pinning requirements ...")
-        _write_app_files(tmp, source)
+        _write_app_files(tmp, source, override, app_factory)
         _swap_into_place(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
