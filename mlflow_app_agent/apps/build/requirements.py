@@ -22,9 +22,12 @@ from packaging.utils import canonicalize_name
 from mlflow_app_agent.apps.build.wheel import DIST_NAME, DistInfo, read_dist_info
 from mlflow_app_agent.errors import MaterializeError
 
-# MLflow exports traces over OTLP when the platform sets an OTel endpoint; the exporter is
-# an optional package. Pinned to the installed opentelemetry-sdk version (released together).
+# MLflow exports traces over OTLP when the platform sets an OTel endpoint, and the server
+# exports metrics and logs (Databricks Apps telemetry speaks grpc; http/protobuf elsewhere);
+# the exporters are optional packages (the toolkit's ``otlp`` extra). Pinned to the
+# installed opentelemetry-sdk version (released together).
 OTLP_EXPORTER = "opentelemetry-exporter-otlp-proto-http"
+OTLP_EXPORTERS = (OTLP_EXPORTER, "opentelemetry-exporter-otlp-proto-grpc")
 _SELF = canonicalize_name(DIST_NAME)
 
 
@@ -81,7 +84,8 @@ def toolkit_pins(info: DistInfo | None = None) -> dict[str, str]:
     pins = dependency_closure(roots)
     otel = _installed_version("opentelemetry-sdk")
     if otel:
-        pins.setdefault(canonicalize_name(OTLP_EXPORTER), f"{OTLP_EXPORTER}=={otel}")
+        for exporter in OTLP_EXPORTERS:
+            pins.setdefault(canonicalize_name(exporter), f"{exporter}=={otel}")
     return pins
 
 
