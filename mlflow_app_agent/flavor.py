@@ -90,6 +90,7 @@ class Prepared:
         self.git: provenance.GitInfo | None = fields["git"]
         self.check: signature.ContractCheck = fields["check"]
         self.model_config: dict[str, Any] | None = fields["model_config"]
+        self.full_mlflow: bool = bool(fields.get("full_mlflow", False))
 
 
 def prepare(
@@ -172,6 +173,8 @@ def _flavor_conf(prepared: Prepared) -> dict[str, Any]:
         "server_entrypoint": SERVER_ENTRYPOINT,
         "resources": [r.to_dict() for r in prepared.resources],
         "git": prepared.git.summary() if prepared.git else None,
+        # materialize installs mlflow-skinny in place of a logged mlflow==X unless True
+        "full_mlflow": prepared.full_mlflow,
     }
 
 
@@ -242,9 +245,14 @@ def log_model(
     model_config: Any = None,
     tags: dict[str, Any] | None = None,
     await_registration_for: int = 300,
+    full_mlflow: bool = False,
 ) -> ModelInfo:
     """Log ``agent`` as an MLflow LoggedModel (optionally registering it) and return the
-    ``ModelInfo``. Every check runs before anything reaches the tracking store."""
+    ``ModelInfo``. Every check runs before anything reaches the tracking store.
+
+    ``full_mlflow=True``: the materialized app installs the full ``mlflow`` the model
+    recorded (say, the agent uses the tracking server's stores); by default it installs
+    ``mlflow-skinny`` at the same version, which is all serving needs."""
     import mlflow
     from mlflow.models import Model
 
@@ -256,6 +264,7 @@ def log_model(
         input_example=input_example,
         model_config=model_config,
     )
+    prepared.full_mlflow = full_mlflow
     all_tags = {**(tags or {}), **(prepared.git.tags() if prepared.git else {})}
     all_tags["mlflow_app_agent.agent_name"] = prepared.agent.name
     all_tags["mlflow_app_agent.version"] = __version__

@@ -28,17 +28,48 @@ def _clean_errors() -> Iterator[None]:
 @click.argument("model_uri")
 @click.argument("out_dir", type=click.Path(file_okay=False))
 @click.option("--force", is_flag=True, help="Replace OUT_DIR if it is not empty.")
-def materialize_command(model_uri: str, out_dir: str, force: bool) -> None:
+@click.option("--installer", type=click.Choice(["uv", "pip"]), default="uv", show_default=True,
+              help="uv: pyproject.toml + uv.lock (Apps installs with uv, no preinstalled "
+                   "libraries); pip: a pinned requirements.txt.")
+@click.option("--python", "python", default="3.11", show_default=True,
+              help="The target CPython the app runs on.")
+@click.option("--platform", default="x86_64-manylinux_2_35", show_default=True,
+              help="The target platform (Apps: Ubuntu 22.04 x86_64).")
+@click.option("--exclude-newer", default=None, metavar="DATE",
+              help="Resolve against the index as of DATE (default: the model's creation time).")
+@click.option("--timeout", default=300.0, show_default=True,
+              type=click.FloatRange(min=0, min_open=True),
+              help="Seconds the resolution may take (index unreachable: an error then).")
+@click.option("--index-url", default=None, help="Package index to resolve against.")
+@click.option("--full-mlflow/--no-full-mlflow", default=None,
+              help="Install full mlflow instead of mlflow-skinny (default: as logged).")
+def materialize_command(model_uri: str, out_dir: str, force: bool, installer: str,
+                        python: str, platform: str, exclude_newer: str | None,
+                        timeout: float, index_url: str | None,
+                        full_mlflow: bool | None) -> None:
     """Write the Databricks Apps source directory for MODEL_URI into OUT_DIR.
 
     MODEL_URI: models:/NAME/VERSION, models:/NAME@ALIAS, models:/m-ID, runs:/RUN/PATH or
     a local model directory.
     """
-    from mlflow_app_agent.apps.build.materialize import materialize
+    import signal
 
+    from mlflow_app_agent.apps.build.materialize import BuildOptions, materialize
+
+    def _terminate(_sig: int, _frame: object) -> None:
+        raise KeyboardInterrupt  # unwinds through materialize's cleanup of its staging dir
+
+    signal.signal(signal.SIGTERM, _terminate)
+    options = BuildOptions(installer=installer, python=python, platform=platform,
+                           exclude_newer=exclude_newer, timeout=timeout,
+                           index_url=index_url, full_mlflow=full_mlflow)
     started = time.perf_counter()
     with _clean_errors():
-        out = materialize(model_uri, out_dir, force=force, progress=_say)
+        try:
+            out = materialize(model_uri, out_dir, force=force, progress=_say,
+                              options=options)
+        except KeyboardInterrupt:
+            raise click.ClickException("interrupted; nothing was written") from None
     _say(f"Done in {time.perf_counter() - started:.1f} s. Next: mlflow-app-agent run-local {out}")
     click.echo(str(out))
 

@@ -1,0 +1,271 @@
+"""Resolve an app's dependencies for the Databricks Apps runtime with a pinned ``uv``.
+
+Nothing here looks at what is installed on the build machine: the resolution is for the
+*target* (Linux x86_64 glibc 2.35 = Ubuntu 22.04, CPython 3.11 by default), against the
+package index as it was at ``exclude_newer`` (an RFC 3339 instant recorded in the
+manifest), so the same model yields the same lock on any build machine and any day.
+
+- uv mode: ``pyproject.toml`` + ``uv.lock`` (``uv lock``; Apps installs them with uv on the
+  Python that ``requires-python`` names, without the preinstalled libraries).
+- pip mode: a fully pinned ``requirements.txt`` (``uv pip compile --python-version
+  --python-platform``; Apps pip-installs it on Python 3.11 over preinstalled libraries).
+
+``uv lock`` needs an interpreter inside ``requires-python`` although a universal lock does
+not depend on it. It locks with ``requires-python = ">=3.X"`` narrowed to the target by
+``[tool.uv] environments``, using this interpreter when it is new enough, then states the
+target exactly (``==3.X.*``) in both files; ``uv lock --locked`` on the target accepts it.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+import re
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from mlflow_app_agent.errors import MaterializeError
+from mlflow_app_agent.model.app_dir import PYPROJECT_FILE, UV_LOCK_FILE
+
+DEFAULT_PYTHON = "3.11"
+DEFAULT_PLATFORM = "x86_64-manylinux_2_35"
+DEFAULT_TIMEOUT = 300.0
+APP_PROJECT_NAME = "mlflow-agent-app"
+_MIN_MINOR = 11  # this toolkit's own floor (python_requires)
+_MAX_MINOR = 14
+# platform -> (uv --python-platform, platform_machine marker)
+PLATFORMS = {
+    "x86_64-manylinux_2_35": ("x86_64-manylinux_2_35", "x86_64"),
+    "x86_64-manylinux_2_28": ("x86_64-manylinux_2_28", "x86_64"),
+    "x86_64-manylinux_2_17": ("x86_64-manylinux_2_17", "x86_64"),
+    "aarch64-manylinux_2_35": ("aarch64-manylinux_2_35", "aarch64"),
+}
+
+
+@dataclass(frozen=True)
+class Target:
+    """The runtime an app directory is resolved for."""
+
+    python: str = DEFAULT_PYTHON
+    platform: str = DEFAULT_PLATFORM
+
+    @property
+    def minor(self) -> int:
+        return int(self.python.split(".")[1])
+
+    @property
+    def requires_python(self) -> str:
+        return f"=={self.python}.*"
+
+    def marker(self) -> str:
+        machine = PLATFORMS[self.platform][1]
+        return (f"python_full_version >= '{self.python}' and python_full_version < "
+                f"'3.{self.minor + 1}' and sys_platform == 'linux' and "
+                f"platform_machine == '{machine}'")
+
+    def describe(self) -> str:
+        return f"Python {self.python} on {self.platform}"
+
+    def to_dict(self) -> dict[str, str]:
+        return {"python": self.python, "platform": self.platform}
+
+
+def parse_target(python: str | None = None, platform: str | None = None) -> Target:
+    """A checked :class:`Target`; a one-line :class:`MaterializeError` otherwise."""
+    python = (python or DEFAULT_PYTHON).strip()
+    platform = (platform or DEFAULT_PLATFORM).strip()
+    match = re.fullmatch(r"3\.(\d+)", python)
+    if not match or not _MIN_MINOR <= int(match.group(1)) <= _MAX_MINOR:
+        raise MaterializeError(
+            f"--python {python!r}: the app runs mlflow-app-agent, which needs CPython "
+            f"3.{_MIN_MINOR}-3.{_MAX_MINOR}; give a version like 3.11"
+        )
+    if platform not in PLATFORMS:
+        raise MaterializeError(
+            f"--platform {platform!r} is not a known target; choose one of "
+            f"{', '.join(sorted(PLATFORMS))}"
+        )
+    return Target(python, platform)
+
+
+def parse_exclude_newer(value: str) -> str:
+    """``YYYY-MM-DD`` or an ISO 8601 instant -> RFC 3339 UTC, second precision."""
+    text = value.strip().replace(" ", "T")
+    try:
+        when = _dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise MaterializeError(
+            f"--exclude-newer {value!r} is not a date or an ISO 8601 time "
+            "(e.g. 2026-11-01 or 2026-11-01T12:00:00Z)"
+        ) from None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=_dt.UTC)
+    when = when.astimezone(_dt.UTC).replace(microsecond=0)
+    return when.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def uv_bin() -> str:
+    """The pinned uv of the ``[build]`` extra, through its Python entry point."""
+    try:
+        import uv
+    except ImportError:
+        raise MaterializeError(
+            "materialize resolves with uv, which is not installed here; "
+            "pip install 'mlflow-app-agent[build]'"
+        ) from None
+    return str(uv.find_uv_bin())
+
+
+def uv_version() -> str:
+    import importlib.metadata
+
+    try:
+        return importlib.metadata.version("uv")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"
+
+
+def _check_index_url(index_url: str | None) -> None:
+    if index_url and re.match(r"^[a-z+]+://[^/@]*@", index_url):
+        raise MaterializeError(
+            "--index-url has credentials in it; they would be recorded in the lock. Set "
+            "UV_INDEX_URL in the environment instead"
+        )
+
+
+def _uv_env(timeout: float) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in ("VIRTUAL_ENV", "PYTHONPATH")}
+    env.update({
+        "UV_PYTHON_DOWNLOADS": "never",  # no interpreter downloads: the index only
+        "UV_HTTP_TIMEOUT": str(max(1, int(timeout))),
+        "UV_NO_PROGRESS": "1",
+        "NO_COLOR": "1",
+    })
+    return env
+
+
+def _explain(stderr: str) -> str:
+    """uv's message as one line (its tree drawing dropped)."""
+    lines = [re.sub(r"^[\s│├└╰─▶]+", "", ln).strip() for ln in stderr.splitlines()]
+    lines = [ln for ln in lines if ln and not ln.startswith(("Using CPython", "Resolved"))]
+    lines = [re.sub(r"^(error|hint): ", "", ln) for ln in lines]
+    return " ".join(lines)[:1500] or "uv failed without a message"
+
+
+def run_uv(args: list[str], *, cwd: Path, target: Target, timeout: float) -> str:
+    """Run uv; raise a :class:`MaterializeError` naming the target on any failure."""
+    try:
+        proc = subprocess.run(
+            [uv_bin(), *args], cwd=cwd, env=_uv_env(timeout), capture_output=True,
+            text=True, timeout=timeout, check=False,
+        )
+    except subprocess.TimeoutExpired:
+        raise MaterializeError(
+            f"resolving the app's dependencies for {target.describe()} did not finish "
+            f"within --timeout {timeout:g} s (is the package index reachable?)"
+        ) from None
+    if proc.returncode:
+        why = _explain(proc.stderr)
+        if re.search(r"(Failed to fetch|error sending request|dns error|Connection refused|"
+                     r"operation timed out|connect error)", proc.stderr, re.I):
+            raise MaterializeError(
+                f"the package index is unreachable while resolving for {target.describe()}: "
+                f"{why}"
+            )
+        raise MaterializeError(
+            f"the app's dependencies cannot be resolved for {target.describe()}: {why}"
+        )
+    return proc.stdout
+
+
+def _toml_list(items: list[str]) -> str:
+    if not items:
+        return "[]"
+    return "[\n" + "".join(f"    {json.dumps(i)},\n" for i in items) + "]"
+
+
+def render_pyproject(dependencies: list[str], sources: dict[str, str], target: Target,
+                     exclude_newer: str, *, requires_python: str | None = None) -> str:
+    """The app's ``pyproject.toml``: a virtual project (nothing to build) for uv."""
+    marker = target.marker()
+    out = [
+        "# Generated by mlflow-app-agent materialize; Databricks Apps installs it with uv",
+        "# (uv.lock, no requirements.txt). Do not edit: MANIFEST.json holds its sha256.",
+        "[project]",
+        f"name = {json.dumps(APP_PROJECT_NAME)}",
+        'version = "0.0.0"',
+        f"requires-python = {json.dumps(requires_python or target.requires_python)}",
+        f"dependencies = {_toml_list(dependencies)}",
+        "",
+        "[tool.uv]",
+        "package = false",
+        f"exclude-newer = {json.dumps(exclude_newer)}",
+        f"environments = [{json.dumps(marker)}]",
+        f"required-environments = [{json.dumps(marker)}]",
+    ]
+    if sources:
+        out += ["", "[tool.uv.sources]"]
+        out += [f"{name} = {{ path = {json.dumps(path)} }}" for name, path in sorted(sources.items())]
+    return "\n".join(out) + "\n"
+
+
+def _lock_python(target: Target) -> list[str]:
+    """``--python`` for ``uv lock``: this interpreter when it is inside the lock-time range,
+    else whatever uv finds on this machine that is."""
+    if sys.version_info[:2] >= (3, target.minor):
+        return ["--python", sys.executable]
+    return ["--python", f">={target.python}"]
+
+
+def lock(app_dir: Path, dependencies: list[str], sources: dict[str, str], target: Target,
+         exclude_newer: str, *, timeout: float = DEFAULT_TIMEOUT,
+         index_url: str | None = None) -> None:
+    """Write ``pyproject.toml`` and ``uv.lock`` into ``app_dir`` (uv mode)."""
+    _check_index_url(index_url)
+    relaxed = f">={target.python}"
+    pyproject = app_dir / PYPROJECT_FILE
+    pyproject.write_text(render_pyproject(dependencies, sources, target, exclude_newer,
+                                          requires_python=relaxed))
+    args = ["lock", "--no-config", "--exclude-newer", exclude_newer, *_lock_python(target)]
+    if index_url:
+        args += ["--default-index", index_url]
+    try:
+        run_uv(args, cwd=app_dir, target=target, timeout=timeout)
+    except MaterializeError as exc:
+        if "No interpreter found" in exc.message:
+            raise MaterializeError(
+                f"uv lock needs a Python >= {target.python} on this machine to lock for "
+                f"{target.describe()}; install one or use --installer pip"
+            ) from None
+        raise
+    lock_file = app_dir / UV_LOCK_FILE
+    text = lock_file.read_text()
+    wanted = f"requires-python = {json.dumps(relaxed)}"
+    if wanted not in text.splitlines():
+        raise MaterializeError(f"uv wrote an unexpected {UV_LOCK_FILE} (no {wanted!r} line)")
+    exact = f"requires-python = {json.dumps(target.requires_python)}"
+    lock_file.write_text(text.replace(wanted + "\n", exact + "\n", 1))
+    pyproject.write_text(render_pyproject(dependencies, sources, target, exclude_newer))
+
+
+def compile_requirements(app_dir: Path, lines: list[str], target: Target, exclude_newer: str,
+                         *, timeout: float = DEFAULT_TIMEOUT,
+                         index_url: str | None = None) -> str:
+    """The pinned closure of ``lines`` for the target, as requirements.txt text (pip mode).
+    Relative paths in ``lines`` are relative to ``app_dir`` and stay relative."""
+    _check_index_url(index_url)
+    src = app_dir / ".requirements.in"
+    src.write_text("\n".join(lines) + "\n")
+    args = ["pip", "compile", "--no-config", src.name, "--python-version", target.python,
+            "--python-platform", PLATFORMS[target.platform][0], "--exclude-newer",
+            exclude_newer, "--no-header", "--quiet"]
+    if index_url:
+        args += ["--index-url", index_url]
+    try:
+        out = run_uv(args, cwd=app_dir, target=target, timeout=timeout)
+    finally:
+        src.unlink(missing_ok=True)
+    return out.replace(f"-r {src.name}", "the app").replace(f"# via {src.name}", "# via the app")
