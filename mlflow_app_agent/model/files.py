@@ -71,22 +71,32 @@ def load_code_agent(
 def _is_agent_like(value: Any) -> bool:
     if isinstance(value, Agent):
         return True
+    from mlflow_app_agent.authoring import loaded_responses_agent_class
+
+    cls = loaded_responses_agent_class()
+    return cls is not None and isinstance(value, cls)
+
+
+def read_mlmodel(model_dir: Path) -> dict[str, Any]:
+    """``model_dir/MLmodel`` as a dict (not mlflow's ``Model.load``, which imports pandas)."""
+    import yaml
+
+    path = model_dir / "MLmodel"
     try:
-        from mlflow.pyfunc import ResponsesAgent
-    except ImportError:  # pragma: no cover
-        return False
-    return isinstance(value, ResponsesAgent)
+        doc = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError) as exc:
+        raise ModelLoadError(f"cannot read {path}: {exc}") from None
+    return doc if isinstance(doc, dict) else {}
 
 
 def agent_from_model_dir(model_dir: Path, model_config: dict[str, Any] | None = None) -> Agent:
     """Load the agent stored in our flavor at ``model_dir`` (the dir holding MLmodel)."""
     import cloudpickle
-    from mlflow.models import Model
     from mlflow.utils.model_utils import _add_code_from_conf_to_system_path
 
-    meta = Model.load(str(model_dir / "MLmodel"))
-    conf = meta.flavors.get(FLAVOR_NAME) or _conf_from_layout(model_dir)
-    pyfunc_conf = meta.flavors.get("python_function", {})
+    flavors = read_mlmodel(model_dir).get("flavors") or {}
+    conf = flavors.get(FLAVOR_NAME) or _conf_from_layout(model_dir)
+    pyfunc_conf = flavors.get("python_function") or {}
     _add_code_from_conf_to_system_path(str(model_dir), pyfunc_conf, code_key="code")
     if model_config is None:
         # mlflow.pyfunc.save_model(model_config=...) stores it under "config".

@@ -131,9 +131,10 @@ def download_model(model_uri: str, dst_dir: str | os.PathLike[str]) -> ModelSour
 
 
 def _mlmodel_model_id(path: Path) -> str | None:
-    from mlflow.models import Model
+    from mlflow_app_agent.model.files import read_mlmodel
 
-    return getattr(Model.load(str(path / "MLmodel")), "model_id", None)
+    model_id = read_mlmodel(path).get("model_id")
+    return str(model_id) if model_id else None
 
 
 def _local_source(path: Path, copy_to: Path | None = None) -> ModelSource:
@@ -174,8 +175,6 @@ def load_agent(
     model_config: dict[str, Any] | None = None,
 ) -> LoadedAgent:
     """Load the agent at ``model_uri_or_dir`` (our flavor or a pyfunc ResponsesAgent)."""
-    from mlflow.models import Model
-
     from mlflow_app_agent.model import files as model_files
 
     location = str(model_uri_or_dir)
@@ -189,9 +188,12 @@ def load_agent(
             )
         target = dst_path or tempfile.mkdtemp(prefix="mlflow-app-agent-model-")
         source = download_model(location, target)
-    meta = Model.load(str(source.local_path / "MLmodel"))
-    conf = meta.flavors.get(model_files.FLAVOR_NAME)
-    pyfunc_conf = meta.flavors.get("python_function") or {}
+    # the MLmodel as data: mlflow's Model.load imports its signature module, hence pandas,
+    # which the lean app runtime does not install
+    flavors = model_files.read_mlmodel(source.local_path).get("flavors") or {}
+    conf = flavors.get(model_files.FLAVOR_NAME)
+    pyfunc_conf = flavors.get("python_function") or {}
+    meta: Model | None = None
     effective_config = model_config if model_config is not None else pyfunc_conf.get(
         "config"  # where mlflow.pyfunc.save_model(model_config=...) stores it
     )
@@ -201,6 +203,9 @@ def load_agent(
         git = conf.get("git") or {}
         resources = parse_resources(conf.get("resources") or [])
     elif pyfunc_conf:
+        from mlflow.models import Model
+
+        meta = Model.load(str(source.local_path / "MLmodel"))
         agent = _load_pyfunc_responses_agent(source.local_path, effective_config)
         flavor_name = "python_function"
         git = _git_from_mlflow_tags(source)

@@ -136,11 +136,12 @@ def load_python_file(path: Path, attr: str | None = None) -> Agent:
 
 
 def _is_responses_agent(value: Any) -> bool:
-    if "mlflow" not in sys.modules or isinstance(value, type):
-        return False  # a file that never imported MLflow cannot hold a ResponsesAgent
-    from mlflow.pyfunc import ResponsesAgent
+    from mlflow_app_agent.authoring import loaded_responses_agent_class
 
-    return isinstance(value, ResponsesAgent)
+    if isinstance(value, type):
+        return False
+    cls = loaded_responses_agent_class()  # None: nothing imported mlflow.pyfunc
+    return cls is not None and isinstance(value, cls)
 
 
 def _str_or_none(value: Any) -> str | None:
