@@ -76,13 +76,15 @@ def materialize_command(model_uri: str, out_dir: str, force: bool, installer: st
 
 @click.command("verify")
 @click.argument("app_dir", type=click.Path(file_okay=False))
-def verify_command(app_dir: str) -> None:
+@click.option("--installer", type=click.Choice(["uv", "pip"]), default=None,
+              help="Also require this install mode (default: the one materialized).")
+def verify_command(app_dir: str, installer: str | None) -> None:
     """Check APP_DIR against its MANIFEST.json; exit 1 naming each changed, missing or extra
     file."""
     from mlflow_app_agent.apps.build.manifest import read_manifest, verify
 
     try:
-        verify(app_dir)
+        verify(app_dir, installer=installer)
     except ManifestMismatchError as exc:
         for problem in exc.problems:
             click.echo(problem, err=True)
@@ -111,8 +113,8 @@ def run_local_command(
     access_token_env: str | None, extra_env: tuple[str, ...], fresh: bool,
     ready_timeout: float,
 ) -> None:
-    """Run APP_DIR as Databricks Apps would: a fresh venv, pip install -r requirements.txt,
-    the app.yaml command with the Apps environment, behind a proxy adding the Apps headers."""
+    """Run APP_DIR as Databricks Apps would: a fresh venv, uv sync --frozen (uv mode) or pip
+    install -r requirements.txt (pip mode), the app.yaml command with the Apps environment, behind a proxy adding the Apps headers."""
     from mlflow_app_agent.apps.local.run_local import RunLocalOptions, run_local
 
     env: dict[str, str] = {}

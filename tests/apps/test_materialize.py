@@ -1,7 +1,9 @@
 from __future__ import annotations
 
+import importlib.metadata
 import json
 import os
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -12,7 +14,7 @@ from mlflow_app_agent.apps.build.manifest import MANIFEST_FILE
 from mlflow_app_agent.apps.build.wheel import wheel_filename
 from mlflow_app_agent.errors import MaterializeError, ModelLoadError, TargetExistsError
 
-from .conftest import LoggedVersion
+from .conftest import LoggedVersion, model_requirements
 
 
 def tree(root: Path) -> dict[str, bytes]:
@@ -31,8 +33,9 @@ def test_layout_app_yaml_requirements_and_manifest(
 ) -> None:
     out = materialize(echo_version.uri, tmp_path / "app")
     files = tree(out)
-    assert {"app.yaml", "requirements.txt", "MANIFEST.json", "README.md",
+    assert {"app.yaml", "pyproject.toml", "uv.lock", "MANIFEST.json", "README.md",
             f"wheels/{wheel_filename()}", "model/MLmodel"} <= set(files)
+    assert "requirements.txt" not in files  # it would make Apps use pip
 
     spec = yaml.safe_load(files["app.yaml"])
     assert spec["command"] == ["python", "-m", "mlflow_app_agent.serve", "."]
@@ -45,13 +48,22 @@ def test_layout_app_yaml_requirements_and_manifest(
     # a secret is only ever referenced, never written
     assert env["API_KEY"] == {"name": "API_KEY", "valueFrom": "secret-team-api-key"}
 
-    reqs = files["requirements.txt"].decode().splitlines()
-    assert f"./wheels/{wheel_filename()}" in reqs
-    assert not any(r.startswith("mlflow-app-agent") for r in reqs)
-    pinned = [r for r in reqs if r and not r.startswith(("#", "./"))]
-    assert pinned and all("==" in r for r in pinned), pinned
-    assert any(r.startswith("fastapi==") for r in reqs)
-    assert any(r.startswith("opentelemetry-exporter-otlp-proto-http==") for r in reqs)
+    project = tomllib.loads(files["pyproject.toml"].decode())
+    assert project["project"]["requires-python"] == "==3.11.*"
+    deps = project["project"]["dependencies"]
+    mlflow_version = importlib.metadata.version("mlflow")
+    # the model's own requirements, but mlflow-skinny for mlflow; the toolkit as a path
+    assert deps[:3] == [f"mlflow-skinny=={mlflow_version}",
+                        *model_requirements()[1:]]
+    assert project["tool"]["uv"]["sources"]["mlflow-app-agent"] == {
+        "path": f"wheels/{wheel_filename()}"}
+    lock = tomllib.loads(files["uv.lock"].decode())
+    assert lock["requires-python"] == "==3.11.*"
+    locked = {p["name"]: p for p in lock["package"]}
+    assert {"fastapi", "uvicorn", "mlflow-skinny", "numpy",
+            "opentelemetry-exporter-otlp-proto-http"} <= set(locked)
+    assert "mlflow" not in locked and "scikit-learn" not in locked
+    assert locked["mlflow-app-agent"]["source"] == {"path": f"wheels/{wheel_filename()}"}
 
     manifest = json.loads(files["MANIFEST.json"])
     assert manifest["source_uri"] == echo_version.uri
@@ -61,6 +73,11 @@ def test_layout_app_yaml_requirements_and_manifest(
     assert manifest["flavor"] == "mlflow_app_agent"
     assert manifest["git"]["commit"]
     assert manifest["toolkit_version"]
+    deps_record = manifest["dependencies"]
+    assert deps_record["installer"] == "uv"
+    assert deps_record["target"] == {"python": "3.11", "platform": "x86_64-manylinux_2_35"}
+    assert deps_record["exclude_newer"] == lock["options"]["exclude-newer"]
+    assert deps_record["mlflow"]["distribution"] == "mlflow-skinny"
     assert set(manifest["files"]) == set(files) - {MANIFEST_FILE}
     assert files["MANIFEST.json"].decode() == json.dumps(
         manifest, sort_keys=True, indent=2, ensure_ascii=False) + "\n"
