@@ -5,7 +5,8 @@ Three layers, later ones win (see ``docs/configuration.md``):
 
 1. the **base** configuration stored in the model at log time
    (``log_model(..., model_config=dict | "config.yaml")``, validated by
-   :func:`load_model_config`), made active at load time by :func:`activate_config`;
+   :func:`load_model_config`), bound to the loaded agent (``Agent.bind_model_config``) and
+   active inside its calls and while its code is imported (:func:`activate_config`);
 2. ``AGENT_CONFIG_JSON``: a JSON object deep-merged over the base;
 3. ``AGENT_CONFIG__<KEY>[__<SUBKEY>...]``: one value per (nested) key, parsed as JSON when it
    parses (``0.2``, ``true``, ``["a"]``) and used as a string otherwise.
@@ -18,11 +19,11 @@ time; tools read secrets from env vars that ``app.yaml`` fills from Databricks s
 
 from __future__ import annotations
 
+import contextvars
 import json
 import math
 import os
 import re
-import threading
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, TypeVar, overload
@@ -252,53 +253,68 @@ def _origin(loc: tuple[str, ...], sources: Mapping[tuple[str, ...], str]) -> str
 
 # --- run time --------------------------------------------------------------------------------
 
-_NOT_ACTIVE = object()
-_lock = threading.Lock()
-_active: Any = _NOT_ACTIVE  # the base config of the loaded model (process-wide)
+# Not process-wide: the base configuration in effect for the current thread or task. The
+# loaded Agent owns its model's configuration (Agent.bind_model_config) and sets this around
+# each of its calls, so a server's worker threads and a pyfunc's predict see it; the loader
+# sets it while the agent's code is imported (load time).
+_NOT_ACTIVE: Any = object()
+#: Agent.bind_model_config was never called: calls see the caller's active configuration.
+NOT_BOUND: Any = object()
+_current: contextvars.ContextVar[Any] = contextvars.ContextVar(
+    "mlflow_app_agent_model_config", default=_NOT_ACTIVE
+)
+
+
+def freeze_config(base: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    """A private JSON copy of ``base``; ConfigError when it is not a mapping."""
+    if base is not None and not isinstance(base, Mapping):
+        raise ConfigError(f"model_config must be a mapping, got {type(base).__name__}")
+    return None if base is None else json.loads(json.dumps(dict(base)))
 
 
 class _Activation:
     """Returned by :func:`activate_config`: already active; as a context manager, restores the
     previous configuration on exit."""
 
-    def __init__(self, previous: Any) -> None:
-        self._previous = previous
+    def __init__(self, token: contextvars.Token[Any] | None) -> None:
+        self._token = token
 
     def __enter__(self) -> _Activation:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        global _active
-        with _lock:
-            _active = self._previous
+        if self._token is not None:
+            _current.reset(self._token)
+            self._token = None
 
 
 def activate_config(base: Mapping[str, Any] | None) -> _Activation:
-    """Make ``base`` (the configuration stored with the model, or None) the active one.
+    """Make ``base`` (the configuration stored with the model, or None) the active one in the
+    current context: this thread or task and what it starts with a copy of its context
+    (anyio worker threads, asyncio tasks), never other threads.
 
-    Called by the loader before the agent's code runs. Process-wide, because a server
-    loads one model and answers requests from many threads. Usable as a context manager
+    The loader uses it while the agent's code is imported; a loaded agent's calls use the
+    configuration bound to the agent instead. Usable as a context manager
     (``with activate_config(cfg): ...``) to restore the previous configuration afterwards.
     """
-    global _active
-    if base is not None and not isinstance(base, Mapping):
-        raise ConfigError(f"model_config must be a mapping, got {type(base).__name__}")
-    frozen = None if base is None else json.loads(json.dumps(dict(base)))
-    with _lock:
-        previous = _active
-        _active = frozen
-    return _Activation(previous)
+    return _Activation(_current.set(freeze_config(base)))
+
+
+def config_scope(bound: Any) -> _Activation:
+    """``with config_scope(agent_config):`` for one call of an agent: ``NOT_BOUND`` leaves
+    the caller's configuration in effect."""
+    if bound is NOT_BOUND:
+        return _Activation(None)
+    return _Activation(_current.set(bound))
 
 
 def deactivate_config() -> None:
-    """Forget the active configuration (mostly for tests)."""
-    global _active
-    with _lock:
-        _active = _NOT_ACTIVE
+    """Forget the active configuration in the current context (mostly for tests)."""
+    _current.set(_NOT_ACTIVE)
 
 
 def is_config_active() -> bool:
-    return _active is not _NOT_ACTIVE
+    return _current.get() is not _NOT_ACTIVE
 
 
 @overload
@@ -330,7 +346,7 @@ def get_config(
     the base used when no model configuration is active, i.e. while developing before the
     model is logged, like MLflow's ``ModelConfig(development_config=...)``.
     """
-    base = _active
+    base = _current.get()
     if base is _NOT_ACTIVE or base is None:
         if development_config is not None:
             base = load_model_config(development_config) or {}
@@ -360,9 +376,12 @@ __all__ = [
     "AgentConfig",
     "LLMConfig",
     "ToolsConfig",
+    "NOT_BOUND",
     "activate_config",
     "config_schema_of",
+    "config_scope",
     "deactivate_config",
+    "freeze_config",
     "get_config",
     "is_config_active",
     "load_model_config",

@@ -13,9 +13,10 @@ models is checked by :mod:`mlflow_app_agent.signature`, not here.
 from __future__ import annotations
 
 import inspect
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
+from mlflow_app_agent.agent_config import NOT_BOUND, config_scope
 from mlflow_app_agent.bridges import iterate_async_gen, run_coroutine, threaded_iter
 from mlflow_app_agent.errors import AgentDefinitionError, RequestError
 
@@ -161,6 +162,25 @@ class Agent:
         self._stream_fn: StreamFn | None = None
         # The object this agent was adapted from (a ResponsesAgent), if any.
         self.source: Any = None
+        # The model configuration its calls see through get_config() (set by the loader);
+        # NOT_BOUND: whatever configuration is active where it is called.
+        self._model_config: Any = NOT_BOUND
+
+    def bind_model_config(self, base: Mapping[str, Any] | None) -> None:
+        """Make ``base`` (the configuration stored with the model) what :func:`get_config`
+        returns inside this agent's invoke/stream calls, in whatever thread or task they run.
+        The loader calls it; no process-wide state is changed."""
+        from mlflow_app_agent.agent_config import freeze_config
+
+        self._model_config = freeze_config(base)
+
+    @property
+    def model_config(self) -> dict[str, Any] | None:
+        """The bound model configuration (a copy), or None."""
+        import copy
+
+        bound = self._model_config
+        return None if bound is NOT_BOUND or bound is None else copy.deepcopy(bound)
 
     # --- decorators ------------------------------------------------------------------------
 
@@ -227,8 +247,32 @@ class Agent:
 
     # --- synchronous use (notebooks, pyfunc) -------------------------------------------
 
+    def _scope(self) -> Any:
+        return config_scope(self._model_config)
+
+    def _scoped(self, events: Iterator[Any]) -> Iterator[Any]:
+        # Each step runs with the model configuration active, in whichever thread drives it,
+        # and nothing is left set between steps (the consumer's context is its own).
+        try:
+            while True:
+                with self._scope():
+                    try:
+                        event = next(events)
+                    except StopIteration:
+                        return
+                yield event
+        finally:
+            close = getattr(events, "close", None)
+            if close is not None:
+                with self._scope():
+                    close()
+
     def invoke(self, request: Any) -> dict[str, Any]:
         """Answer ``request`` (dict or ResponsesAgentRequest) with a response dict."""
+        with self._scope():
+            return self._invoke(request)
+
+    def _invoke(self, request: Any) -> dict[str, Any]:
         self.check()
         req = to_request(request)
         if self._invoke_fn is not None:
@@ -241,7 +285,7 @@ class Agent:
         """Yield stream event dicts for ``request``."""
         self.check()
         req = to_request(request)
-        return self._iter_stream(req)
+        return self._scoped(self._iter_stream(req))
 
     def _iter_stream(self, req: ResponsesAgentRequest) -> Iterator[dict[str, Any]]:
         if self._stream_fn is None:
@@ -260,6 +304,12 @@ class Agent:
         self, request: Any, *, limiter: anyio.CapacityLimiter | None = None
     ) -> dict[str, Any]:
         """Async invoke: async functions run on the loop, sync ones in a worker thread."""
+        with self._scope():  # worker threads get a copy of this context
+            return await self._ainvoke(request, limiter=limiter)
+
+    async def _ainvoke(
+        self, request: Any, *, limiter: anyio.CapacityLimiter | None = None
+    ) -> dict[str, Any]:
         import anyio.to_thread
 
         self.check()
@@ -283,6 +333,22 @@ class Agent:
         batches; closing this iterator (e.g. on client disconnect) closes the generator."""
         self.check()
         req = to_request(request)
+        events = self._astream(req, limiter=limiter)
+        try:
+            while True:
+                with self._scope():  # per step: set and reset in the consumer's task
+                    try:
+                        event = await events.__anext__()
+                    except StopAsyncIteration:
+                        return
+                yield event
+        finally:
+            with self._scope():
+                await events.aclose()
+
+    async def _astream(
+        self, req: ResponsesAgentRequest, *, limiter: anyio.CapacityLimiter | None = None
+    ) -> AsyncGenerator[dict[str, Any], None]:
         if self._stream_fn is None:
             for event in response_to_events(await self.ainvoke(req, limiter=limiter)):
                 yield event

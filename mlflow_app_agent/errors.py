@@ -69,6 +69,28 @@ class ModelLoadError(MlflowAppAgentError):
     code = "model_load_error"
 
 
+class ModelLocationError(ModelLoadError, ValueError):
+    """A model location is none of the accepted forms (see
+    :class:`mlflow_app_agent.model.location.Location`); the message lists them."""
+
+    code = "invalid_model_location"
+
+
+class AgentFileError(AgentDefinitionError, ModelLoadError):
+    """An agent's Python file cannot be run, or it defines no (or more than one) agent.
+
+    Both an :class:`AgentDefinitionError` (at log time) and a :class:`ModelLoadError` (when
+    serving or loading the file)."""
+
+    code = "agent_file_error"
+
+
+class UnknownArgumentError(MlflowAppAgentError, TypeError):
+    """A function was called with a keyword argument it does not take (it would be lost)."""
+
+    code = "unknown_argument"
+
+
 class TemplateError(MlflowAppAgentError, ValueError):
     """``init`` was asked for an unknown template or an invalid project name."""
 
@@ -158,6 +180,7 @@ class ValidationFailure(MlflowAppAgentError, AssertionError):
 
 __all__ = [
     "AgentDefinitionError",
+    "AgentFileError",
     "AgentExecutionError",
     "AgentTimeoutError",
     "AuthenticationRequiredError",
@@ -169,6 +192,7 @@ __all__ = [
     "MissingDependencyError",
     "MlflowAppAgentError",
     "ModelLoadError",
+    "ModelLocationError",
     "PayloadTooLargeError",
     "PermissionDeniedError",
     "ProvenanceError",
@@ -177,5 +201,6 @@ __all__ = [
     "SignatureError",
     "TargetExistsError",
     "TemplateError",
+    "UnknownArgumentError",
     "ValidationFailure",
 ]

@@ -179,13 +179,83 @@ def test_activation_context_manager_restores() -> None:
     assert cfg.get_config() == {"a": 1}
 
 
-def test_activation_is_process_wide() -> None:
+def test_activation_is_not_process_wide() -> None:
+    # Activation is the current context's: a thread started without a copy of it does not see
+    # it (no module-level state), the caller's own thread still does.
     cfg.activate_config({"a": 1})
     seen: list[Any] = []
-    t = threading.Thread(target=lambda: seen.append(cfg.get_config()))
+    t = threading.Thread(target=lambda: seen.append(cfg.is_config_active()))
     t.start()
     t.join()
-    assert seen == [{"a": 1}]
+    assert seen == [False] and cfg.get_config() == {"a": 1}
+
+
+def _reporting_agent(name: str) -> Any:
+    from mlflow_app_agent import Agent
+
+    agent = Agent(name)
+
+    def answer() -> dict[str, Any]:
+        text = json.dumps({"config": cfg.get_config(), "thread": threading.get_ident()})
+        return {"type": "message", "id": "1", "role": "assistant",
+                "content": [{"type": "output_text", "text": text}]}
+
+    @agent.invoke_method
+    def invoke(request: Any) -> dict[str, Any]:
+        return {"output": [answer()]}
+
+    return agent
+
+
+def _seen(response: dict[str, Any]) -> dict[str, Any]:
+    return json.loads(response["output"][0]["content"][0]["text"])
+
+
+REQ = {"input": [{"role": "user", "content": "hi"}]}
+
+
+def test_a_loaded_agent_owns_its_config_in_every_thread_it_runs_in() -> None:
+    import anyio
+
+    from mlflow_app_agent.authoring import reduce_stream
+
+    first, second = _reporting_agent("first"), _reporting_agent("second")
+    first.bind_model_config({"who": "first"})
+    second.bind_model_config({"who": "second"})
+    assert first.model_config == {"who": "first"}
+    assert _seen(first.invoke(REQ))["config"] == {"who": "first"}
+    assert _seen(reduce_stream(list(second.stream(REQ))))["config"] == {"who": "second"}
+    assert not cfg.is_config_active()  # nothing left set in the caller
+
+    async def both() -> list[dict[str, Any]]:
+        results: list[dict[str, Any]] = []
+
+        async def one(agent: Any) -> None:
+            # sync invoke runs in an anyio worker thread; astream drives it through
+            # threaded_iter's worker: both see the agent's config, not the other's
+            results.append(_seen(await agent.ainvoke(REQ)))
+            events = [e async for e in agent.astream(REQ)]
+            results.append(_seen(reduce_stream(events)))
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(one, first)
+            tg.start_soon(one, second)
+        return results
+
+    results = anyio.run(both)
+    main_thread = threading.get_ident()
+    assert sorted(r["config"]["who"] for r in results) == ["first"] * 2 + ["second"] * 2
+    assert all(r["thread"] != main_thread for r in results)  # really other threads
+    assert not cfg.is_config_active()
+
+
+def test_an_unbound_agent_sees_the_callers_config() -> None:
+    agent = _reporting_agent("dev")
+    assert _seen(agent.invoke(REQ))["config"] == {}
+    with cfg.activate_config({"during": "log-time check"}):
+        assert _seen(agent.invoke(REQ))["config"] == {"during": "log-time check"}
+    agent.bind_model_config(None)  # a model logged without a config: the dev fallback
+    assert agent.model_config is None and _seen(agent.invoke(REQ))["config"] == {}
 
 
 def test_activate_rejects_non_mapping() -> None:

@@ -107,7 +107,8 @@ def agent_from_model_dir(model_dir: Path, model_config: dict[str, Any] | None = 
     else:
         with config.activate_config(model_config), agent_path.open("rb") as fh:
             agent = as_agent(cloudpickle.load(fh))
-    config.activate_config(model_config)
+    # The loaded agent owns its configuration: get_config() sees it inside its calls.
+    agent.bind_model_config(model_config)
     return agent
 
 

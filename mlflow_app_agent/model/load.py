@@ -254,13 +254,14 @@ def _git_from_mlflow_tags(source: ModelSource) -> dict[str, Any]:
         tags = mlflow.MlflowClient().get_logged_model(source.model_id).tags
     except Exception:
         return {}
-    out = {
+    out: dict[str, Any] = {
         "commit": tags.get("mlflow.source.git.commit"),
         "branch": tags.get("mlflow.source.git.branch"),
         "remote_url": tags.get("mlflow.source.git.repoURL"),
+        "dirty": {"true": True, "false": False}.get(tags.get("mlflow.source.git.dirty", "")),
     }
     if out["remote_url"]:
         from mlflow_app_agent.provenance import strip_credentials
 
-        out["remote_url"] = strip_credentials(out["remote_url"])
-    return {k: v for k, v in out.items() if v}
+        out["remote_url"] = strip_credentials(str(out["remote_url"]))
+    return {k: v for k, v in out.items() if v is not None and v != ""}

@@ -1,105 +1,161 @@
-"""Server settings: one frozen object per app, from keyword arguments and/or the environment.
+"""Server settings (:class:`ServerSettings`): one frozen object per app, from keyword arguments
+and the environment, declared once with ``pydantic-settings``.
 
 Every setting has an ``MLFLOW_APP_AGENT_*`` variable so an ``app.yaml`` command can stay a
-fixed list and still be tuned per deployment.
+fixed list and still be tuned per deployment. These are the *server's* settings; the agent's
+own model configuration (``AGENT_CONFIG_*``) is :mod:`mlflow_app_agent.agent_config`.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import os
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Literal, get_args
 
+import pydantic
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from mlflow_app_agent.env_source import EnvSource, current_environ, reading
 from mlflow_app_agent.errors import ConfigError
 
 ENV_MODEL = "MLFLOW_APP_AGENT_MODEL"
 ENV_PREFIX = "MLFLOW_APP_AGENT_"
 
+TraceExport = Literal["auto", "process", "thread"]
 #: values of ``trace_export`` (see :mod:`mlflow_app_agent.server.trace_export`)
-TRACE_EXPORT_MODES = ("auto", "process", "thread")
+TRACE_EXPORT_MODES: tuple[str, ...] = get_args(TraceExport)
 
-_TRUE = {"1", "true", "yes", "on"}
-_FALSE = {"0", "false", "no", "off", ""}
+_TRUE = ("1", "true", "yes", "on")
+_FALSE = ("0", "false", "no", "off", "")
+_KINDS = {int: "int (a whole number)", float: "float (a number, e.g. 30 or 2.5)"}
 
+class ServerSettings(BaseSettings):
+    """How one app instance behaves: defaults, then ``MLFLOW_APP_AGENT_<FIELD>`` variables,
+    then keyword arguments (``ServerSettings(request_timeout=30)``). ``request_timeout`` is
+    ``MLFLOW_APP_AGENT_REQUEST_TIMEOUT``. A bad value is a :class:`ConfigError` naming the
+    variable (or field) and what is accepted."""
 
-@dataclasses.dataclass(frozen=True)
-class ServerSettings:
-    """How one app instance behaves. Field names match the env vars: ``request_timeout`` is
-    ``MLFLOW_APP_AGENT_REQUEST_TIMEOUT``."""
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX, case_sensitive=False, frozen=True, extra="forbid"
+    )
 
     #: Worker threads that may run sync agent code at once (a CapacityLimiter, per app).
-    max_concurrency: int = 64
+    max_concurrency: int = pydantic.Field(64, ge=1)
     #: Seconds an invoke (or a whole stream) may take before a 504 / timeout event; 0 = none.
-    request_timeout: float = 300.0
+    request_timeout: float = pydantic.Field(300.0, ge=0)
     #: Largest accepted request body in bytes (413 above it).
-    max_body_bytes: int = 4 * 1024 * 1024
+    max_body_bytes: int = pydantic.Field(4 * 1024 * 1024, ge=1)
     #: Reject agent calls without a forwarded identity (401).
     require_auth: bool = False
     #: Record an MLflow trace per request.
     tracing: bool = True
     #: Fraction of requests traced (1.0 = all), before the rate cap.
-    trace_sample_ratio: float = 1.0
+    trace_sample_ratio: float = pydantic.Field(1.0, ge=0.0, le=1.0)
     #: Upper bound on traces started per second (token bucket; 0 = no bound). Writing a trace
     #: costs ~20 ms of CPU with a sqlite store, so an unbounded burst would starve requests.
-    trace_max_per_second: float = 5.0
+    trace_max_per_second: float = pydantic.Field(5.0, ge=0)
     #: Seconds the shutdown waits for queued traces to be written. Databricks Apps sends
     #: SIGKILL 15 s after SIGTERM: 10 s request grace + 2 s for cut requests + this. The trace
     #: writer process keeps writing what it was sent after the server exits.
-    trace_flush_timeout: float = 2.0
+    trace_flush_timeout: float = pydantic.Field(2.0, ge=0)
     #: Where traces are written: ``process`` (a child writer process, so trace I/O does not
     #: hold the server's GIL), ``thread`` (MLflow's in-process export threads) or ``auto``
     #: (``process`` for local sqlite/file stores, ``thread`` for tracking servers).
-    trace_export: str = "auto"
+    trace_export: TraceExport = "auto"
 
-    def __post_init__(self) -> None:
-        if self.max_concurrency < 1:
-            raise ConfigError("max_concurrency must be >= 1")
-        if self.request_timeout < 0:
-            raise ConfigError("request_timeout must be >= 0 (0 disables it)")
-        if self.max_body_bytes < 1:
-            raise ConfigError("max_body_bytes must be >= 1")
-        if not 0.0 <= self.trace_sample_ratio <= 1.0:
-            raise ConfigError("trace_sample_ratio must be between 0 and 1")
-        if self.trace_max_per_second < 0:
-            raise ConfigError("trace_max_per_second must be >= 0 (0 = unbounded)")
-        if self.trace_export not in TRACE_EXPORT_MODES:
-            raise ConfigError(f"trace_export must be one of {', '.join(TRACE_EXPORT_MODES)} "
-                              f"(got {self.trace_export!r})")
+    def __init__(self, **values: Any) -> None:
+        unknown = set(values) - set(type(self).model_fields)
+        if unknown:
+            raise ConfigError(f"unknown server setting(s): {', '.join(sorted(unknown))}")
+        try:
+            super().__init__(**values)
+        except pydantic.ValidationError as exc:
+            raise ConfigError(_describe(exc, explicit=set(values))) from None
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # keywords, then the environment; no .env or secrets files
+        return init_settings, EnvSource(settings_cls)
+
+    @pydantic.field_validator("*", mode="before")
+    @classmethod
+    def _env_text(cls, value: Any, info: pydantic.ValidationInfo) -> Any:
+        if not isinstance(value, str):
+            return value
+        text = value.strip()
+        if info.field_name is not None and cls.model_fields[info.field_name].annotation is bool:
+            if text.lower() in _TRUE:
+                return True
+            if text.lower() in _FALSE:  # "" too: an unset flag in app.yaml means off
+                return False
+        return text
 
     @classmethod
     def from_env(
         cls, env: Mapping[str, str] | None = None, **overrides: Any
     ) -> ServerSettings:
-        """Defaults, then ``MLFLOW_APP_AGENT_*`` variables, then explicit ``overrides``."""
-        env = os.environ if env is None else env
-        values: dict[str, Any] = {}
-        for field in dataclasses.fields(cls):
-            raw = env.get(ENV_PREFIX + field.name.upper())
-            if raw is not None:
-                values[field.name] = _parse(field.name, field.type, raw)
-        unknown = set(overrides) - {f.name for f in dataclasses.fields(cls)}
-        if unknown:
-            raise ConfigError(f"unknown server setting(s): {', '.join(sorted(unknown))}")
-        values.update({k: v for k, v in overrides.items() if v is not None})
-        return cls(**values)
+        """Defaults, then ``MLFLOW_APP_AGENT_*`` variables of ``env`` (default
+        ``os.environ``), then the ``overrides`` that are not None (unset CLI options)."""
+        given = {k: v for k, v in overrides.items() if v is not None}
+        with reading(env):
+            return cls(**given)
 
 
-def _parse(name: str, type_name: Any, raw: str) -> Any:
-    var = ENV_PREFIX + name.upper()
-    text = raw.strip()
-    kind = type_name if isinstance(type_name, str) else getattr(type_name, "__name__", "")
-    try:
-        if kind == "bool":
-            if text.lower() in _TRUE:
-                return True
-            if text.lower() in _FALSE:
-                return False
-            raise ValueError(text)
-        if kind == "int":
-            return int(text)
-        if kind == "float":
-            return float(text)
-    except ValueError:
-        raise ConfigError(f"{var}={raw!r} is not a valid {kind}") from None
-    return text
+def env_name(field: str) -> str:
+    """The variable of a setting: ``request_timeout`` -> ``MLFLOW_APP_AGENT_REQUEST_TIMEOUT``."""
+    return ENV_PREFIX + field.upper()
+
+
+def _describe(exc: pydantic.ValidationError, *, explicit: set[str]) -> str:
+    lowered = {k.upper(): v for k, v in current_environ().items()}
+    problems: list[str] = []
+    for err in exc.errors():
+        field = str(err["loc"][0]) if err.get("loc") else "?"
+        rule = _rule(field, err)
+        if field in explicit:
+            subject = f"{field}={err.get('input')!r}"
+        else:
+            var = env_name(field)
+            subject = f"{var}={lowered.get(var, err.get('input'))!r}"
+        if rule.startswith("is not"):
+            problems.append(f"{subject} {rule}")
+        else:
+            problems.append(rule if field in explicit else f"{subject}: {rule}")
+    return "; ".join(problems)
+
+
+def _rule(field: str, err: Any) -> str:
+    """What ``field`` accepts, in the words of the error's kind."""
+    info = ServerSettings.model_fields.get(field)
+    annotation = info.annotation if info is not None else None
+    ctx = err.get("ctx") or {}
+    kind = err.get("type", "")
+    if kind in ("greater_than_equal", "greater_than"):
+        bound = ctx.get("ge", ctx.get("gt"))
+        extra = {"request_timeout": " (0 disables it)", "trace_max_per_second": " (0 = unbounded)"}
+        op = ">=" if kind == "greater_than_equal" else ">"
+        if field == "trace_sample_ratio":
+            return "trace_sample_ratio must be between 0 and 1"
+        return f"{field} must be {op} {_num(bound)}{extra.get(field, '')}"
+    if kind in ("less_than_equal", "less_than"):
+        return f"{field} must be between 0 and 1" if field == "trace_sample_ratio" else (
+            f"{field} must be <= {_num(ctx.get('le', ctx.get('lt')))}")
+    if kind == "literal_error" or field == "trace_export":
+        return (f"{field} must be one of {', '.join(TRACE_EXPORT_MODES)} "
+                f"(got {err.get('input')!r})")
+    if annotation is bool:
+        return (f"is not a valid bool (use one of {', '.join(_TRUE)} or "
+                f"{', '.join(f for f in _FALSE if f)}, or leave it empty for off)")
+    if annotation in _KINDS:
+        return f"is not a valid {_KINDS[annotation]}"
+    return f"{field}: {err.get('msg', 'invalid')}"
+
+
+def _num(value: Any) -> str:
+    return f"{value:g}" if isinstance(value, float) else str(value)

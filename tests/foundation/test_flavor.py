@@ -67,7 +67,7 @@ def test_detached_dirty_checkout_with_token_remote(
     assert tags["mlflow.source.git.commit"] == head
     assert tags["mlflow.source.git.branch"] == "release/7"
     assert tags["mlflow.source.git.repoURL"] == "https://github.com/org/agents.git"
-    assert tags["mlflow_app_agent.git.dirty"] == "true"
+    assert tags["mlflow.source.git.dirty"] == "true"
     version = mlflow.MlflowClient().get_model_version(unique_name, "1")
     assert version.tags["mlflow.source.git.commit"] == head
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import click
+import pydantic
 import pytest
 from click.testing import CliRunner
 
@@ -37,6 +38,28 @@ def test_env_then_overrides() -> None:
 def test_bad_env_names_the_variable(env: dict[str, str], words: str) -> None:
     with pytest.raises(ConfigError, match=words.replace("(", r"\(")):
         ServerSettings.from_env(env)
+
+
+def test_errors_name_the_accepted_values() -> None:
+    with pytest.raises(ConfigError, match=r"MLFLOW_APP_AGENT_TRACING='maybe' is not a valid "
+                                          r"bool \(use one of 1, true, yes, on or 0, false"):
+        ServerSettings.from_env({"MLFLOW_APP_AGENT_TRACING": "maybe"})
+    with pytest.raises(ConfigError, match=r"^max_concurrency='lots' is not a valid int"):
+        ServerSettings(max_concurrency="lots")  # type: ignore[arg-type]
+    # every bad variable at once, each named
+    with pytest.raises(ConfigError, match=r"REQUEST_TIMEOUT='soon'.*TRACE_SAMPLE_RATIO='2'"):
+        ServerSettings.from_env({"MLFLOW_APP_AGENT_REQUEST_TIMEOUT": "soon",
+                                 "MLFLOW_APP_AGENT_TRACE_SAMPLE_RATIO": "2"})
+
+
+def test_the_constructor_reads_the_environment_under_its_keywords(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MLFLOW_APP_AGENT_MAX_BODY_BYTES", "7")
+    assert ServerSettings().max_body_bytes == 7
+    assert ServerSettings(max_body_bytes=9).max_body_bytes == 9
+    assert ServerSettings.from_env({}).max_body_bytes == 4 * 1024 * 1024  # only the mapping
+    with pytest.raises(pydantic.ValidationError, match="frozen"):
+        ServerSettings().tracing = False  # type: ignore[misc]
 
 
 def test_unknown_override_is_rejected() -> None:
