@@ -19,11 +19,14 @@ target exactly (``==3.X.*``) in both files; ``uv lock --locked`` on the target a
 from __future__ import annotations
 
 import datetime as _dt
+import hashlib
 import json
 import os
 import re
 import subprocess
 import sys
+import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -181,6 +184,34 @@ def run_uv(args: list[str], *, cwd: Path, target: Target, timeout: float) -> str
     return proc.stdout
 
 
+def _cached(key_parts: list[bytes], produce: Callable[[], str]) -> str:
+    """``produce()``, remembered per inputs: with a fixed ``exclude_newer`` and a pinned uv
+    the same inputs resolve the same, so a repeated materialize skips the index."""
+    from mlflow_app_agent.apps.build.wheel import cache_dir
+
+    digest = hashlib.sha256(uv_version().encode())
+    for part in key_parts:
+        digest.update(hashlib.sha256(part).digest())
+    path = cache_dir() / "resolved" / digest.hexdigest()[:32]
+    if path.is_file():
+        return path.read_text()
+    text = produce()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
+    with os.fdopen(fd, "w") as fh:
+        fh.write(text)
+    os.replace(tmp, path)
+    return text
+
+
+def _local_files(app_dir: Path, paths: list[str]) -> list[bytes]:
+    out = []
+    for rel in paths:
+        path = app_dir / rel
+        out.append(rel.encode() + b"\0" + (path.read_bytes() if path.is_file() else b""))
+    return out
+
+
 def _toml_list(items: list[str]) -> str:
     if not items:
         return "[]"
@@ -227,8 +258,19 @@ def lock(app_dir: Path, dependencies: list[str], sources: dict[str, str], target
     _check_index_url(index_url)
     relaxed = f">={target.python}"
     pyproject = app_dir / PYPROJECT_FILE
-    pyproject.write_text(render_pyproject(dependencies, sources, target, exclude_newer,
-                                          requires_python=relaxed))
+    loose = render_pyproject(dependencies, sources, target, exclude_newer,
+                             requires_python=relaxed)
+    key = [b"lock", loose.encode(), (index_url or "").encode(),
+           *_local_files(app_dir, list(sources.values()))]
+    pyproject.write_text(loose)
+    text = _cached(key, lambda: _run_lock(app_dir, target, exclude_newer, timeout, index_url))
+    (app_dir / UV_LOCK_FILE).write_text(text)
+    pyproject.write_text(render_pyproject(dependencies, sources, target, exclude_newer))
+
+
+def _run_lock(app_dir: Path, target: Target, exclude_newer: str, timeout: float,
+              index_url: str | None) -> str:
+    relaxed = f">={target.python}"
     args = ["lock", "--no-config", "--exclude-newer", exclude_newer, *_lock_python(target)]
     if index_url:
         args += ["--default-index", index_url]
@@ -247,8 +289,8 @@ def lock(app_dir: Path, dependencies: list[str], sources: dict[str, str], target
     if wanted not in text.splitlines():
         raise MaterializeError(f"uv wrote an unexpected {UV_LOCK_FILE} (no {wanted!r} line)")
     exact = f"requires-python = {json.dumps(target.requires_python)}"
-    lock_file.write_text(text.replace(wanted + "\n", exact + "\n", 1))
-    pyproject.write_text(render_pyproject(dependencies, sources, target, exclude_newer))
+    lock_file.unlink()
+    return text.replace(wanted + "\n", exact + "\n", 1)
 
 
 def compile_requirements(app_dir: Path, lines: list[str], target: Target, exclude_newer: str,
@@ -257,6 +299,16 @@ def compile_requirements(app_dir: Path, lines: list[str], target: Target, exclud
     """The pinned closure of ``lines`` for the target, as requirements.txt text (pip mode).
     Relative paths in ``lines`` are relative to ``app_dir`` and stay relative."""
     _check_index_url(index_url)
+    local = [ln.split(" ", 1)[-1].removeprefix("./") for ln in lines
+             if ln.startswith(("./", "-c ", "-r ", "--constraint ", "--requirement "))]
+    key = [b"compile", json.dumps([lines, target.to_dict(), exclude_newer, index_url]).encode(),
+           *_local_files(app_dir, local)]
+    return _cached(key, lambda: _run_compile(app_dir, lines, target, exclude_newer, timeout,
+                                             index_url))
+
+
+def _run_compile(app_dir: Path, lines: list[str], target: Target, exclude_newer: str,
+                 timeout: float, index_url: str | None) -> str:
     src = app_dir / ".requirements.in"
     src.write_text("\n".join(lines) + "\n")
     args = ["pip", "compile", "--no-config", src.name, "--python-version", target.python,
