@@ -84,6 +84,20 @@ def test_first_deploy_creates_uploads_files_verbatim_and_deploys(ws: Workspace,
     assert all(h == f"Bearer {TOKEN}" for h in ws.auth_headers)
 
 
+def test_a_uv_mode_dir_deploys_its_lock_and_no_requirements(ws: Workspace,
+                                                            tmp_path: Path) -> None:
+    app_dir = build_app_dir(tmp_path / "uv-app", mode="uv")
+    result, _ = _deploy(ws, app_dir)
+    landed = ws.deployed_files[result.deployment_id]
+    assert {"pyproject.toml", "uv.lock"} <= set(landed) and "requirements.txt" not in landed
+    # a requirements.txt added later would switch Apps to pip: refused before any call
+    (app_dir / "requirements.txt").write_text("requests\n")
+    before = len(ws.ops())
+    with pytest.raises(ManifestMismatchError, match="mode: materialized for uv mode"):
+        _deploy(ws, app_dir)
+    assert len(ws.ops()) == before
+
+
 def test_redeploy_keeps_foreign_resources_and_scopes_and_is_idempotent(
         ws: Workspace, app_dir: Path) -> None:
     foreign = {"name": "db", "sql_warehouse": {"id": "w1", "permission": "CAN_USE"}}
