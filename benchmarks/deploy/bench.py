@@ -73,7 +73,7 @@ def install(app: Path, mode: str, venv: Path, cache: Path) -> float:
     shutil.rmtree(venv, ignore_errors=True)
     if mode == "uv":
         env = clean_env(UV_CACHE_DIR=str(cache), UV_PROJECT_ENVIRONMENT=str(venv))
-        return timed([uv_bin(), "sync", "--frozen", "--no-config"], cwd=app, env=env)
+        return timed([uv_bin(), "sync", "--frozen"], cwd=app, env=env)
     started = time.perf_counter()
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
     env = clean_env(PIP_CACHE_DIR=str(cache))
