@@ -56,10 +56,12 @@ def save_model(
     metadata: dict[str, Any] | None = None,
     model_config: Any = None,
     mlflow_model: Model | None = None,
+    full_mlflow: bool = False,
     **kwargs: Any,
 ) -> None:
     """Save ``agent`` (an Agent, a ResponsesAgent, or a path to a models-from-code file) as
-    an MLflow model directory at ``path``. Validates the agent's real output first."""
+    an MLflow model directory at ``path``. Validates the agent's real output first.
+    ``full_mlflow``: as for :func:`log_model`."""
     prepared = prepare(
         agent,
         code_paths=code_paths,
@@ -68,6 +70,7 @@ def save_model(
         input_example=input_example,
         model_config=model_config,
     )
+    prepared.full_mlflow = full_mlflow
     _write(
         prepared,
         Path(path),

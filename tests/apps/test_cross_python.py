@@ -116,7 +116,7 @@ def test_python_312_target_installs_on_312(
     assert (out / "uv.lock").read_text().splitlines()[2] == 'requires-python = "==3.12.*"'
     venv = tmp_path / "venv"
     subprocess.run(
-        [uv_bin(), "sync", "--frozen", "--no-config", "--project", str(out)], check=True,
+        [uv_bin(), "sync", "--frozen", "--project", str(out)], check=True,
         timeout=900, env=uv_env(UV_PROJECT_ENVIRONMENT=str(venv), UV_PYTHON=str(python312)),
     )
     check = subprocess.run(

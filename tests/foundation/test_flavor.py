@@ -326,3 +326,15 @@ def test_model_config_is_stored_validated_and_overridable(
         assert model.predict(REQUEST)["output"][0]["content"][0]["text"] == "HI PING PONG"
     finally:
         config.deactivate_config()
+
+
+def test_full_mlflow_is_recorded_for_materialize(tmp_path: Path) -> None:
+    import yaml
+
+    echo = Path(__file__).resolve().parents[2] / "examples" / "echo" / "agent.py"
+    for full in (False, True):
+        path = tmp_path / f"m-{full}"
+        mlflow_app_agent.save_model(str(echo), path, git="off", full_mlflow=full,
+                                    pip_requirements=["mlflow", "cloudpickle"])
+        conf = yaml.safe_load((path / "MLmodel").read_text())["flavors"]["mlflow_app_agent"]
+        assert conf["full_mlflow"] is full
