@@ -127,7 +127,7 @@ def test_python_312_target_installs_on_312(
     assert check.returncode == 0, check.stderr
     assert check.stdout.strip() == "(3, 12)"
     # and uv itself agrees the lock is current for the 3.12 target
-    locked = subprocess.run([uv_bin(), "lock", "--locked", "--no-config", "--python",
+    locked = subprocess.run([uv_bin(), "lock", "--locked", "--python",
                              str(python312)], cwd=out, capture_output=True, text=True,
                             timeout=600, env=uv_env())
     assert locked.returncode == 0, locked.stderr

@@ -23,6 +23,7 @@ import hashlib
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -245,12 +246,36 @@ def render_pyproject(dependencies: list[str], sources: dict[str, str], target: T
     return "\n".join(out) + "\n"
 
 
-def _lock_python(target: Target) -> list[str]:
-    """``--python`` for ``uv lock``: this interpreter when it is inside the lock-time range,
-    else whatever uv finds on this machine that is."""
+def _works(python: str) -> bool:
+    try:
+        return subprocess.run([python, "-c", "import sys"], capture_output=True,
+                              timeout=30, check=False).returncode == 0
+    except (OSError, subprocess.SubprocessError):
+        return False
+
+
+def lock_interpreter(target: Target) -> str | None:
+    """An interpreter inside ``uv lock``'s range (``>=3.X``): this one when it is new enough,
+    else a working ``python3.N`` on PATH (pyenv shims of unselected versions fail, so each
+    is tried), else one under ``$PYENV_ROOT/versions``. Any will do: the lock is universal."""
     if sys.version_info[:2] >= (3, target.minor):
-        return ["--python", sys.executable]
-    return ["--python", f">={target.python}"]
+        return sys.executable
+    minors = range(target.minor, _MAX_MINOR + 1)
+    candidates = [found for m in minors if (found := shutil.which(f"python3.{m}"))]
+    pyenv = Path(os.environ.get("PYENV_ROOT") or Path.home() / ".pyenv") / "versions"
+    for m in minors:
+        candidates += sorted(str(p / "bin" / "python") for p in pyenv.glob(f"3.{m}.*"))
+    return next((c for c in candidates if _works(c)), None)
+
+
+def _lock_python(target: Target) -> list[str]:
+    python = lock_interpreter(target)
+    if python is None:
+        raise MaterializeError(
+            f"uv lock needs a Python >= {target.python} on this machine to lock for "
+            f"{target.describe()}; install one or use --installer pip"
+        )
+    return ["--python", python]
 
 
 def lock(app_dir: Path, dependencies: list[str], sources: dict[str, str], target: Target,
