@@ -270,7 +270,7 @@ def test_a_generated_project_installs_in_a_fresh_venv_from_index_and_wheelhouse(
     )
     assert install.returncode == 0, install.stdout[-3000:] + install.stderr[-3000:]
     where = subprocess.run([python, "-c", "import mlflow_app_agent; print(mlflow_app_agent.__file__)"],
-                           capture_output=True, text=True, check=True).stdout
+                           cwd=project, capture_output=True, text=True, check=True).stdout
     assert str(venv) in where  # the wheelhouse's wheel, not this checkout
     tests = subprocess.run([python, "-m", "pytest", "-q", "-p", "no:cacheprovider"],
                            cwd=project, env=_clean_env(), capture_output=True, text=True,
