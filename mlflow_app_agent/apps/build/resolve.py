@@ -234,8 +234,6 @@ def render_pyproject(dependencies: list[str], sources: dict[str, str], target: T
         "",
         "[tool.uv]",
         "package = false",
-        # uv sync writes .pyc files at install (as pip does), not on every cold start
-        "compile-bytecode = true",
         f"exclude-newer = {json.dumps(exclude_newer)}",
         f"environments = [{json.dumps(marker)}]",
         f"required-environments = [{json.dumps(marker)}]",
