@@ -70,7 +70,7 @@ def _uv_sync(app_dir: Path, venv: Path, env: dict[str, str], say: Progress,
     uv_env = {**env, "UV_PROJECT_ENVIRONMENT": str(venv), "UV_PYTHON_DOWNLOADS": "never",
               "UV_NO_PROGRESS": "1", "NO_COLOR": "1"}
     say("uv sync --frozen (as Databricks Apps does for pyproject.toml + uv.lock) ...")
-    # no --no-config: the app's own [tool.uv] settings (compile-bytecode) apply, as on Apps
+    # no --no-config: the app's own [tool.uv] settings (exclude-newer, ...) apply, as on Apps
     code = _stream([uv, "sync", "--frozen"], cwd=app_dir, env=uv_env,
                    say=say, prefix="  uv: ", tail=tail)
     if code:
