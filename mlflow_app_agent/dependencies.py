@@ -1,14 +1,22 @@
-"""Find local modules an agent imports that would be missing where the model is loaded.
+"""What an agent imports: the local modules that would be missing where the model is loaded,
+and the installed distributions it needs, as pinned requirements.
 
 A module is "local" when it is importable here only because of the working directory or
 ``sys.path`` tweaks: not the standard library, not an installed distribution, not this
 toolkit, and not inside the logged ``code_paths``. Such a module is reported at log time
 with :class:`MissingDependencyError`, instead of failing when the app starts.
+
+The *direct requirements* are the distributions installed here that provide the top-level
+modules the agent imports (the code file and every ``.py`` file in ``code_paths``, or the
+modules a pickled agent refers to), pinned to their installed versions, plus this toolkit
+(the model's loader module is always ``mlflow_app_agent.flavor``). They are recorded beside
+MLflow's own inference, which only sees what loading the model happens to import.
 """
 
 from __future__ import annotations
 
 import ast
+import importlib.metadata
 import importlib.util
 import pickletools
 import sys
@@ -16,6 +24,10 @@ import sysconfig
 from collections.abc import Iterable
 from pathlib import Path
 
+from packaging.requirements import InvalidRequirement, Requirement
+from packaging.utils import canonicalize_name
+
+from mlflow_app_agent._version import DIST_NAME, __version__
 from mlflow_app_agent.errors import MissingDependencyError
 
 
@@ -122,3 +134,67 @@ def check_local_modules(modules: Iterable[str], code_paths: Iterable[str | Path]
             f"loaded: {', '.join(where)}. Pass them with code_paths=[...] "
             "or install them as a package listed in pip_requirements."
         )
+
+
+def toolkit_requirement() -> str:
+    """This toolkit, pinned to the running version: every model it logs loads through it."""
+    return f"{DIST_NAME}=={__version__}"
+
+
+def imported_modules_of_code_paths(code_paths: Iterable[str | Path] | None) -> set[str]:
+    """Top-level modules imported by the ``.py`` files of ``code_paths`` (files or trees)."""
+    names: set[str] = set()
+    for entry in code_paths or []:
+        path = Path(entry)
+        files = [path] if path.is_file() else sorted(path.rglob("*.py"))
+        for file in files:
+            if file.suffix != ".py":
+                continue
+            try:
+                names |= imported_modules_of_source(file.read_text(encoding="utf-8"))
+            except (SyntaxError, UnicodeDecodeError, ValueError):
+                continue  # not Python we can read; loading it would fail on its own
+    return names
+
+
+def distributions_of(modules: Iterable[str]) -> dict[str, str]:
+    """``{canonical name: "name==version"}`` for the installed distributions that provide
+    ``modules`` (``importlib.metadata.packages_distributions``). Standard-library and local
+    modules map to none. A module several distributions provide (``mlflow`` by mlflow and
+    mlflow-skinny) maps to the one named like it when there is one, else to all of them."""
+    provided = importlib.metadata.packages_distributions()
+    pins: dict[str, str] = {}
+    for module in sorted(set(modules)):
+        if module in sys.stdlib_module_names or module == "__future__":
+            continue
+        dists = list(dict.fromkeys(provided.get(module, [])))
+        named = [d for d in dists if canonicalize_name(d) == canonicalize_name(module)]
+        for dist in named or dists:
+            try:
+                version = importlib.metadata.version(dist)
+            except importlib.metadata.PackageNotFoundError:
+                continue
+            name = canonicalize_name(dist)
+            pins[name] = f"{name}=={version}"
+    return pins
+
+
+def _names_in(requirements: Iterable[str]) -> set[str]:
+    names: set[str] = set()
+    for line in requirements:
+        try:
+            names.add(canonicalize_name(Requirement(line.split(" #")[0].strip()).name))
+        except InvalidRequirement:
+            continue  # options (-r, -c, --index-url), paths, URLs
+    return names
+
+
+def direct_requirements(modules: Iterable[str], *, given: Iterable[str] = ()) -> list[str]:
+    """Pinned requirements for what the agent imports directly, this toolkit first; packages
+    already named in ``given`` (the caller's own requirements) are left to those."""
+    pins = distributions_of(modules)
+    pins[canonicalize_name(DIST_NAME)] = toolkit_requirement()
+    named = _names_in(given)
+    toolkit = canonicalize_name(DIST_NAME)
+    order = [toolkit, *sorted(n for n in pins if n != toolkit)]
+    return [pins[n] for n in order if n not in named]

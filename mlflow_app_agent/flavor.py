@@ -1,5 +1,9 @@
-"""The ``mlflow_app_agent`` MLflow flavor: ``save_model``, ``log_model``, ``load_model`` and
-``_load_pyfunc`` (the ``python_function`` loader, so ``mlflow.pyfunc.load_model`` works).
+"""The ``mlflow_app_agent`` MLflow flavor, laid out as MLflow's own flavors are:
+``FLAVOR_NAME``, ``save_model``, ``log_model``, ``load_model`` and ``_load_pyfunc`` (the
+``python_function`` loader, so ``mlflow.pyfunc.load_model`` works and its
+``unwrap_python_model()`` returns the :class:`~mlflow_app_agent.Agent`).
+
+Importing this module does not import MLflow (``deploy`` reads ``FLAVOR_NAME`` without it).
 
 Model directory layout::
 
@@ -24,22 +28,20 @@ from mlflow_app_agent import agent_config as config
 from mlflow_app_agent import dependencies, provenance, signature
 from mlflow_app_agent._version import __version__
 from mlflow_app_agent.authoring import Agent, as_agent, dump
-from mlflow_app_agent.errors import AgentDefinitionError, ModelLoadError
-from mlflow_app_agent.model.files import (
-    AGENT_DIR,
-    CODE_FILE,
-    FLAVOR_NAME,
-    PICKLE_FILE,
-    agent_from_model_dir,
-    load_code_agent,
-)
+from mlflow_app_agent.errors import AgentDefinitionError, ModelLoadError, UnknownArgumentError
+from mlflow_app_agent.model.python_file import load_python_file
 from mlflow_app_agent.resources import parse_resources
 
 if TYPE_CHECKING:
     from mlflow.models import Model
     from mlflow.models.model import ModelInfo
 
+FLAVOR_NAME = "mlflow_app_agent"
 FLAVOR_VERSION = 1
+# where the agent lives in a model directory of this flavor
+AGENT_DIR = "agent"
+CODE_FILE = "agent.py"
+PICKLE_FILE = "agent.pkl"
 SERVER_ENTRYPOINT = ["python", "-m", "mlflow_app_agent.serve"]
 
 
@@ -57,11 +59,21 @@ def save_model(
     model_config: Any = None,
     mlflow_model: Model | None = None,
     full_mlflow: bool = False,
-    **kwargs: Any,
+    **unknown: Any,
 ) -> None:
     """Save ``agent`` (an Agent, a ResponsesAgent, or a path to a models-from-code file) as
     an MLflow model directory at ``path``. Validates the agent's real output first.
-    ``full_mlflow``: as for :func:`log_model`."""
+    ``full_mlflow``: as for :func:`log_model`.
+
+    Any other keyword argument is refused (:class:`UnknownArgumentError`), not dropped."""
+    if unknown:
+        import inspect
+
+        accepted = [n for n in inspect.signature(save_model).parameters if n != "unknown"]
+        raise UnknownArgumentError(
+            f"save_model() got unknown keyword argument(s) {', '.join(map(repr, unknown))}; "
+            f"it takes {', '.join(accepted)}"
+        )
     prepared = prepare(
         agent,
         code_paths=code_paths,
@@ -94,6 +106,8 @@ class Prepared:
         self.check: signature.ContractCheck = fields["check"]
         self.model_config: dict[str, Any] | None = fields["model_config"]
         self.full_mlflow: bool = bool(fields.get("full_mlflow", False))
+        # top-level modules the agent imports directly (code file + code_paths, or pickle)
+        self.imports: set[str] = fields["imports"]
 
 
 def prepare(
@@ -119,13 +133,13 @@ def prepare(
         if not code_file.is_file() or code_file.suffix != ".py":
             raise AgentDefinitionError(f"agent file {str(agent)!r} is not an existing .py file")
         source = code_file.read_text()
-        dependencies.check_local_modules(
-            dependencies.imported_modules_of_source(source), [*code_list, str(code_file)]
-        )
+        imports = dependencies.imported_modules_of_source(source)
+        dependencies.check_local_modules(imports, [*code_list, str(code_file)])
         # code_paths are copied into code/, which is put on sys.path at load time: their
         # parent directories play that part now.
         parents = list(dict.fromkeys(str(Path(p).resolve().parent) for p in code_list))
-        loaded = load_code_agent(code_file, config_dict, extra_sys_path=parents)
+        loaded = load_python_file(Path(agent), model_config=config_dict,
+                                  extra_sys_path=parents)
     else:
         import cloudpickle
 
@@ -138,9 +152,8 @@ def prepare(
                 f"the agent cannot be pickled ({type(exc).__name__}: {exc}); log it from "
                 "a file instead (models from code)"
             ) from exc
-        dependencies.check_local_modules(
-            dependencies.imported_modules_of_pickle(pickled), code_list
-        )
+        imports = dependencies.imported_modules_of_pickle(pickled)
+        dependencies.check_local_modules(imports, code_list)
     schema = config.config_schema_of(loaded)
     if schema is not None:
         config.validate_config(config_dict or {}, schema)
@@ -157,7 +170,37 @@ def prepare(
         git=git_info,
         check=check,
         model_config=config_dict,
+        imports=imports | dependencies.imported_modules_of_code_paths(code_list),
     )
+
+
+def requirements_args(
+    prepared: Prepared,
+    pip_requirements: Sequence[str] | str | None,
+    extra_pip_requirements: Sequence[str] | str | None,
+) -> tuple[list[str] | None, list[str] | None]:
+    """``(pip_requirements, extra_pip_requirements)`` for MLflow: the toolkit is always in;
+    when MLflow infers (no ``pip_requirements``), what the agent imports directly is recorded
+    beside its inference, pinned. Packages the caller names keep the caller's line. A
+    requirements file path is read as MLflow reads it (lines; ``-r``/``-c`` from the cwd)."""
+    if pip_requirements is not None:
+        given = _lines(pip_requirements)
+        return given + dependencies.direct_requirements((), given=given), None
+    extra = _lines(extra_pip_requirements)
+    return None, dependencies.direct_requirements(prepared.imports, given=extra) + extra
+
+
+def _lines(requirements: Sequence[str] | str | None) -> list[str]:
+    if requirements is None:
+        return []
+    if isinstance(requirements, str):
+        try:
+            return Path(requirements).read_text().splitlines()
+        except OSError as exc:
+            raise AgentDefinitionError(
+                f"requirements file {requirements!r} cannot be read: {exc.strerror or exc}"
+            ) from None
+    return [str(line) for line in requirements]
 
 
 def _flavor_conf(prepared: Prepared) -> dict[str, Any]:
@@ -197,12 +240,17 @@ def _write(
         raise ModelLoadError(f"model path {str(path)!r} already exists and is not empty")
     mlflow_model = mlflow_model or Model()
     mlflow_resources = [r.to_mlflow_resource() for r in prepared.resources]
-    if any(mlflow_resources) and mlflow_model.resources is None:
-        from mlflow.models.resources import _ResourceBuilder
-
-        mlflow_model.resources = _ResourceBuilder.from_resources(
-            [r for r in mlflow_resources if r is not None]
-        )
+    declared = [r for r in mlflow_resources if r is not None]
+    # Everything that goes into MLmodel is set before pyfunc.save_model writes it, so the
+    # file is written by MLflow alone (and requirement inference, which loads the model from
+    # it, already finds this flavor's entry). pyfunc.save_model(metadata=...) would replace
+    # the task entry: set it on the model instead.
+    mlflow_model.metadata = {**(mlflow_model.metadata or {}), **(metadata or {}),
+                             "task": signature.TASK}
+    mlflow_model.add_flavor(FLAVOR_NAME, **_flavor_conf(prepared))
+    pip_requirements, extra_pip_requirements = requirements_args(
+        prepared, pip_requirements, extra_pip_requirements
+    )
     with tempfile.TemporaryDirectory(prefix="mlflow-app-agent-") as tmp:
         data = Path(tmp, AGENT_DIR)
         data.mkdir()
@@ -222,15 +270,12 @@ def _write(
             extra_pip_requirements=extra_pip_requirements,
             model_config=prepared.model_config,
             streamable=True,
+            resources=declared if declared and mlflow_model.resources is None else None,
         )
     if prepared.git is not None and prepared.git.diff:
         diff_path = path / provenance.DIFF_ARTIFACT
         diff_path.parent.mkdir(parents=True, exist_ok=True)
         diff_path.write_text(prepared.git.diff)
-    # pyfunc.save_model(metadata=...) would replace the task entry: merge after the save.
-    mlflow_model.metadata = {**(metadata or {}), "task": signature.TASK}
-    mlflow_model.add_flavor(FLAVOR_NAME, **_flavor_conf(prepared))
-    mlflow_model.save(str(path / "MLmodel"))
 
 
 def log_model(
@@ -268,6 +313,10 @@ def log_model(
         model_config=model_config,
     )
     prepared.full_mlflow = full_mlflow
+    # resolved now (idempotent in _write): a bad requirements file fails before logging
+    pip_requirements, extra_pip_requirements = requirements_args(
+        prepared, pip_requirements, extra_pip_requirements
+    )
     all_tags = {**(tags or {}), **(prepared.git.tags() if prepared.git else {})}
     all_tags["mlflow_app_agent.agent_name"] = prepared.agent.name
     all_tags["mlflow_app_agent.version"] = __version__
@@ -311,14 +360,17 @@ class _LogAdapter:
 
 
 def load_model(model_uri: str, dst_path: str | None = None) -> Agent:
-    """Load the agent of ``model_uri`` (our flavor, or a pyfunc ResponsesAgent)."""
-    from mlflow_app_agent.model.load import load_agent
+    """Load the agent of ``model_uri`` (our flavor, or a pyfunc ResponsesAgent); any
+    location :class:`~mlflow_app_agent.model.location.Location` accepts."""
+    from mlflow_app_agent.model.load import load_agent  # model/ reads this module's names
 
     return load_agent(model_uri, dst_path=dst_path).agent
 
 
 def _load_pyfunc(data_path: str, model_config: dict[str, Any] | None = None) -> _PyfuncWrapper:
     """MLflow's python_function loader: ``data_path`` is ``<model>/data/agent``."""
+    from mlflow_app_agent.model.files import agent_from_model_dir
+
     model_dir = Path(data_path).resolve()
     while not (model_dir / "MLmodel").exists():
         if model_dir.parent == model_dir:
@@ -328,10 +380,15 @@ def _load_pyfunc(data_path: str, model_config: dict[str, Any] | None = None) -> 
 
 
 class _PyfuncWrapper:
-    """``predict(dict) -> dict`` and ``predict_stream(dict) -> Iterator[dict]``."""
+    """``predict(dict) -> dict`` and ``predict_stream(dict) -> Iterator[dict]``; the agent is
+    ``python_model`` (what ``PyFuncModel.unwrap_python_model()`` returns)."""
 
     def __init__(self, agent: Agent) -> None:
         self.agent = agent
+
+    @property
+    def python_model(self) -> Agent:
+        return self.agent
 
     def get_raw_model(self) -> Agent:
         return self.agent
@@ -343,10 +400,10 @@ class _PyfuncWrapper:
         except ImportError:  # pragma: no cover
             return model_input
         if isinstance(model_input, pandas.DataFrame):
-            from mlflow.models.utils import _convert_llm_ndarray_to_list
+            from mlflow_app_agent._mlflow_compat import llm_ndarray_to_list
 
             return {
-                k: _convert_llm_ndarray_to_list(v[0])
+                k: llm_ndarray_to_list(v[0])
                 for k, v in model_input.to_dict(orient="list").items()
             }
         return model_input

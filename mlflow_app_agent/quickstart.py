@@ -11,6 +11,13 @@ from typing import Any
 
 import click
 
+from mlflow_app_agent.cli_common import (
+    RESOURCE,
+    Failure,
+    command,
+    error_message,
+    model_argument,
+)
 from mlflow_app_agent.errors import MlflowAppAgentError
 
 DEFAULT_DB = "mlflow.db"
@@ -52,12 +59,6 @@ def find_echo_example() -> Path | None:
     return None
 
 
-def _fail(exc: Any) -> None:
-    """One line for our errors and MLflow's (both carry ``.message``), as click prints its own."""
-    click.secho(f"Error: {getattr(exc, 'message', exc)}", fg="red", err=True)
-    sys.exit(1)
-
-
 def _quiet_mlflow() -> None:
     import logging
 
@@ -65,7 +66,7 @@ def _quiet_mlflow() -> None:
         logging.getLogger(name).setLevel(logging.WARNING)
 
 
-@click.command("quickstart")
+@command("quickstart")
 @click.option("--agent", "agent_path", type=click.Path(dir_okay=False, exists=True),
               help="Agent file to log (default: examples/echo/agent.py).")
 @click.option("--name", "registered_name", default="echo", show_default=True,
@@ -85,11 +86,8 @@ def quickstart_command(
     _quiet_mlflow()
     path = Path(agent_path) if agent_path else find_echo_example()
     if path is None:
-        click.secho(
-            f"Error: {ECHO_EXAMPLE} not found; run from a checkout or pass --agent FILE",
-            fg="red", err=True,
-        )
-        sys.exit(2)
+        raise Failure(f"{ECHO_EXAMPLE} not found; run from a checkout or pass --agent FILE",
+                      exit_code=2)
     uri = default_tracking_uri()
     mlflow.set_tracking_uri(uri)
     click.echo(f"Tracking store: {uri}")
@@ -106,9 +104,8 @@ def quickstart_command(
         request = {"input": [{"role": "user", "content": "Hello from the quickstart"}]}
         answer = loaded.agent.invoke(request)["output"][0]["content"][0]["text"]
         events = list(loaded.agent.stream(request))
-    except (MlflowAppAgentError, MlflowException) as exc:  # e.g. a store MLflow refuses
-        _fail(exc)
-        return
+    except (MlflowAppAgentError, MlflowException, SyntaxError) as exc:  # e.g. a store MLflow
+        raise Failure(error_message(exc, file=str(path))) from None  # refuses, a typo
     git = loaded.git or {}
     click.echo(f"Logged {path} as {model_uri} (alias @{alias}, logged model {info.model_id})")
     if git:
@@ -125,8 +122,7 @@ def quickstart_command(
                 out = materialize(model_uri, app_dir, force=True)
                 problems = verify(out)
             except MlflowAppAgentError as exc:
-                _fail(exc)
-                return
+                raise Failure(exc.message) from None
             click.echo(f"Materialized {model_uri} into {out} (verify: "
                        f"{'OK' if not problems else problems})")
     steps = [
@@ -138,61 +134,67 @@ def quickstart_command(
             (f"mlflow-app-agent run-local {app_dir}", "as Databricks Apps runs it"),
             (f"mlflow-app-agent deploy {app_dir} --app echo", "to a workspace"),
         ]
-    width = max(len(command) for command, _ in steps) + 2
+    width = max(len(step) for step, _ in steps) + 2
     click.echo("\nNext:")
     hint = activation_hint()
     if hint:
         click.echo(f"  # First put this environment on PATH: {hint}")
-    for command, why in steps:
-        click.echo(f"  {command.ljust(width)}# {why}")
+    for step, why in steps:
+        click.echo(f"  {step.ljust(width)}# {why}")
 
 
-@click.command("log")
-@click.argument("agent_path", type=click.Path(dir_okay=False, exists=True))
+@command("log")
+@click.argument("agent_file", metavar="FILE", type=click.Path(dir_okay=False, exists=True))
 @click.option("--name", default="agent", show_default=True, help="Logged model name.")
-@click.option("--registered-model-name", help="Register under this name.")
-@click.option("--code-path", "code_paths", multiple=True, type=click.Path(exists=True))
-@click.option("--resource", "resources", multiple=True,
-              help="kind:key=value,... e.g. serving_endpoint:endpoint_name=llm,env=LLM")
+@click.option("--registered-model-name", metavar="NAME",
+              help="Register the model under NAME (prints its models:/NAME/VERSION).")
+@click.option("--code-path", "code_paths", multiple=True, type=click.Path(exists=True),
+              help="A local file or package the agent imports, logged with it. Repeatable.")
+@click.option("--resource", "resources", multiple=True, type=RESOURCE,
+              help="A resource the agent uses, e.g. serving_endpoint:endpoint_name=llm,env=LLM."
+                   " Repeatable.")
 @click.option("--git", "git_mode", type=click.Choice(["auto", "require-clean", "off"]),
-              default="auto", show_default=True)
-@click.option("--input-example", help="JSON Responses request used to check the agent.")
-@click.option("--pip-requirement", "pip_requirements", multiple=True)
-@click.option("--model-config", type=click.Path(exists=True, dir_okay=False))
+              default="auto", show_default=True,
+              help="Record the checkout's git state: auto (if in a repository), require-clean "
+                   "(refuse uncommitted changes) or off.")
+@click.option("--input-example", metavar="JSON",
+              help="JSON Responses request used to check the agent.")
+@click.option("--pip-requirement", "pip_requirements", multiple=True, metavar="REQUIREMENT",
+              help="A pip requirement of the model, replacing the inferred ones. Repeatable.")
+@click.option("--model-config", type=click.Path(exists=True, dir_okay=False),
+              help="YAML or JSON file with the agent's model configuration (see get_config).")
 def log_command(
-    agent_path: str, name: str, registered_model_name: str | None, code_paths: tuple[str, ...],
-    resources: tuple[str, ...], git_mode: Any, input_example: str | None,
+    agent_file: str, name: str, registered_model_name: str | None, code_paths: tuple[str, ...],
+    resources: tuple[Any, ...], git_mode: Any, input_example: str | None,
     pip_requirements: tuple[str, ...], model_config: str | None,
 ) -> None:
-    """Log AGENT_PATH (a models-from-code file) to MLFLOW_TRACKING_URI or ./mlflow.db."""
+    """Log FILE (a models-from-code agent file) to MLFLOW_TRACKING_URI or ./mlflow.db."""
     import mlflow
     from mlflow.exceptions import MlflowException
 
     from mlflow_app_agent.flavor import log_model
-    from mlflow_app_agent.resources import parse_resource_spec
 
-    _quiet_mlflow()
-    mlflow.set_tracking_uri(default_tracking_uri())
     try:
         example = json.loads(input_example) if input_example else None
     except json.JSONDecodeError as exc:
-        click.secho(f"Error: --input-example is not valid JSON: {exc}", fg="red", err=True)
-        sys.exit(2)
+        raise click.BadParameter(f"not valid JSON: {exc}", param_hint="--input-example"
+                                 ) from None
+    _quiet_mlflow()
+    mlflow.set_tracking_uri(default_tracking_uri())
     try:
         info = log_model(
-            agent_path,
+            agent_file,
             name=name,
             registered_model_name=registered_model_name,
             code_paths=list(code_paths) or None,
-            resources=[parse_resource_spec(spec) for spec in resources] or None,
+            resources=list(resources) or None,
             git=git_mode,
             input_example=example,
             pip_requirements=list(pip_requirements) or None,
             model_config=model_config,
         )
-    except (MlflowAppAgentError, MlflowException) as exc:  # e.g. a store MLflow refuses
-        _fail(exc)
-        return
+    except (MlflowAppAgentError, MlflowException, SyntaxError) as exc:  # e.g. a store MLflow
+        raise Failure(error_message(exc, file=agent_file)) from None  # refuses, a typo
     version = info.registered_model_version
     click.echo(json.dumps({
         "model_uri": info.model_uri,
@@ -205,21 +207,17 @@ def log_command(
     }, indent=2))
 
 
-@click.command("info")
-@click.argument("model")
+@command("info")
+@model_argument()
 def info_command(model: str) -> None:
-    """Print what MODEL (URI or directory) is: agent, registry version, git, resources."""
+    """Print what MODEL is: agent, registry version, git, resources."""
     import mlflow
 
     from mlflow_app_agent.model.load import load_agent
 
     _quiet_mlflow()
     mlflow.set_tracking_uri(default_tracking_uri())
-    try:
-        loaded = load_agent(model)
-    except MlflowAppAgentError as exc:
-        _fail(exc)
-        return
+    loaded = load_agent(model)
     click.echo(json.dumps({
         "name": loaded.name,
         "flavor": loaded.flavor,

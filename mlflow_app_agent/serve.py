@@ -1,4 +1,4 @@
-"""``python -m mlflow_app_agent.serve [MODEL_URI_OR_DIR] [options]``: the bundled server's
+"""``python -m mlflow_app_agent.serve [MODEL] [options]``: the bundled server's
 entry point for ``app.yaml`` (the model may come from ``$MLFLOW_APP_AGENT_MODEL`` so the
 command stays a fixed list)."""
 

@@ -4,9 +4,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
+@pytest.mark.e2e
+@pytest.mark.slow
 def test_mkdocs_strict_build(tmp_path: Path) -> None:
     result = subprocess.run(
         [sys.executable, "-m", "mkdocs", "build", "--strict", "--site-dir", str(tmp_path)],
@@ -24,6 +28,8 @@ def test_readme_keeps_exactly_two_setup_commands() -> None:
     assert "<!-- test-command -->" in ci
 
 
+@pytest.mark.e2e
+@pytest.mark.slow
 def test_readme_notebook_snippet_runs_as_written(tmp_path: Path) -> None:
     import os
     import re

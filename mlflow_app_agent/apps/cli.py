@@ -3,29 +3,23 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 
 import click
 
-from mlflow_app_agent.errors import ManifestMismatchError, MlflowAppAgentError
+from mlflow_app_agent.cli_common import (
+    NAME_VALUE,
+    Failure,
+    app_option,
+    command,
+    model_argument,
+    say,
+)
+from mlflow_app_agent.errors import ManifestMismatchError
 
 
-def _say(message: str) -> None:
-    click.echo(message, err=True)
-
-
-@contextmanager
-def _clean_errors() -> Iterator[None]:
-    """Toolkit errors become one readable line and exit code 1, not a traceback."""
-    try:
-        yield
-    except MlflowAppAgentError as exc:
-        raise click.ClickException(exc.message) from None
-
-
-@click.command("materialize")
-@click.argument("model_uri")
+@command("materialize")
+@model_argument()
 @click.argument("out_dir", type=click.Path(file_okay=False))
 @click.option("--force", is_flag=True, help="Replace OUT_DIR if it is not empty.")
 @click.option("--installer", type=click.Choice(["uv", "pip"]), default="uv", show_default=True,
@@ -43,17 +37,19 @@ def _clean_errors() -> Iterator[None]:
 @click.option("--index-url", default=None, help="Package index to resolve against.")
 @click.option("--full-mlflow/--no-full-mlflow", default=None,
               help="Install full mlflow instead of mlflow-skinny (default: as logged).")
-def materialize_command(model_uri: str, out_dir: str, force: bool, installer: str,
+@click.option("--registry-timeout", type=click.FloatRange(min=1), default=5.0,
+              show_default=True, help="Seconds per call to the tracking/registry server.")
+@click.option("--registry-retries", type=click.IntRange(min=0), default=3, show_default=True,
+              help="Retries of a failed registry call (backoff 0, 2, 4 ... s).")
+def materialize_command(model: str, out_dir: str, force: bool, installer: str,
                         python: str, platform: str, exclude_newer: str | None,
                         timeout: float, index_url: str | None,
-                        full_mlflow: bool | None) -> None:
-    """Write the Databricks Apps source directory for MODEL_URI into OUT_DIR.
-
-    MODEL_URI: models:/NAME/VERSION, models:/NAME@ALIAS, models:/m-ID, runs:/RUN/PATH or
-    a local model directory.
-    """
+                        full_mlflow: bool | None, registry_timeout: float,
+                        registry_retries: int) -> None:
+    """Write the Databricks Apps source directory for MODEL into OUT_DIR."""
     import signal
 
+    from mlflow_app_agent import registry_budget
     from mlflow_app_agent.apps.build.materialize import BuildOptions, materialize
 
     def _terminate(_sig: int, _frame: object) -> None:
@@ -64,17 +60,26 @@ def materialize_command(model_uri: str, out_dir: str, force: bool, installer: st
                            exclude_newer=exclude_newer, timeout=timeout,
                            index_url=index_url, full_mlflow=full_mlflow)
     started = time.perf_counter()
-    with _clean_errors():
-        try:
-            out = materialize(model_uri, out_dir, force=force, progress=_say,
-                              options=options)
-        except KeyboardInterrupt:
-            raise click.ClickException("interrupted; nothing was written") from None
-    _say(f"Done in {time.perf_counter() - started:.1f} s. Next: mlflow-app-agent run-local {out}")
+    try:
+        with registry_budget.bounded(registry_timeout, registry_retries):
+            if ":" in model and not model.startswith("file:"):
+                import mlflow
+
+                host = registry_budget.public_host(mlflow.get_registry_uri())
+                say(f"fetching {model} from {host} (each call: {registry_timeout:g} s "
+                    f"timeout, {registry_retries} retries)")
+                with registry_budget.progress(model, host, registry_retries):
+                    out = materialize(model, out_dir, force=force, progress=say,
+                                      options=options)
+            else:
+                out = materialize(model, out_dir, force=force, progress=say, options=options)
+    except KeyboardInterrupt:
+        raise Failure("interrupted; nothing was written") from None
+    say(f"Done in {time.perf_counter() - started:.1f} s. Next: mlflow-app-agent run-local {out}")
     click.echo(str(out))
 
 
-@click.command("verify")
+@command("verify")
 @click.argument("app_dir", type=click.Path(file_okay=False))
 @click.option("--installer", type=click.Choice(["uv", "pip"]), default=None,
               help="Also require this install mode (default: the one materialized).")
@@ -88,41 +93,38 @@ def verify_command(app_dir: str, installer: str | None) -> None:
     except ManifestMismatchError as exc:
         for problem in exc.problems:
             click.echo(problem, err=True)
-        raise click.ClickException(exc.message) from None
+        raise Failure(exc.message) from None
     files = read_manifest(app_dir)["files"]
     click.echo(f"OK: {app_dir} matches its MANIFEST.json ({len(files)} files)")
 
 
-@click.command("run-local")
+@command("run-local")
 @click.argument("app_dir", type=click.Path(exists=True, file_okay=False))
 @click.option("--as-user", "as_user", default="local-user@example.com", show_default=True,
               help="Email the local proxy forwards as X-Forwarded-Email, as Apps would.")
 @click.option("--port", default=8000, show_default=True, type=click.IntRange(0, 65535),
               help="Port of the local proxy (0 picks a free one).")
-@click.option("--app-name", default=None, help="DATABRICKS_APP_NAME (default: the dir name).")
+@app_option(required=False, old=("--app-name",),
+            help="The app's name, set as DATABRICKS_APP_NAME (default: the directory name).")
 @click.option("--access-token-env", default=None, metavar="VAR",
               help="Forward the value of env VAR as X-Forwarded-Access-Token (on-behalf-of).")
-@click.option("--env", "extra_env", multiple=True, metavar="NAME=VALUE",
+@click.option("--env", "extra_env", multiple=True, type=NAME_VALUE,
               help="Set an env var for the app, e.g. a valueFrom resource's value. Repeatable.")
 @click.option("--fresh", is_flag=True, help="Build a new venv instead of reusing the cached one.")
-@click.option("--ready-timeout", default=120.0, show_default=True,
+@click.option("--ready-timeout", default=120.0, show_default=True, metavar="SECONDS",
               type=click.FloatRange(min=0, min_open=True),
-              help="Seconds to wait for /ready after start.")
+              help="Seconds to wait, after the app process starts, for its /ready to answer "
+                   "(the venv build and pip install are not counted).")
 def run_local_command(
     app_dir: str, as_user: str, port: int, app_name: str | None,
-    access_token_env: str | None, extra_env: tuple[str, ...], fresh: bool,
+    access_token_env: str | None, extra_env: tuple[tuple[str, str], ...], fresh: bool,
     ready_timeout: float,
 ) -> None:
     """Run APP_DIR as Databricks Apps would: a fresh venv, uv sync --frozen (uv mode) or pip
     install -r requirements.txt (pip mode), the app.yaml command with the Apps environment, behind a proxy adding the Apps headers."""
     from mlflow_app_agent.apps.local.run_local import RunLocalOptions, run_local
 
-    env: dict[str, str] = {}
-    for item in extra_env:
-        name, sep, value = item.partition("=")
-        if not sep or not name:
-            raise click.BadParameter(f"expected NAME=VALUE, got {item!r}", param_hint="--env")
-        env[name] = value
+    env = dict(extra_env)
     options = RunLocalOptions(
         as_user=as_user, port=port, app_name=app_name, access_token_env=access_token_env,
         extra_env=env, fresh=fresh, ready_timeout=ready_timeout,
@@ -130,6 +132,5 @@ def run_local_command(
     on_ready: Callable[[str], None] = lambda url: click.echo(  # noqa: E731
         f"App running at {url} (as {as_user}); Ctrl-C to stop."
     )
-    with _clean_errors():
-        code = run_local(app_dir, options, progress=_say, on_ready=on_ready)
+    code = run_local(app_dir, options, progress=say, on_ready=on_ready)
     raise SystemExit(code)

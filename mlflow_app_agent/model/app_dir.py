@@ -44,6 +44,23 @@ def is_app_dir(path: Path) -> bool:
     return (path / MANIFEST_FILE).is_file() and (path / MODEL_DIR / "MLmodel").is_file()
 
 
+def value_from_env_names(path: Path) -> set[str]:
+    """The env vars an app directory's ``app.yaml`` fills from resources (``valueFrom``):
+    secret values at run time. Empty when there is no readable ``app.yaml``."""
+    import yaml
+
+    for name in APP_YAML_NAMES:
+        if (path / name).is_file():
+            try:
+                doc = yaml.safe_load((path / name).read_text()) or {}
+            except (OSError, UnicodeDecodeError, yaml.YAMLError):
+                return set()
+            env = doc.get("env") if isinstance(doc, dict) else None
+            return {str(e["name"]) for e in env or [] if isinstance(e, dict)
+                    and "name" in e and "valueFrom" in e}
+    return set()
+
+
 __all__ = [
     "APP_YAML",
     "APP_YAML_NAMES",
@@ -56,4 +73,5 @@ __all__ = [
     "WHEELS_DIR",
     "install_mode",
     "is_app_dir",
+    "value_from_env_names",
 ]

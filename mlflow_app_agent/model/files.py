@@ -1,121 +1,148 @@
-"""Reading an agent back from a model directory of the ``mlflow_app_agent`` flavor, and
-running a models-from-code file. Used at log time (to check the agent), by
-``_load_pyfunc`` and by :mod:`mlflow_app_agent.model.load`."""
+"""Reading a model directory: the one ``MLmodel`` reader, and the agent stored in a model of
+the ``mlflow_app_agent`` flavor (used by ``_load_pyfunc`` and by
+:mod:`mlflow_app_agent.model.load`). The directory layout itself is the flavor's
+(:mod:`mlflow_app_agent.flavor`)."""
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from mlflow_app_agent import agent_config as config
+from mlflow_app_agent import agent_config
 from mlflow_app_agent.authoring import Agent, as_agent
-from mlflow_app_agent.errors import AgentDefinitionError, ModelLoadError
+from mlflow_app_agent.errors import ModelLoadError
+from mlflow_app_agent.flavor import FLAVOR_NAME
 
-FLAVOR_NAME = "mlflow_app_agent"
-AGENT_DIR = "agent"
-CODE_FILE = "agent.py"
-PICKLE_FILE = "agent.pkl"
+if TYPE_CHECKING:
+    from mlflow.models import Model
 
+    from mlflow_app_agent.model.location import Location
 
-def load_code_agent(
-    code_file: Path, model_config: dict[str, Any] | None = None, *, extra_sys_path: Any = ()
-) -> Agent:
-    """Execute a models-from-code file and return the agent it defines.
-
-    The file sets it with ``mlflow.models.set_model(agent)`` (MLflow's convention), or
-    defines a module-level ``Agent``/``ResponsesAgent`` (exactly one).
-    """
-    import importlib.util
-    import sys
-    import uuid
-
-    import mlflow.models.model as mlflow_model_module
-
-    module_name = f"mlflow_app_agent_code_{uuid.uuid4().hex}"
-    spec = importlib.util.spec_from_file_location(module_name, code_file)
-    if spec is None or spec.loader is None:
-        raise AgentDefinitionError(f"cannot import {code_file}")
-    module = importlib.util.module_from_spec(spec)
-    mlflow_model_module.__mlflow_model__ = None
-    added = [str(p) for p in extra_sys_path if str(p) not in sys.path]
-    sys.path[:0] = added
-    sys.modules[module_name] = module
-    try:
-        with config.activate_config(model_config):
-            spec.loader.exec_module(module)
-    except ModuleNotFoundError as exc:
-        raise ModelLoadError(
-            f"{code_file.name} imports {exc.name!r}, which is not installed or logged"
-        ) from exc
-    except Exception as exc:
-        raise AgentDefinitionError(
-            f"running {code_file.name} failed: {type(exc).__name__}: {exc}"
-        ) from exc
-    finally:
-        for p in added:
-            if p in sys.path:
-                sys.path.remove(p)
-    candidate = mlflow_model_module.__mlflow_model__
-    mlflow_model_module.__mlflow_model__ = None
-    if candidate is None:
-        found = [v for v in vars(module).values() if _is_agent_like(v)]
-        if len(found) != 1:
-            raise AgentDefinitionError(
-                f"{code_file.name} must call mlflow.models.set_model(agent) (found "
-                f"{len(found)} module-level agents)"
-            )
-        candidate = found[0]
-    return as_agent(candidate)
+MLMODEL_FILE = "MLmodel"
+PYFUNC_FLAVOR = "python_function"
 
 
-def _is_agent_like(value: Any) -> bool:
-    if isinstance(value, Agent):
-        return True
-    from mlflow_app_agent.authoring import loaded_responses_agent_class
+@dataclasses.dataclass(frozen=True)
+class MLmodel:
+    """The parsed ``MLmodel`` of a model, as a plain mapping plus what the toolkit asks of it."""
 
-    cls = loaded_responses_agent_class()
-    return cls is not None and isinstance(value, cls)
+    doc: Mapping[str, Any]
+    source: str
+
+    @property
+    def flavors(self) -> Mapping[str, Any]:
+        flavors = self.doc.get("flavors")
+        return flavors if isinstance(flavors, Mapping) else {}
+
+    @property
+    def agent_conf(self) -> dict[str, Any] | None:
+        """This toolkit's flavor entry, or None for a model of another flavor."""
+        conf = self.flavors.get(FLAVOR_NAME)
+        return dict(conf) if isinstance(conf, Mapping) else None
+
+    @property
+    def pyfunc_conf(self) -> dict[str, Any]:
+        conf = self.flavors.get(PYFUNC_FLAVOR)
+        return dict(conf) if isinstance(conf, Mapping) else {}
+
+    @property
+    def flavor(self) -> str | None:
+        """``mlflow_app_agent``, else ``python_function``, else None (not servable)."""
+        if self.agent_conf is not None:
+            return FLAVOR_NAME
+        return PYFUNC_FLAVOR if PYFUNC_FLAVOR in self.flavors else None
+
+    @property
+    def model_config(self) -> dict[str, Any] | None:
+        """The config ``mlflow.pyfunc.save_model(model_config=...)`` stored."""
+        config = self.pyfunc_conf.get("config")
+        return dict(config) if isinstance(config, Mapping) else None
+
+    @property
+    def model_id(self) -> str | None:
+        value = self.doc.get("model_id")
+        return str(value) if value else None
+
+    @property
+    def git(self) -> dict[str, Any]:
+        """The git facts our flavor recorded at log time (empty for other flavors)."""
+        return dict((self.agent_conf or {}).get("git") or {})
+
+    def to_mlflow(self) -> Model:
+        """MLflow's own ``Model`` object for the same document."""
+        from mlflow.models import Model
+
+        return Model.from_dict(dict(self.doc))
 
 
-def read_mlmodel(model_dir: Path) -> dict[str, Any]:
-    """``model_dir/MLmodel`` as a dict (not mlflow's ``Model.load``, which imports pandas)."""
+def read_mlmodel(where: Path | Location) -> MLmodel:
+    """The ``MLmodel`` of a model directory (or the ``model/`` of an app directory, or a
+    model URI, of which only the ``MLmodel`` file is fetched)."""
     import yaml
 
-    path = model_dir / "MLmodel"
+    from mlflow_app_agent.model.location import Location
+
+    location = where if isinstance(where, Location) else None
+    directory = where if isinstance(where, Path) else where.model_dir
+    if directory is None:
+        assert location is not None
+        return _fetch_mlmodel(location)
+    path = directory / MLMODEL_FILE
     try:
         doc = yaml.safe_load(path.read_text())
-    except (OSError, yaml.YAMLError) as exc:
+    except FileNotFoundError:
+        raise ModelLoadError(f"{directory} has no {MLMODEL_FILE} file: not an MLflow model"
+                             ) from None
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
         raise ModelLoadError(f"cannot read {path}: {exc}") from None
-    return doc if isinstance(doc, dict) else {}
+    if doc is None:
+        doc = {}
+    if not isinstance(doc, dict):
+        raise ModelLoadError(f"{path} is not an MLmodel file (not a YAML mapping)")
+    return MLmodel(doc, str(path))
+
+
+def _fetch_mlmodel(location: Location) -> MLmodel:
+    from mlflow.exceptions import MlflowException
+    from mlflow.models import Model
+
+    if not location.is_model:
+        raise ModelLoadError(f"{location.text!r} is a Python file, not a model")
+    try:
+        model = Model.load(location.text)  # fetches only the MLmodel file
+    except (MlflowException, OSError) as exc:
+        raise ModelLoadError(f"cannot read the MLmodel of {location.text!r}: {exc}") from None
+    return MLmodel(model.to_dict(), location.text)
 
 
 def agent_from_model_dir(model_dir: Path, model_config: dict[str, Any] | None = None) -> Agent:
-    """Load the agent stored in our flavor at ``model_dir`` (the dir holding MLmodel)."""
-    import cloudpickle
-    from mlflow.utils.model_utils import _add_code_from_conf_to_system_path
+    """Load the agent stored in our flavor at ``model_dir`` (the dir holding MLmodel).
 
-    flavors = read_mlmodel(model_dir).get("flavors") or {}
-    conf = flavors.get(FLAVOR_NAME) or _conf_from_layout(model_dir)
-    pyfunc_conf = flavors.get("python_function") or {}
-    _add_code_from_conf_to_system_path(str(model_dir), pyfunc_conf, code_key="code")
+    ``model_config`` None: the config stored at log time. The config stays active after
+    loading (the agent reads it per request with ``get_config``)."""
+    import cloudpickle
+
+    from mlflow_app_agent._mlflow_compat import add_code_paths_to_sys_path
+    from mlflow_app_agent.model.python_file import load_python_file
+
+    meta = read_mlmodel(model_dir)
+    conf = meta.agent_conf
+    if conf is None or "agent_path" not in conf:
+        raise ModelLoadError(f"{model_dir} has no {FLAVOR_NAME!r} flavor")
+    add_code_paths_to_sys_path(model_dir, meta.pyfunc_conf)
     if model_config is None:
-        # mlflow.pyfunc.save_model(model_config=...) stores it under "config".
-        model_config = pyfunc_conf.get("config")
+        model_config = meta.model_config
     agent_path = model_dir / conf["agent_path"]
     if conf.get("loader") == "code":
-        agent = load_code_agent(agent_path, model_config)
+        agent = load_python_file(agent_path, model_config=model_config)
     else:
-        with config.activate_config(model_config), agent_path.open("rb") as fh:
+        with agent_config.activate_config(model_config), agent_path.open("rb") as fh:
             agent = as_agent(cloudpickle.load(fh))
     # The loaded agent owns its configuration: get_config() sees it inside its calls.
     agent.bind_model_config(model_config)
     return agent
 
 
-def _conf_from_layout(model_dir: Path) -> dict[str, Any]:
-    """While saving, MLflow infers requirements by loading the model before our flavor entry
-    is written to MLmodel: find the agent file by the layout instead."""
-    for loader, file in (("code", CODE_FILE), ("pickle", PICKLE_FILE)):
-        if (model_dir / "data" / AGENT_DIR / file).is_file():
-            return {"loader": loader, "agent_path": f"data/{AGENT_DIR}/{file}"}
-    raise ModelLoadError(f"{model_dir} has no {FLAVOR_NAME!r} flavor")
+__all__ = ["MLMODEL_FILE", "PYFUNC_FLAVOR", "MLmodel", "agent_from_model_dir", "read_mlmodel"]

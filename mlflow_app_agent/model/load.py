@@ -1,9 +1,8 @@
-"""Resolve a model location and load its agent, with the registry facts the server and
+"""Resolve a model location and load its agent, with the provenance the server and
 ``materialize`` report: registered name and version, logged model id, run id, git.
 
-Locations: ``models:/name/3``, ``models:/name@alias``, ``models:/m-<id>``, ``runs:/<id>/path``,
-a local model directory (holding ``MLmodel``), or a materialized app directory (holding
-``MANIFEST.json`` and ``model/MLmodel``), which needs no registry at all.
+Every location :class:`~mlflow_app_agent.model.location.Location` accepts works here; a
+materialized app directory needs no registry at all.
 """
 
 from __future__ import annotations
@@ -11,221 +10,194 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import re
+import shutil
 import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mlflow_app_agent.authoring import Agent, as_agent
 from mlflow_app_agent.errors import ModelLoadError
+from mlflow_app_agent.flavor import FLAVOR_NAME
+from mlflow_app_agent.model.app_dir import MANIFEST_FILE
+from mlflow_app_agent.model.files import PYFUNC_FLAVOR, MLmodel, agent_from_model_dir, read_mlmodel
+from mlflow_app_agent.model.location import Location
+from mlflow_app_agent.model.origin import ModelOrigin
+from mlflow_app_agent.model.python_file import load_python_file
 from mlflow_app_agent.resources import Resource, parse_resources
 
 if TYPE_CHECKING:
-    from mlflow.models import Model
-
-from mlflow_app_agent.model.app_dir import MANIFEST_FILE, is_app_dir
-from mlflow_app_agent.model.app_dir import MODEL_DIR as APP_MODEL_DIR
-
-_MODELS_URI = re.compile(r"^models:/(?P<name>[^/@]+)(?:/(?P<version>[^/]+)|@(?P<alias>[^/]+))?/?$")
+    from mlflow.entities.model_registry import ModelVersion
 
 
-@dataclasses.dataclass(frozen=True)
-class ModelSource:
-    """Where a model came from, resolved without loading its code."""
+@dataclasses.dataclass(kw_only=True)
+class LoadedAgent(ModelOrigin):
+    """An agent and where it came from (the :class:`ModelOrigin` fields)."""
 
-    source_uri: str | None
-    local_path: Path
-    registered_name: str | None = None
-    registered_version: str | None = None
-    model_id: str | None = None
-    run_id: str | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "source_uri": self.source_uri,
-            "registered_name": self.registered_name,
-            "registered_version": self.registered_version,
-            "model_id": self.model_id,
-            "run_id": self.run_id,
-        }
-
-
-@dataclasses.dataclass(frozen=True)
-class LoadedAgent:
     agent: Agent
-    model_uri: str | None
-    local_path: Path
-    model_id: str | None
-    run_id: str | None
-    registered_name: str | None
-    registered_version: str | None
-    flavor: str
-    git: dict[str, Any]
-    resources: list[Resource]
-    model_config: dict[str, Any] | None
-    mlmodel: Model | None = dataclasses.field(default=None, repr=False)
+    resources: list[Resource] = dataclasses.field(default_factory=list)
+    model_config: dict[str, Any] | None = None
+    mlmodel: MLmodel | None = dataclasses.field(default=None, repr=False)
 
     @property
     def name(self) -> str:
         return self.agent.name
 
 
-def _registry_facts(uri: str) -> dict[str, Any]:
-    """Registered name/version, model id and run id for a registry or logged-model URI."""
+def _client() -> Any:
+    import mlflow
+
+    return mlflow.MlflowClient()  # raises for a store MLflow refuses (e.g. a plain dir)
+
+
+def _registry_facts(location: Location) -> dict[str, Any]:
+    """Registered name/version, model id and run id of a registry or logged-model URI."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        if location.kind == "runs":
+            return {"run_id": location.run_id}
+        parts = location.models_parts
+        if parts is None:
+            return {}
+        client = _client()
+        if parts.model_id is not None:
+            logged = client.get_logged_model(parts.model_id)
+            return {"model_id": logged.model_id, "run_id": logged.source_run_id}
+        return _version_facts(_model_version(client, location))
+    except MlflowException as exc:
+        raise ModelLoadError(f"cannot resolve {location.text!r}: {exc.message}") from None
+
+
+def _model_version(client: Any, location: Location) -> ModelVersion:
+    """The version a ``models:/name/...`` URI means, resolved as MLflow resolves it."""
+    from mlflow.exceptions import MlflowException
+
+    from mlflow_app_agent._mlflow_compat import resolve_models_uri
+
+    parts = location.models_parts
+    assert parts is not None and parts.name is not None
+    try:
+        name, version = resolve_models_uri(client, location.text)
+    except MlflowException:
+        if parts.version is None and parts.alias is None and parts.stage is None:
+            # models:/name/latest: say so plainly when the model exists but has no versions
+            if not client.get_registered_model(parts.name).latest_versions:
+                raise ModelLoadError(
+                    f"registered model {parts.name!r} has no versions") from None
+        raise
+    return client.get_model_version(name, version)
+
+
+def _version_facts(mv: ModelVersion) -> dict[str, Any]:
+    return {
+        "registered_name": mv.name,
+        "registered_version": str(mv.version),
+        "model_id": getattr(mv, "model_id", None),
+        "run_id": mv.run_id,
+    }
+
+
+def download_model(model_uri: str | Location, dst_dir: str | os.PathLike[str]) -> ModelOrigin:
+    """Copy the model at ``model_uri`` into ``dst_dir`` and say where it came from (a local
+    model or app directory is copied; an app directory's ``model/``)."""
     import mlflow
     from mlflow.exceptions import MlflowException
 
-    match = _MODELS_URI.match(uri)
+    location = Location.parse(model_uri)
+    dst = Path(dst_dir)
+    if location.is_local:
+        return _local_origin(location, copy_to=dst)[0]
+    facts = _registry_facts(location)
+    dst.mkdir(parents=True, exist_ok=True)
     try:
-        client = mlflow.MlflowClient()  # raises for a store MLflow refuses (e.g. a plain dir)
-        if match and match.group("name").startswith("m-") and not match.group("version") and \
-                not match.group("alias"):
-            logged = client.get_logged_model(match.group("name"))
-            return {"model_id": logged.model_id, "run_id": logged.source_run_id}
-        if match and (match.group("version") or match.group("alias")):
-            name = match.group("name")
-            if match.group("alias"):
-                mv = client.get_model_version_by_alias(name, match.group("alias"))
-            elif match.group("version") == "latest":
-                versions = client.search_model_versions(f"name='{name}'")
-                if not versions:
-                    raise ModelLoadError(f"registered model {name!r} has no versions")
-                mv = max(versions, key=lambda v: int(v.version))
-            else:
-                mv = client.get_model_version(name, match.group("version"))
-            return {
-                "registered_name": mv.name,
-                "registered_version": str(mv.version),
-                "model_id": getattr(mv, "model_id", None),
-                "run_id": mv.run_id,
-            }
-        if uri.startswith("runs:/"):
-            return {"run_id": uri[len("runs:/"):].split("/")[0]}
+        path = Path(mlflow.artifacts.download_artifacts(artifact_uri=location.text,
+                                                        dst_path=str(dst)))
     except MlflowException as exc:
-        raise ModelLoadError(f"cannot resolve {uri!r}: {exc.message}") from None
+        raise ModelLoadError(f"cannot download {location.text!r}: {exc.message}") from None
+    except OSError as exc:
+        raise ModelLoadError(f"cannot download {location.text!r}: {exc}") from None
+    if not (path / "MLmodel").is_file():
+        raise ModelLoadError(f"{location.text!r} is not an MLflow model (no MLmodel file)")
+    meta = read_mlmodel(path)
+    origin = ModelOrigin(model_uri=location.text, local_path=path, flavor=meta.flavor, **facts)
+    if origin.model_id is None:
+        origin.model_id = meta.model_id
+    origin.git = _git_facts(meta, origin)
+    return origin
+
+
+def _local_origin(location: Location, copy_to: Path | None = None
+                  ) -> tuple[ModelOrigin, MLmodel]:  # fmt: skip
+    if not location.is_model:
+        raise ModelLoadError(
+            f"{location.text!r} is a Python file, not a model; log it first "
+            "(mlflow-app-agent log FILE.py)")
+    model_dir = location.model_dir
+    assert model_dir is not None and location.path is not None
+    if copy_to is not None:
+        shutil.copytree(model_dir, copy_to, dirs_exist_ok=True)
+    meta = read_mlmodel(model_dir)
+    local_path = copy_to if copy_to is not None else model_dir
+    if location.kind == "app_dir":
+        manifest = json.loads((location.path / MANIFEST_FILE).read_text())
+        origin = ModelOrigin.from_manifest(manifest, local_path=local_path, flavor=meta.flavor)
+        origin.git = _git_facts(meta, origin, manifest)
+        return origin, meta
+    origin = ModelOrigin(model_uri=str(location.path), local_path=local_path,
+                         model_id=meta.model_id, flavor=meta.flavor)
+    origin.git = _git_facts(meta, origin)
+    return origin, meta
+
+
+def _git_facts(meta: MLmodel, origin: ModelOrigin, manifest: dict[str, Any] | None = None
+               ) -> dict[str, Any]:  # fmt: skip
+    """What our flavor recorded at log time; else what a materialized app recorded; else, for
+    a plain pyfunc model, MLflow's own tags on the logged model (if the store is reachable)."""
+    if meta.git:
+        return meta.git
+    if manifest and isinstance(manifest.get("git"), dict) and manifest["git"]:
+        return dict(manifest["git"])
+    if meta.flavor == PYFUNC_FLAVOR and origin.model_id:
+        return _git_from_mlflow_tags(origin.model_id)
     return {}
 
 
-def download_model(model_uri: str, dst_dir: str | os.PathLike[str]) -> ModelSource:
-    """Copy the artifacts of ``model_uri`` into ``dst_dir`` and say where they came from."""
-    import mlflow
-    from mlflow.exceptions import MlflowException
-
-    dst = Path(dst_dir)
-    local = Path(model_uri)
-    if local.is_dir():
-        return _local_source(local, copy_to=dst)
-    facts = _registry_facts(model_uri)
-    dst.mkdir(parents=True, exist_ok=True)
-    try:
-        path = Path(mlflow.artifacts.download_artifacts(artifact_uri=model_uri, dst_path=str(dst)))
-    except MlflowException as exc:
-        raise ModelLoadError(f"cannot download {model_uri!r}: {exc.message}") from None
-    except OSError as exc:
-        raise ModelLoadError(f"cannot download {model_uri!r}: {exc}") from None
-    if not (path / "MLmodel").is_file():
-        raise ModelLoadError(f"{model_uri!r} is not an MLflow model (no MLmodel file)")
-    if facts.get("model_id") is None:
-        facts["model_id"] = _mlmodel_model_id(path)
-    return ModelSource(source_uri=model_uri, local_path=path, **facts)
-
-
-def _mlmodel_model_id(path: Path) -> str | None:
-    from mlflow_app_agent.model.files import read_mlmodel
-
-    model_id = read_mlmodel(path).get("model_id")
-    return str(model_id) if model_id else None
-
-
-def _local_source(path: Path, copy_to: Path | None = None) -> ModelSource:
-    import shutil
-
-    if is_app_dir(path):
-        manifest = json.loads((path / MANIFEST_FILE).read_text())
-        model_dir = path / APP_MODEL_DIR
-        if copy_to is not None:
-            shutil.copytree(model_dir, copy_to, dirs_exist_ok=True)
-            model_dir = copy_to
-        return ModelSource(
-            source_uri=manifest.get("source_uri"),
-            local_path=model_dir,
-            registered_name=manifest.get("registered_name"),
-            registered_version=manifest.get("registered_version"),
-            model_id=manifest.get("model_id"),
-            run_id=manifest.get("run_id"),
-        )
-    if not (path / "MLmodel").is_file():
-        raise ModelLoadError(
-            f"{path} is neither a model directory (MLmodel) nor a materialized app directory "
-            f"({MANIFEST_FILE} + {APP_MODEL_DIR}/MLmodel)"
-        )
-    local_path = path
-    if copy_to is not None:
-        shutil.copytree(path, copy_to, dirs_exist_ok=True)
-        local_path = copy_to
-    return ModelSource(
-        source_uri=str(path), local_path=local_path, model_id=_mlmodel_model_id(path)
-    )
-
-
 def load_agent(
-    model_uri_or_dir: str | os.PathLike[str],
+    model_uri_or_dir: str | os.PathLike[str] | Location,
     *,
     dst_path: str | os.PathLike[str] | None = None,
     model_config: dict[str, Any] | None = None,
 ) -> LoadedAgent:
-    """Load the agent at ``model_uri_or_dir`` (our flavor or a pyfunc ResponsesAgent)."""
-    from mlflow_app_agent.model import files as model_files
-
-    location = str(model_uri_or_dir)
-    if Path(location).is_dir():
-        source = _local_source(Path(location))
+    """Load the agent at any accepted location: our flavor, a pyfunc ResponsesAgent, or an
+    agent's Python file (``FILE.py[:VARIABLE]``, loaded without MLflow)."""
+    location = Location.parse(model_uri_or_dir)
+    if location.kind == "python_file":
+        assert location.path is not None
+        agent = load_python_file(location.path, location.attr, model_config=model_config)
+        return LoadedAgent(agent=agent, source_file=str(location.path.resolve()),
+                           model_config=model_config)
+    if location.is_local:
+        origin, meta = _local_origin(location)
     else:
-        if "://" not in location and not location.startswith(("models:/", "runs:/")):
-            raise ModelLoadError(
-                f"{location!r} is not a model URI (models:/name/version, models:/name@alias, "
-                "runs:/...) or an existing directory"
-            )
         target = dst_path or tempfile.mkdtemp(prefix="mlflow-app-agent-model-")
-        source = download_model(location, target)
-    # the MLmodel as data: mlflow's Model.load imports its signature module, hence pandas,
-    # which the lean app runtime does not install
-    flavors = model_files.read_mlmodel(source.local_path).get("flavors") or {}
-    conf = flavors.get(model_files.FLAVOR_NAME)
-    pyfunc_conf = flavors.get("python_function") or {}
-    meta: Model | None = None
-    effective_config = model_config if model_config is not None else pyfunc_conf.get(
-        "config"  # where mlflow.pyfunc.save_model(model_config=...) stores it
-    )
+        origin = download_model(location, target)
+        assert origin.local_path is not None
+        meta = read_mlmodel(origin.local_path)
+    assert origin.local_path is not None
+    effective_config = model_config if model_config is not None else meta.model_config
+    conf = meta.agent_conf
     if conf is not None:
-        agent = model_files.agent_from_model_dir(source.local_path, effective_config)
-        flavor_name = model_files.FLAVOR_NAME
-        git = conf.get("git") or {}
+        agent = agent_from_model_dir(origin.local_path, effective_config)
         resources = parse_resources(conf.get("resources") or [])
-    elif pyfunc_conf:
-        from mlflow.models import Model
-
-        meta = Model.load(str(source.local_path / "MLmodel"))
-        agent = _load_pyfunc_responses_agent(source.local_path, effective_config)
-        flavor_name = "python_function"
-        git = _git_from_mlflow_tags(source)
+    elif meta.flavor == PYFUNC_FLAVOR:
+        agent = _load_pyfunc_responses_agent(origin.local_path, effective_config)
         resources = []
     else:
-        raise ModelLoadError(f"{location} has neither the mlflow_app_agent nor a pyfunc flavor")
-    return LoadedAgent(
-        agent=agent,
-        model_uri=source.source_uri,
-        local_path=source.local_path,
-        model_id=source.model_id,
-        run_id=source.run_id,
-        registered_name=source.registered_name,
-        registered_version=source.registered_version,
-        flavor=flavor_name,
-        git=dict(git),
-        resources=resources,
-        model_config=effective_config,
-        mlmodel=meta,
-    )
+        raise ModelLoadError(
+            f"{location.text} has neither the {FLAVOR_NAME} nor a pyfunc flavor")
+    fields = {f.name: getattr(origin, f.name) for f in dataclasses.fields(ModelOrigin)}
+    return LoadedAgent(**fields, agent=agent, resources=resources,
+                       model_config=effective_config, mlmodel=meta)
 
 
 def _load_pyfunc_responses_agent(path: Path, model_config: dict[str, Any] | None) -> Agent:
@@ -235,8 +207,9 @@ def _load_pyfunc_responses_agent(path: Path, model_config: dict[str, Any] | None
         model = mlflow.pyfunc.load_model(str(path), model_config=model_config)
     except Exception as exc:
         raise ModelLoadError(f"loading {path} with mlflow.pyfunc failed: {exc}") from exc
-    impl = model._model_impl
-    raw = impl.get_raw_model() if hasattr(impl, "get_raw_model") else None
+    from mlflow_app_agent._mlflow_compat import raw_python_model
+
+    raw = raw_python_model(model)
     if raw is None:
         raise ModelLoadError(
             f"{path} is a pyfunc model but not a ResponsesAgent; only agents can be served"
@@ -244,14 +217,10 @@ def _load_pyfunc_responses_agent(path: Path, model_config: dict[str, Any] | None
     return as_agent(raw)
 
 
-def _git_from_mlflow_tags(source: ModelSource) -> dict[str, Any]:
+def _git_from_mlflow_tags(model_id: str) -> dict[str, Any]:
     """For plain pyfunc models: what MLflow recorded itself, if the store is reachable."""
-    if not source.model_id:
-        return {}
     try:
-        import mlflow
-
-        tags = mlflow.MlflowClient().get_logged_model(source.model_id).tags
+        tags = _client().get_logged_model(model_id).tags
     except Exception:
         return {}
     out: dict[str, Any] = {
@@ -265,3 +234,6 @@ def _git_from_mlflow_tags(source: ModelSource) -> dict[str, Any]:
 
         out["remote_url"] = strip_credentials(str(out["remote_url"]))
     return {k: v for k, v in out.items() if v is not None and v != ""}
+
+
+__all__ = ["LoadedAgent", "ModelOrigin", "download_model", "load_agent"]

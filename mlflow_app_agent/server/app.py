@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import logging
 import os
 import warnings
@@ -23,6 +24,7 @@ from mlflow_app_agent.server import routes
 from mlflow_app_agent.server.auth import request_id_from
 from mlflow_app_agent.server.errors import error_body, shutdown_error
 from mlflow_app_agent.server.openapi import install_openapi
+from mlflow_app_agent.server.redact import request_secrets
 from mlflow_app_agent.server.runtime import Runtime
 from mlflow_app_agent.server.settings import ENV_MODEL, ServerSettings
 
@@ -47,6 +49,13 @@ def create_app(
     ``MLFLOW_APP_AGENT_MODEL``. Locations load in a worker thread at start-up (``/ready``
     answers 503 until then). ``overrides`` are :class:`ServerSettings` fields, e.g.
     ``create_app(agent, require_auth=True, request_timeout=30)``.
+
+    What this changes in the process (nothing else): one ``warnings`` filter that drops
+    MLflow's per-request request-validation warnings (``mlflow.types.
+    responses_helpers``); while a model is fetched from a tracking/registry server, MLflow's
+    ``MLFLOW_HTTP_REQUEST_*`` variables the user did not set (the registry budget, see
+    :mod:`mlflow_app_agent.registry_budget`); with tracing on, MLflow's trace exporter queue
+    (see :mod:`mlflow_app_agent.server.trace_export`).
     """
     if agent_or_model_uri is None:
         agent_or_model_uri = os.environ.get(ENV_MODEL)
@@ -117,6 +126,20 @@ class AgentApp(FastAPI):
         self.inflight: set[asyncio.Task[Any] | None] = set()  # agent calls on the fast path
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self._dispatch(scope, receive, send)
+            return
+        # Every request starts from an empty context. uvicorn creates a request's task from
+        # the context its connection's read callback runs in, and asyncio re-registers that
+        # callback from whichever task resumes reading (e.g. an earlier request's disconnect
+        # watch, inside its trace span and request context): without this, a request on a
+        # keep-alive connection could inherit the previous request's span and identity.
+        task = asyncio.get_running_loop().create_task(
+            self._dispatch(scope, receive, send), context=contextvars.Context()
+        )
+        await task
+
+    async def _dispatch(self, scope: Any, receive: Any, send: Any) -> None:
         if (
             scope["type"] == "http"
             and scope["method"] == "POST"
@@ -143,7 +166,7 @@ class AgentApp(FastAPI):
             await _answer_cut_short(scope, receive, send)
             return
         except Exception as exc:  # a bug of ours: still the error contract
-            status, body = error_body(exc, None)
+            status, body = self.state.runtime.errors.body(exc, None)
             response = routes.JSONBody(body, status)
         await response(scope, receive, send)
 
@@ -182,7 +205,8 @@ def _install_error_handlers(app: FastAPI) -> None:
                         headers=headers)
 
     async def unexpected(request: Request, exc: Exception) -> Response:
-        status, body = error_body(exc, request.headers.get("x-request-id"))
+        status, body = app.state.runtime.errors.body(exc, request.headers.get("x-request-id"),
+                                                     request_secrets(request.headers))
         return Response(body, status_code=status, media_type="application/json")
 
     app.add_exception_handler(StarletteHTTPException, http_error)

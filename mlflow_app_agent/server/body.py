@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import Any
 
@@ -14,8 +15,23 @@ from mlflow_app_agent.errors import PayloadTooLargeError, RequestError
 _DISCARD_LIMIT = 64 * 1024 * 1024
 
 
-async def read_body(request: Request, limit: int) -> bytes:
-    """The body, refusing more than ``limit`` bytes without buffering the excess."""
+async def read_body(request: Request, limit: int, timeout: float = 0.0) -> bytes:
+    """The body, refusing more than ``limit`` bytes without buffering the excess, and a body
+    that takes longer than ``timeout`` seconds (0: no limit) to arrive (408)."""
+    if not timeout:
+        return await _read_body(request, limit)
+    try:
+        async with asyncio.timeout(timeout):
+            return await _read_body(request, limit)
+    except TimeoutError:
+        raise RequestError(
+            f"the request body did not arrive within {timeout:g} s (a Content-Length larger "
+            "than what was sent?); raise MLFLOW_APP_AGENT_BODY_READ_TIMEOUT or serve "
+            "--body-read-timeout", code="request_timeout", status_code=408,
+        ) from None
+
+
+async def _read_body(request: Request, limit: int) -> bytes:
     declared = request.headers.get("content-length")
     too_large = PayloadTooLargeError(
         f"request body is larger than the {limit} byte limit "
@@ -109,6 +125,11 @@ def normalize_openai_input(data: dict[str, Any]) -> dict[str, Any]:
     value = out.get("input")
     if isinstance(value, str):
         out["input"] = [{"role": "user", "content": value}]
+    elif "input" in out and not isinstance(value, list):
+        raise RequestError(
+            f"request.input: must be a string or a list of input items, got {_json_kind(value)}",
+            code="invalid_request", status_code=422,
+        )
     instructions = out.pop("instructions", None)
     if isinstance(instructions, str) and instructions and isinstance(out.get("input"), list):
         out["input"] = [{"role": "system", "content": instructions}, *out["input"]]

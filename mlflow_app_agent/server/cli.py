@@ -1,16 +1,16 @@
-"""``mlflow-app-agent serve MODEL_URI_OR_DIR`` (and ``python -m mlflow_app_agent.serve``)."""
+"""``mlflow-app-agent serve MODEL`` (and ``python -m mlflow_app_agent.serve``)."""
 
 from __future__ import annotations
 
 import os
-import re
-from pathlib import Path
 from typing import Any
 
 import click
 
-from mlflow_app_agent.errors import ConfigError
-from mlflow_app_agent.server.settings import ENV_MODEL, ENV_PREFIX, TRACE_EXPORT_MODES
+from mlflow_app_agent.cli_common import command, model_argument
+from mlflow_app_agent.errors import ConfigError, ModelLocationError
+from mlflow_app_agent.model.location import Location
+from mlflow_app_agent.server.settings import ENV_MODEL, ERROR_DETAILS, TRACE_EXPORT_MODES, env_name
 
 ENV_APP_PORT = "DATABRICKS_APP_PORT"
 DEFAULT_PORT = 8000
@@ -33,25 +33,32 @@ def resolve_port(flag: int | None, env: dict[str, str] | None = None) -> int:
     return flag if flag is not None else DEFAULT_PORT
 
 
-_URI_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]+:")
+def location_problem(location: str) -> str | None:
+    """What is wrong with ``location``, or None. Checked before binding, so a typo is one
+    line instead of a server that answers 503. URIs are only classified here (no MLflow
+    import); the loader resolves them in the background."""
+    try:
+        Location.parse(location)
+    except ModelLocationError as exc:
+        return exc.message
+    return None
 
 
-def missing_local_path(location: str) -> str | None:
-    """The local path ``location`` names when it does not exist; None for URIs (the loader
-    resolves those in the background) and for paths that exist. Checked before binding, so
-    a typo is one line instead of a server that answers 503."""
-    path_part, sep, _ = location.partition(".py:")
-    if sep:
-        candidate = path_part + ".py"
-    elif _URI_SCHEME.match(location):
-        return None
-    else:
-        candidate = location
-    return None if Path(candidate).exists() else candidate
+def configure_logging(level: str) -> None:
+    """The CLI owns its process: show the toolkit's own log lines (loading progress, the
+    shutdown trace summary) at ``level`` on stderr."""
+    import logging
+
+    toolkit = logging.getLogger("mlflow_app_agent")
+    if not toolkit.handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(levelname)s:     %(name)s: %(message)s"))
+        toolkit.addHandler(handler)
+    toolkit.setLevel(level.upper())
 
 
-@click.command("serve")
-@click.argument("model", required=False, metavar="[MODEL_URI_OR_DIR]")
+@command("serve")
+@model_argument(required=False)
 @click.option("--host", default="0.0.0.0", show_default=True, help="Interface to listen on.")
 @click.option("--port", type=click.IntRange(1, 65535), default=None,
               help=f"Port (default: ${ENV_APP_PORT}, else {DEFAULT_PORT}; the env var wins).")
@@ -69,17 +76,32 @@ def missing_local_path(location: str) -> str | None:
               help="Write traces from a child process or MLflow's export thread (default "
                    "auto: a process for sqlite/file stores).")
 @click.option("--timeout", "request_timeout", type=click.FloatRange(min=0), default=None,
-              help="Seconds per request before 504; 0 = none (default 300).")
+              metavar="SECONDS",
+              help="Seconds one request may take (an invoke, or a whole stream) before a 504 "
+                   "or a timeout event; 0 = none (default 300).")
 @click.option("--max-body-bytes", type=click.IntRange(min=1), default=None,
               help="Largest request body (default 4 MiB).")
 @click.option("--max-concurrency", type=click.IntRange(min=1), default=None,
               help="Threads running sync agent code at once (default 64).")
+@click.option("--error-detail", type=click.Choice(ERROR_DETAILS), default=None,
+              help="What callers see of an agent failure: its scrubbed message, or none (a "
+                   "generic message and the request id; the detail stays in the log and "
+                   "trace). Default: message.")
+@click.option("--body-read-timeout", type=click.FloatRange(min=0), default=None,
+              help="Seconds a request body may take to arrive before a 408; 0 = none "
+                   "(default 30).")
+@click.option("--registry-timeout", type=click.FloatRange(min=1), default=None,
+              help="Seconds per call to the tracking/registry server while loading the model "
+                   "(default 5).")
+@click.option("--registry-retries", type=click.IntRange(min=0), default=None,
+              help="Retries of a failed registry call while loading (default 3: an "
+                   "unreachable server fails the load within ~27 s).")
 @click.option("--log-level", default="info", show_default=True,
-              type=click.Choice(["critical", "error", "warning", "info", "debug"]))
+              type=click.Choice(["critical", "error", "warning", "info", "debug"]),
+              help="uvicorn's log level.")
 def serve_command(model: str | None, host: str, port: int | None, workers: int,
                   log_level: str, **settings: Any) -> None:
-    """Serve an agent: a model URI (models:/name/1, models:/name@alias, runs:/...), a model
-    or materialized app directory, or agent.py[:name]. Without MODEL_URI_OR_DIR the
+    """Serve an agent over HTTP (/invocations, /responses, SSE). Without MODEL the
     location comes from $MLFLOW_APP_AGENT_MODEL."""
     import uvicorn
 
@@ -87,22 +109,22 @@ def serve_command(model: str | None, host: str, port: int | None, workers: int,
 
     location = model or os.environ.get(ENV_MODEL)
     if not location:
-        raise click.UsageError(f"give MODEL_URI_OR_DIR or set {ENV_MODEL}")
+        raise click.UsageError(f"give MODEL or set {ENV_MODEL}")
     chosen = {k: v for k, v in settings.items() if v is not None}
     try:
         ServerSettings.from_env(**chosen)  # fail fast on bad values, before binding
     except ConfigError as exc:
         raise click.UsageError(exc.message) from None
-    missing = missing_local_path(location)
-    if missing is not None:
-        raise click.UsageError(f"{missing!r} does not exist (a model URI such as "
-                               "models:/name/1, a model or app directory, or agent.py[:name])")
+    problem = location_problem(location)
+    if problem is not None:
+        raise click.UsageError(problem)
     # Workers re-create the app from the environment, so settings travel as env vars.
     os.environ[ENV_MODEL] = location
     for key, value in chosen.items():
-        os.environ[ENV_PREFIX + key.upper()] = str(value).lower() if isinstance(
+        os.environ[env_name(key)] = str(value).lower() if isinstance(
             value, bool) else str(value)
     bind_port = resolve_port(port)
+    configure_logging(log_level)
     common: dict[str, Any] = {
         "host": host,
         "port": bind_port,

@@ -16,6 +16,20 @@ from typing import Any
 from mlflow_app_agent.authoring import DONE_EVENT, TEXT_DELTA_EVENT
 from mlflow_app_agent.server.streaming import EventShaper
 
+ADDED_EVENT = "response.output_item.added"
+PART_ADDED_EVENT = "response.content_part.added"
+# The response's own lifecycle: the server sends these, once, for the whole request.
+_LIFECYCLE_EVENTS = frozenset(
+    {
+        "response.created",
+        "response.queued",
+        "response.in_progress",
+        "response.completed",
+        "response.failed",
+        "response.incomplete",
+    }
+)
+
 
 def new_response_id() -> str:
     return "resp_" + uuid.uuid4().hex
@@ -37,14 +51,24 @@ def envelope(result: dict[str, Any], *, model: str, response_id: str | None = No
 
 
 class ResponsesShaper(EventShaper):
-    """Agent events -> an OpenAI Responses stream (sequence numbers, lifecycle, indexes)."""
+    """Agent events -> an OpenAI Responses stream (sequence numbers, lifecycle, indexes).
+
+    Output indexes follow the order in which items are produced. An item is *open* from its
+    first event (a text delta, or the agent's own ``output_item.added``) until its done event;
+    only an open item's later events share its index. Ids are passed through and never merge
+    distinct items: MLflow's LangChain helper gives a ``function_call`` the id of its
+    ``call_id``, the Agents SDK gives every item ``"__fake_id__"``. Each done item that was not
+    opened gets an ``output_item.added`` first, as the OpenAI API sends. The response
+    lifecycle (``response.created`` ... ``response.completed``) belongs to the server: an
+    agent's own lifecycle events (e.g. forwarded from an inner model call) are dropped.
+    """
 
     def __init__(self, *, model: str) -> None:
         self._model = model
         self._id = new_response_id()
         self._created = int(time.time())
         self._seq = 0
-        self._index_of: dict[str, int] = {}  # item id -> output_index
+        self._open: dict[Any, _OpenItem] = {}  # item id (None too) -> the item being streamed
         self._next_index = 0
         self._done: dict[int, Any] = {}
         self._custom_outputs: Any = None
@@ -64,14 +88,10 @@ class ResponsesShaper(EventShaper):
         self._seq += 1
         return event
 
-    def _claim(self, item_id: str | None) -> tuple[int, bool]:
-        if item_id is not None and item_id in self._index_of:
-            return self._index_of[item_id], False
+    def _new_index(self) -> int:
         index = self._next_index
         self._next_index += 1
-        if item_id is not None:
-            self._index_of[item_id] = index
-        return index, True
+        return index
 
     def start(self) -> list[dict[str, Any]]:
         return [
@@ -86,13 +106,34 @@ class ResponsesShaper(EventShaper):
             return self._text_delta(event)
         if kind == DONE_EVENT:
             return self._item_done(event)
-        return [self._stamp(dict(event))]
+        if kind in _LIFECYCLE_EVENTS:
+            return []
+        if kind == ADDED_EVENT:
+            return self._item_added(event)
+        out = dict(event)
+        opened = self._open.get(event.get("item_id"), None) if "item_id" in event else None
+        if opened is not None:
+            out["output_index"] = opened.index
+            if kind == PART_ADDED_EVENT:
+                opened.has_part = True
+        return [self._stamp(out)]
+
+    def _item_added(self, event: dict[str, Any]) -> list[dict[str, Any]]:
+        item = event.get("item")
+        item_id = item.get("id") if isinstance(item, dict) else None
+        kind = item.get("type") if isinstance(item, dict) else None
+        index = self._new_index()
+        # A message the agent announced itself gets a content part from here only if the
+        # agent sends none before its first text delta.
+        self._open[item_id] = _OpenItem(index, kind, has_part=kind != "message")
+        return [self._stamp({**event, "output_index": index})]
 
     def _text_delta(self, event: dict[str, Any]) -> list[dict[str, Any]]:
         item_id = event.get("item_id")
-        index, new = self._claim(item_id)
+        opened = self._open.get(item_id)
         out: list[dict[str, Any]] = []
-        if new:
+        if opened is None:
+            opened = self._open[item_id] = _OpenItem(self._new_index(), "message")
             item: dict[str, Any] = {
                 "type": "message",
                 "id": item_id,
@@ -100,22 +141,24 @@ class ResponsesShaper(EventShaper):
                 "status": "in_progress",
                 "content": [],
             }
-            out.append(
-                self._stamp({"type": "response.output_item.added", "output_index": index, "item": item})
-            )
+            out.append(self._stamp(
+                {"type": ADDED_EVENT, "output_index": opened.index, "item": item}
+            ))
+        if not opened.has_part:
+            opened.has_part = True
             out.append(
                 self._stamp(
                     {
-                        "type": "response.content_part.added",
+                        "type": PART_ADDED_EVENT,
                         "item_id": item_id,
-                        "output_index": index,
+                        "output_index": opened.index,
                         "content_index": 0,
                         "part": {"type": "output_text", "text": "", "annotations": []},
                     }
                 )
             )
         delta = dict(event)
-        delta["output_index"] = index
+        delta["output_index"] = opened.index
         delta.setdefault("content_index", 0)
         delta.setdefault("logprobs", [])
         out.append(self._stamp(delta))
@@ -124,13 +167,20 @@ class ResponsesShaper(EventShaper):
     def _item_done(self, event: dict[str, Any]) -> list[dict[str, Any]]:
         item = event.get("item")
         item_id = item.get("id") if isinstance(item, dict) else None
-        if item_id is None and isinstance(item, dict):
-            item_id = item.get("call_id")
-        index, _ = self._claim(item_id)
+        kind = item.get("type") if isinstance(item, dict) else None
+        out: list[dict[str, Any]] = []
+        opened = self._open.get(item_id)
+        if opened is not None and opened.kind == kind:
+            del self._open[item_id]
+            index = opened.index
+        else:
+            index = self._new_index()
+            out.append(self._stamp({"type": ADDED_EVENT, "output_index": index, "item": item}))
         done = dict(event)
         done["output_index"] = index
         self._done[index] = item
-        return [self._stamp(done)]
+        out.append(self._stamp(done))
+        return out
 
     def finish(self) -> list[dict[str, Any]]:
         output = [self._done[i] for i in sorted(self._done)]
@@ -138,3 +188,14 @@ class ResponsesShaper(EventShaper):
 
     def error(self, error: dict[str, Any]) -> list[dict[str, Any]]:
         return [self._stamp({"type": "error", **error, "param": None, "error": error})]
+
+
+class _OpenItem:
+    """An output item whose done event has not come yet."""
+
+    __slots__ = ("index", "kind", "has_part")
+
+    def __init__(self, index: int, kind: Any, *, has_part: bool = False) -> None:
+        self.index = index
+        self.kind = kind
+        self.has_part = has_part

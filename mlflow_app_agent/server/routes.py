@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 from typing import Any
 
 import anyio.to_thread
@@ -21,18 +22,15 @@ from mlflow_app_agent.server.body import (
     read_body,
     wants_stream,
 )
-from mlflow_app_agent.server.errors import (
-    error_body,
-    log_failure,
-    request_timeout_error,
-    to_app_error,
-)
+from mlflow_app_agent.server.errors import error_body, request_timeout_error, to_app_error
 from mlflow_app_agent.server.info import agent_info
 from mlflow_app_agent.server.openai_compat import ResponsesShaper, envelope
+from mlflow_app_agent.server.redact import encodable_tree, request_secrets
 from mlflow_app_agent.server.runtime import NotReadyError, Runtime, not_ready_error
 from mlflow_app_agent.server.streaming import AgentEventStream, EventShaper
 
 HEADER_REQUEST_ID = "x-request-id"
+ESCAPED_SURROGATE = re.compile(rb"\\u[dD][89a-fA-F]")
 
 
 class JSONBody:
@@ -79,11 +77,14 @@ async def _handle(request: Request, *, openai: bool) -> Any:
     headers = request.headers
     request_id = request_id_from(headers)
     ctx = context_from(headers, request_id)
-    secrets = (ctx.access_token,)
+    secrets = request_secrets(headers)
+    errors = runtime.errors
     try:
         if runtime.settings.require_auth:
             require_identity(ctx)
-        data = parse_json_object(await read_body(request, runtime.settings.max_body_bytes))
+        raw = await read_body(request, runtime.settings.max_body_bytes,
+                              runtime.settings.body_read_timeout)
+        data = parse_json_object(raw)
         if openai:
             data = normalize_openai_input(data)
         stream = wants_stream(data, headers.get("accept"))
@@ -97,13 +98,15 @@ async def _handle(request: Request, *, openai: bool) -> Any:
             # Well-formed JSON with the wrong shape: 422, naming the fields.
             raise RequestError(exc.message, code="invalid_request", status_code=422) from None
     except Exception as exc:
-        status, body = error_body(exc, request_id, secrets)
+        status, body = errors.body(exc, request_id, secrets)
         return JSONBody(body, status, request_id)
 
     agent = served.agent
     model = str(data.get("model") or agent.name)
     endpoint = request.scope["path"]
-    span = runtime.tracer.request_span(agent.name, endpoint, data, ctx)
+    # JSON escapes can carry lone surrogates, which no trace store can encode
+    traced = encodable_tree(data) if ESCAPED_SURROGATE.search(raw) else data
+    span = runtime.tracer.request_span(agent.name, endpoint, traced, ctx)
     timeout = runtime.settings.request_timeout
     if stream:
         shaper: EventShaper = ResponsesShaper(model=model) if openai else EventShaper()
@@ -114,6 +117,8 @@ async def _handle(request: Request, *, openai: bool) -> Any:
             ctx=ctx,
             timeout=timeout,
             headers={HEADER_REQUEST_ID: request_id},
+            errors=errors,
+            secrets=secrets,
         )
 
     token = set_request_context(ctx)
@@ -128,10 +133,10 @@ async def _handle(request: Request, *, openai: bool) -> Any:
             except Exception as exc:
                 if isinstance(exc, TimeoutError) and deadline.expired():
                     exc = request_timeout_error(timeout)
-                log_failure(exc, request_id)
+                errors.log(exc, request_id, secrets)
                 err = to_app_error(exc)
-                span.set_error(err.code, err.message)
-                status, body = error_body(err, request_id, secrets)
+                span.set_error(err.code, errors.trace_message(err, secrets))
+                status, body = errors.body(err, request_id, secrets)
                 return JSONBody(body, status, request_id)
             span.set_outputs(result)
     finally:
@@ -142,8 +147,8 @@ async def _handle(request: Request, *, openai: bool) -> Any:
         return _json(result, 200, request_id)
     except (TypeError, ValueError) as exc:
         err = AgentExecutionError(f"the agent returned a response that is not JSON: {exc}")
-        log_failure(err, request_id)
-        status, body = error_body(err, request_id, secrets)
+        errors.log(err, request_id, secrets)
+        status, body = errors.body(err, request_id, secrets)
         return JSONBody(body, status, request_id)
 
 

@@ -5,15 +5,21 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import time
+import traceback
+from pathlib import Path
 from typing import Any
 
 import anyio
 import anyio.to_thread
 
 from mlflow_app_agent.errors import MlflowAppAgentError, ModelLoadError
+from mlflow_app_agent.model.load import LoadedAgent
+from mlflow_app_agent.server.errors import ErrorPolicy
+from mlflow_app_agent.server.redact import Redactor, app_secrets
 from mlflow_app_agent.server.settings import ServerSettings
-from mlflow_app_agent.server.source import ServedAgent, is_deferred, resolve
+from mlflow_app_agent.server.source import is_deferred, resolve
 from mlflow_app_agent.server.tracing import Tracer
 
 logger = logging.getLogger("mlflow_app_agent.server")
@@ -28,7 +34,7 @@ class Runtime:
     def __init__(self, source: Any, settings: ServerSettings) -> None:
         self.settings = settings
         self.source = source
-        self.served: ServedAgent | None = None
+        self.served: LoadedAgent | None = None
         self.load_error: str | None = None
         self.started_at = time.time()
         self.tracer = Tracer(
@@ -37,6 +43,10 @@ class Runtime:
             max_per_second=settings.trace_max_per_second,
             export=settings.trace_export,
         )
+        self.errors = ErrorPolicy(Redactor(app_secrets(app_dirs=_app_dirs(source))),
+                                  settings.error_detail)
+        #: what the load waits on (shown by /ready), e.g. "fetching models:/x/3 from ..."
+        self.loading_status: list[str] = ["starting"]
         self._limiter: anyio.CapacityLimiter | None = None
         self._loading: asyncio.Future[Any] | None = None
         self._warm: asyncio.Future[Any] | None = None
@@ -53,7 +63,7 @@ class Runtime:
     def ready(self) -> bool:
         return self.served is not None
 
-    def _set_served(self, served: ServedAgent) -> None:
+    def _set_served(self, served: LoadedAgent) -> None:
         self.served = served
         self.tracer.model_id = served.model_id
 
@@ -67,30 +77,50 @@ class Runtime:
     async def _load_then_warm(self) -> None:
         if self.served is None:
             try:
-                served = await anyio.to_thread.run_sync(resolve, self.source)
+                served = await anyio.to_thread.run_sync(self._resolve_bounded)
                 self._set_served(served)
                 logger.info("agent %r loaded from %s", served.agent.name, self.source)
             except Exception as exc:
-                self.load_error = str(exc) if isinstance(exc, MlflowAppAgentError) else (
-                    f"{type(exc).__name__}: {exc}"
-                )
+                self.load_error = self.errors.redactor(
+                    str(exc) if isinstance(exc, MlflowAppAgentError)
+                    else f"{type(exc).__name__}: {exc}")
                 # Our own diagnosis (a typo'd URI, a missing file) is the whole story; keep
                 # the traceback for failures raised by the agent's code or a library.
                 expected = isinstance(exc, MlflowAppAgentError) and exc.__cause__ is None
-                logger.error("loading the agent from %s failed: %s", self.source,
-                             self.load_error, exc_info=not expected)
+                detail = "" if expected else "\n" + self.errors.redactor(
+                    "".join(traceback.format_exception(exc)).rstrip())
+                logger.error("loading the agent from %s failed: %s%s", self.source,
+                             self.load_error, detail)
                 return
         # After the agent is ready (so /ready is not slowed down): import MLflow for request
         # validation and tracing in the background.
         self._warm = asyncio.ensure_future(anyio.to_thread.run_sync(self._import_heavy))
         await self._warm
 
+    def _resolve_bounded(self) -> LoadedAgent:
+        """Load the agent; calls to a tracking/registry server get the registry budget, and
+        what is waited on is logged and shown by /ready."""
+        source = str(self.source)
+        if not _URI.match(source) or source.startswith("file:"):
+            self.loading_status[0] = f"loading {source}"
+            return resolve(self.source)
+        from mlflow_app_agent import registry_budget
+
+        host = registry_budget.public_host(_registry_uri(source))
+        timeout, retries = self.settings.registry_timeout, self.settings.registry_retries
+        with registry_budget.bounded(timeout, retries), registry_budget.progress(
+            source, host, retries, self.loading_status
+        ):
+            logger.info("fetching %s from %s (each call: %g s timeout, %d retries)", source,
+                        host, timeout, retries)
+            return resolve(self.source)
+
     def _import_heavy(self) -> None:
         import mlflow.types.responses  # noqa: F401  (request validation)
 
         self.tracer.warm_up()
 
-    async def agent(self) -> ServedAgent:
+    async def agent(self) -> LoadedAgent:
         """The served agent, waiting for the warm-up if a request arrives during it."""
         if self._loading is None:
             self.start()
@@ -106,11 +136,32 @@ class Runtime:
     async def shutdown(self) -> None:
         if self._loading is not None and not self._loading.done():
             self._loading.cancel()
-        with anyio.move_on_after(self.settings.trace_flush_timeout):
-            await anyio.to_thread.run_sync(self.tracer.flush, abandon_on_cancel=True)
+        # Bounded inside (the flush limit), so this thread always finishes, and the counts
+        # and the one summary line are complete before the process exits.
+        await anyio.to_thread.run_sync(self.tracer.shutdown, self.settings.trace_flush_timeout)
 
 
 def not_ready_error(runtime: Runtime) -> ModelLoadError | NotReadyError:
     if runtime.load_error:
         return ModelLoadError(f"the agent failed to load: {runtime.load_error}", status_code=503)
-    return NotReadyError("the agent is still loading")
+    return NotReadyError(f"the agent is still loading ({runtime.loading_status[0]})")
+
+
+_URI = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]+:")
+
+
+def _registry_uri(source: str) -> str | None:
+    import mlflow
+
+    if source.startswith("models:"):
+        return mlflow.get_registry_uri()
+    return mlflow.get_tracking_uri()
+
+
+def _app_dirs(source: Any) -> list[Path]:
+    """Where an ``app.yaml`` naming the app's secret env vars may be: the working directory
+    (Databricks Apps runs the command there) and a served app directory."""
+    dirs = [Path.cwd()]
+    if isinstance(source, (str, Path)) and Path(str(source)).is_dir():
+        dirs.append(Path(str(source)))
+    return dirs

@@ -23,6 +23,9 @@ ENV_PREFIX = "MLFLOW_APP_AGENT_"
 TraceExport = Literal["auto", "process", "thread"]
 #: values of ``trace_export`` (see :mod:`mlflow_app_agent.server.trace_export`)
 TRACE_EXPORT_MODES: tuple[str, ...] = get_args(TraceExport)
+ErrorDetail = Literal["message", "none"]
+#: values of ``error_detail`` (see :mod:`mlflow_app_agent.server.errors`)
+ERROR_DETAILS: tuple[str, ...] = get_args(ErrorDetail)
 
 _TRUE = ("1", "true", "yes", "on")
 _FALSE = ("0", "false", "no", "off", "")
@@ -61,6 +64,16 @@ class ServerSettings(BaseSettings):
     #: hold the server's GIL), ``thread`` (MLflow's in-process export threads) or ``auto``
     #: (``process`` for local sqlite/file stores, ``thread`` for tracking servers).
     trace_export: TraceExport = "auto"
+    #: What a caller sees of an agent's failure: ``message`` (its scrubbed text) or ``none``
+    #: (a generic message and the request id; the detail stays in the log and the trace).
+    error_detail: ErrorDetail = "message"
+    #: Seconds a request body may take to arrive (408 after); 0 = no limit.
+    body_read_timeout: float = pydantic.Field(30.0, ge=0)
+    #: Seconds per HTTP call to the tracking/registry server while loading the agent.
+    registry_timeout: float = pydantic.Field(5.0, gt=0)
+    #: Retries of a failed registry call (urllib3 backoff: 0, 2, 4 ... s). With the defaults
+    #: an unreachable server fails the load in at most 4 x 5 s + 7 s = 27 s.
+    registry_retries: int = pydantic.Field(3, ge=0)
 
     def __init__(self, **values: Any) -> None:
         unknown = set(values) - set(type(self).model_fields)
@@ -138,7 +151,8 @@ def _rule(field: str, err: Any) -> str:
     kind = err.get("type", "")
     if kind in ("greater_than_equal", "greater_than"):
         bound = ctx.get("ge", ctx.get("gt"))
-        extra = {"request_timeout": " (0 disables it)", "trace_max_per_second": " (0 = unbounded)"}
+        extra = {"request_timeout": " (0 disables it)", "trace_max_per_second": " (0 = unbounded)",
+                 "body_read_timeout": " (0 disables it)"}
         op = ">=" if kind == "greater_than_equal" else ">"
         if field == "trace_sample_ratio":
             return "trace_sample_ratio must be between 0 and 1"
@@ -146,9 +160,9 @@ def _rule(field: str, err: Any) -> str:
     if kind in ("less_than_equal", "less_than"):
         return f"{field} must be between 0 and 1" if field == "trace_sample_ratio" else (
             f"{field} must be <= {_num(ctx.get('le', ctx.get('lt')))}")
-    if kind == "literal_error" or field == "trace_export":
-        return (f"{field} must be one of {', '.join(TRACE_EXPORT_MODES)} "
-                f"(got {err.get('input')!r})")
+    if kind == "literal_error" or field in ("trace_export", "error_detail"):
+        modes = ERROR_DETAILS if field == "error_detail" else TRACE_EXPORT_MODES
+        return f"{field} must be one of {', '.join(modes)} (got {err.get('input')!r})"
     if annotation is bool:
         return (f"is not a valid bool (use one of {', '.join(_TRUE)} or "
                 f"{', '.join(f for f in _FALSE if f)}, or leave it empty for off)")

@@ -22,10 +22,10 @@ import anyio
 from mlflow_app_agent.authoring import reduce_stream
 from mlflow_app_agent.context import RequestContext, reset_request_context, set_request_context
 from mlflow_app_agent.server.errors import (
-    error_payload,
-    log_failure,
+    ErrorPolicy,
     request_timeout_error,
     shutdown_error,
+    to_app_error,
 )
 from mlflow_app_agent.server.tracing import RequestSpan
 
@@ -72,6 +72,8 @@ class AgentEventStream:
         ctx: RequestContext,
         timeout: float,
         headers: dict[str, str],
+        errors: ErrorPolicy | None = None,
+        secrets: tuple[str, ...] = (),
     ) -> None:
         self._events = events
         self._shaper = shaper
@@ -79,6 +81,8 @@ class AgentEventStream:
         self._ctx = ctx
         self._timeout = timeout
         self._headers = headers
+        self._errors = errors or ErrorPolicy()
+        self._secrets = secrets
         self._collected: list[dict[str, Any]] = []
         self.closed_by_client = False
         self._started = False
@@ -104,7 +108,7 @@ class AgentEventStream:
                 if not self._started:
                     await self._send_error_response(send, err)
                     return
-                _, body = error_payload(err, self._ctx.request_id)
+                _, body = self._errors.payload(err, self._ctx.request_id)
                 frames = [encode_frame(e) for e in self._shaper.error(body["error"])]
                 await send({"type": "http.response.body", "body": b"".join(frames) + DONE_FRAME,
                             "more_body": False})
@@ -164,9 +168,10 @@ class AgentEventStream:
             await pump.put([encode_frame(e) for e in self._shaper.finish()])
         except Exception as exc:
             err = self._timeout_or(exc, streaming)
-            log_failure(err, self._ctx.request_id)
-            _, body = error_payload(err, self._ctx.request_id, (self._ctx.access_token,))
-            self._span.set_error(body["error"]["code"], body["error"]["message"])
+            self._errors.log(err, self._ctx.request_id, self._secrets)
+            _, body = self._errors.payload(err, self._ctx.request_id, self._secrets)
+            self._span.set_error(body["error"]["code"],
+                                 self._errors.trace_message(to_app_error(err), self._secrets))
             await pump.put([encode_frame(e) for e in self._shaper.error(body["error"])])
         await pump.put([DONE_FRAME], last=True)
 
@@ -201,9 +206,10 @@ class AgentEventStream:
                 logger.warning("closing the agent's stream failed", exc_info=True)
 
     async def _send_error_response(self, send: Send, exc: BaseException) -> None:
-        log_failure(exc, self._ctx.request_id)
-        status, payload = error_payload(exc, self._ctx.request_id, (self._ctx.access_token,))
-        self._span.set_error(payload["error"]["code"], payload["error"]["message"])
+        self._errors.log(exc, self._ctx.request_id, self._secrets)
+        status, payload = self._errors.payload(exc, self._ctx.request_id, self._secrets)
+        self._span.set_error(payload["error"]["code"],
+                             self._errors.trace_message(to_app_error(exc), self._secrets))
         body = json.dumps(payload).encode()
         headers = {**self._headers, "content-type": "application/json"}
         await send({"type": "http.response.start", "status": status, "headers": _raw_headers(headers)})

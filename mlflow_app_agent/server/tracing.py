@@ -3,8 +3,11 @@
 MLflow is imported off the request path (a background warm-up), each trace is tagged with
 the request id and the caller's email (never the token) and linked to the served
 LoggedModel. Writing a trace costs ~20 ms of CPU with a sqlite store, so traces are
-admitted by a sample ratio and a token bucket; skipped and failed traces are counted and
-reported by ``/agent/info``. Any exception from MLflow is logged and swallowed.
+admitted by a sample ratio and a token bucket. What happens to each trace is counted in one
+place, :class:`~mlflow_app_agent.server.trace_counts.TraceCounts` (``Tracer.counts``, shown
+by ``/agent/info``); at shutdown one log line gives the totals. Any exception from MLflow is
+logged (one line) and swallowed. What is traced is made encodable (lone surrogates become
+U+FFFD) and error messages are scrubbed (see :mod:`.redact`).
 """
 
 from __future__ import annotations
@@ -17,11 +20,14 @@ from types import TracebackType
 from typing import Any
 
 from mlflow_app_agent.context import RequestContext
+from mlflow_app_agent.server.redact import encodable_tree
+from mlflow_app_agent.server.trace_counts import TraceCounts
 
 logger = logging.getLogger("mlflow_app_agent.server.tracing")
 
 TAG_REQUEST_ID = "mlflow_app_agent.request_id"
 TAG_ENDPOINT = "mlflow_app_agent.endpoint"
+NEVER_EXPORTED = "ended but never reached the exporter"
 
 
 class Tracer:
@@ -42,9 +48,8 @@ class Tracer:
         self.sample_ratio = sample_ratio
         self.max_per_second = max_per_second
         self.model_id = model_id
-        self.traced = 0
-        self.skipped = 0
-        self.failed = 0
+        self.counts = TraceCounts()
+        self._hook: Any = None  # trace_export.ExportHook, once MLflow is imported
         self._mlflow: Any = None
         # Where traces go, resolved once: given only MLFLOW_EXPERIMENT_ID/_NAME, MLflow
         # looks the experiment up in the store at every trace start, on the event loop.
@@ -70,7 +75,6 @@ class Tracer:
         # The first trace otherwise pays for the tracer provider and the tracking store
         # (engine, schema check: ~1 s on sqlite) inside a request.
         try:
-            _fewer_export_workers_for_local_stores(mlflow.get_tracking_uri())
             from mlflow.tracing.provider import get_bridged_tracer_provider
 
             get_bridged_tracer_provider()
@@ -80,32 +84,36 @@ class Tracer:
             logger.warning("warming up MLflow tracing failed; traces may still work",
                            exc_info=True)
         try:
-            from mlflow_app_agent.server import trace_export
+            from mlflow_app_agent.server.trace_export import ExportHook
 
-            self.export = trace_export.install(self.export)
+            self._hook = ExportHook(self.counts)
+            self.export = self._hook.install(self.export)
         except Exception:
             self.export = "thread"
             logger.warning("the trace writer process could not start; writing traces "
                            "in-process", exc_info=True)
 
-    def flush(self) -> None:
-        """Write queued traces (called at shutdown)."""
-        if self._mlflow is None:
+    def shutdown(self, timeout: float) -> None:
+        """Write what is queued within ``timeout`` s, count the rest, log the totals once."""
+        if self._mlflow is None or not self.enabled:
             return
         try:
-            self._mlflow.flush_trace_async_logging()
+            if self._hook is not None:
+                self._hook.shutdown(timeout)
         except Exception:
-            logger.warning("flushing MLflow traces failed", exc_info=True)
+            logger.warning("flushing traces at shutdown failed", exc_info=True)
+        self.counts.settle(NEVER_EXPORTED)
+        snap = self.counts.snapshot()
+        lost = snap["dropped"] or snap["failed"]
+        logger.log(logging.WARNING if lost else logging.INFO, "%s", self.counts.summary())
 
     def stats(self) -> dict[str, Any]:
-        writer: dict[str, int] | None = None
-        if self._mlflow is not None and self.export == "process":
-            from mlflow_app_agent.server import trace_export
-
-            queue = trace_export.current_queue()
-            if queue is not None:
-                writer = {"sent": queue.sent, "dropped": queue.dropped,
-                          "in_process": queue.fallen_back, "alive": queue.alive}
+        writer: dict[str, Any] | None = None
+        hook = self._hook
+        if hook is not None and hook.writer is not None and self.export == "process":
+            queue = hook.writer
+            writer = {"sent": queue.sent, "confirmed": queue.acked,
+                      "in_process": queue.fallen_back, "alive": queue.alive}
         return {
             "enabled": self.enabled,
             "export": self.export,
@@ -113,9 +121,7 @@ class Tracer:
             "sample_ratio": self.sample_ratio,
             "max_per_second": self.max_per_second or None,
             "model_id": self.model_id,
-            "traced": self.traced,
-            "skipped": self.skipped,
-            "failed": self.failed,
+            **self.counts.snapshot(),
         }
 
     # --- per request ----------------------------------------------------------------------
@@ -142,7 +148,7 @@ class Tracer:
     ) -> RequestSpan:
         if not self._admit():
             if self.enabled:
-                self.skipped += 1
+                self.counts.add("skipped")
             return RequestSpan(self, None, name, endpoint, inputs, ctx)
         return RequestSpan(self, self._mlflow, name, endpoint, inputs, ctx)
 
@@ -186,7 +192,14 @@ class RequestSpan:
                 kwargs["trace_destination"] = self._tracer.destination
             self._cm = self._mlflow.start_span(**kwargs)
             self._span = self._cm.__enter__()
-            self._span.set_inputs(self._inputs)
+        except Exception:
+            self._tracer.counts.add("traced")
+            self._tracer.counts.add("failed", reason="the span could not start")
+            self._fail("starting")
+            return self
+        self._tracer.counts.add("traced")
+        try:
+            self._span.set_inputs(encodable_tree(self._inputs))
             tags = {TAG_REQUEST_ID: self._ctx.request_id or "", TAG_ENDPOINT: self._endpoint}
             self._mlflow.update_current_trace(
                 tags=tags,
@@ -194,16 +207,15 @@ class RequestSpan:
                 user=self._ctx.user_email or self._ctx.user,
                 model_id=self._tracer.model_id,
             )
-            self._tracer.traced += 1
         except Exception:
-            self._fail("starting")
+            self._fail("tagging")
         return self
 
     def set_outputs(self, outputs: Any) -> None:
         if self._span is None:
             return
         try:
-            self._span.set_outputs(outputs)
+            self._span.set_outputs(encodable_tree(outputs))
         except Exception:
             self._fail("recording outputs of")
 
@@ -212,7 +224,7 @@ class RequestSpan:
             return
         try:
             self._span.set_attribute("mlflow_app_agent.error_code", code)
-            self._span.set_attribute("mlflow_app_agent.error_message", message)
+            self._span.set_attribute("mlflow_app_agent.error_message", encodable_tree(message))
             self._span.set_status("ERROR")
         except Exception:
             self._fail("recording an error on")
@@ -231,14 +243,19 @@ class RequestSpan:
         except BaseException as raised:
             if raised is not exc:
                 self._fail("closing")
+                return
+        if self._tracer.export == "sync":  # MLflow wrote it inside __exit__
+            self._tracer.counts.add("written")
 
     def _fail(self, what: str) -> None:
-        self._tracer.failed += 1
+        import sys
+
+        error = sys.exc_info()[1]
         logger.warning(
-            "%s the trace of request %s failed; the request goes on",
+            "%s the trace of request %s failed (%s); the request goes on",
             what.capitalize(),
             self._ctx.request_id,
-            exc_info=True,
+            f"{type(error).__name__}: {str(error)[:200]}" if error else "unknown error",
         )
         if what != "starting":
             return  # keep the span so __exit__ still ends it
@@ -272,24 +289,7 @@ def _pinned_destination(mlflow: Any) -> Any:
     # Otherwise MLflow asks its default-experiment providers at every trace start (each probe
     # a failed import: ~0.15 ms on the loop). In a server that answer cannot change after the
     # agent module (which may call mlflow.set_experiment) has loaded, so ask once.
-    from mlflow.tracking.fluent import _get_experiment_id
+    from mlflow_app_agent._mlflow_compat import default_experiment_id
 
-    experiment_id = _get_experiment_id()
+    experiment_id = default_experiment_id()
     return MlflowExperimentLocation(experiment_id=experiment_id) if experiment_id else None
-
-
-EXPORT_WORKERS_ENV = "MLFLOW_ASYNC_TRACE_LOGGING_MAX_WORKERS"
-
-
-def _fewer_export_workers_for_local_stores(tracking_uri: str) -> None:
-    """A local store (sqlite, files) is written with the GIL held, so MLflow's default of 10
-    export threads only fight the event loop for it: one writer exports as fast (measured:
-    +14% requests/s under load with the same traces written). Remote stores are I/O-bound
-    and keep MLflow's default. An explicit setting is left alone. Must run before MLflow
-    creates its export queue (the first trace)."""
-    import os
-
-    from mlflow_app_agent.server.trace_export import is_local_store
-
-    if EXPORT_WORKERS_ENV not in os.environ and is_local_store(tracking_uri):
-        os.environ[EXPORT_WORKERS_ENV] = "1"

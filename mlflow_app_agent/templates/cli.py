@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from mlflow_app_agent.errors import MlflowAppAgentError
+from mlflow_app_agent.cli_common import command
 from mlflow_app_agent.templates.scaffolder import default_name, list_templates, scaffold
 
 
@@ -14,7 +14,7 @@ def _template_help() -> str:
     return "; ".join(f"{t.name}: {t.description}" for t in list_templates().values())
 
 
-@click.command("init")
+@command("init")
 @click.argument("directory", required=False, type=click.Path(file_okay=False, path_type=Path))
 @click.option(
     "--template",
@@ -36,10 +36,7 @@ def init_command(directory: Path | None, template: str, name: str | None, list_o
         return
     if directory is None:
         raise click.UsageError("Missing argument 'DIRECTORY'.")
-    try:
-        created = scaffold(directory, template, name=name)
-    except MlflowAppAgentError as exc:
-        raise click.ClickException(exc.message) from None
+    created = scaffold(directory, template, name=name)
     agent_name = name or default_name(directory)
     click.echo(f"Created {template} agent {agent_name!r} in {directory} ({len(created)} files):")
     for path in created:

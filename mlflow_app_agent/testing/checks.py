@@ -143,13 +143,18 @@ def consistency_problems(response: Mapping[str, Any], events: list[Any]) -> list
 
 
 def rejection_problems(
-    status: int, content_type: str, text: str, *, must_reject: bool, what: str
+    status: int, content_type: str, text: str, *, must_reject: bool, what: str,
+    agent_may_refuse: bool = False,
 ) -> list[str]:
     """(d) a server's answer to a malformed body: 4xx with ``{"error": {"message"}}``;
-    never 5xx, never a traceback; a 2xx only for bodies that are in fact valid."""
+    never 5xx, never a traceback; a 2xx only for bodies that are in fact valid.
+    ``agent_may_refuse``: also a clean 500 ``agent_error`` with a message (a conversation
+    the schema accepts but the agent's framework or LLM refuses)."""
     problems = []
     if any(marker in text for marker in TRACEBACK_MARKERS):
         problems.append(f"the {status} answer to {what} contains a traceback: {_short(text)}")
+    if status == 500 and agent_may_refuse and _error_message(text, code="agent_error"):
+        return problems
     if status >= 500:
         problems.append(f"{what} got {status} (a server error), not a 4xx: {_short(text)}")
     elif 400 <= status < 500:
@@ -174,6 +179,18 @@ def rejection_problems(
     else:
         problems.append(f"{what} got an unexpected status {status}")
     return problems
+
+
+def _error_message(text: str, *, code: str) -> str | None:
+    """The message of an ``{"error": {"code": code, "message"}}`` body, if it is one."""
+    try:
+        error = json.loads(text)["error"]
+    except (ValueError, KeyError, TypeError):
+        return None
+    message = error.get("message") if isinstance(error, dict) else None
+    if error.get("code") != code or not isinstance(message, str) or not message.strip():
+        return None
+    return message
 
 
 def _short(value: Any, limit: int = 200) -> str:

@@ -1,13 +1,19 @@
-"""``mlflow-app-agent validate TARGET``: run the contract's properties; exit 0 when they all
-hold, 1 with a minimal counterexample when one does not, 2 when TARGET cannot be used."""
+"""``mlflow-app-agent validate MODEL``: run the contract's properties; exit 0 when they all
+hold, 1 with a minimal counterexample when one does not, 2 when MODEL cannot be used."""
 
 from __future__ import annotations
 
 import click
 
+from mlflow_app_agent.cli_common import command, model_argument, timeout_option
 
-@click.command("validate")
-@click.argument("target")
+
+class _Unusable(click.ClickException):
+    exit_code = 2  # the target cannot be used: not a property failure (1)
+
+
+@command("validate")
+@model_argument(extra="http(s)://HOST:PORT   the URL of a running server: validate")
 @click.option(
     "--max-examples", type=click.IntRange(min=1), default=50, show_default=True,
     help="Generated requests per property.",
@@ -21,30 +27,28 @@ import click
     "--seed", type=int, default=None,
     help="Random seed; without it runs are derandomized (the same requests every time).",
 )  # fmt: skip
-@click.option(
-    "--timeout", type=click.FloatRange(min=0.1), default=30.0, show_default=True,
-    help="Seconds each invoke or stream may take.",
-)  # fmt: skip
+@timeout_option(default=30.0, bounds="each invoke or stream call may take (one generated "
+                                    "request); a slower answer fails the property")
 @click.option(
     "--property", "properties", multiple=True,
     type=click.Choice(["invoke", "stream", "consistency", "malformed"]),
     help="Check only these properties (repeatable); default all.",
 )  # fmt: skip
 def validate_command(
-    target: str,
+    model: str,
     max_examples: int,
     deterministic: bool,
     seed: int | None,
     timeout: float,
     properties: tuple[str, ...],
 ) -> None:
-    """Validate TARGET against the ResponsesAgent contract with generated requests.
+    """Validate MODEL against the ResponsesAgent contract with generated requests; exit 1
+    with a minimal counterexample when a property fails, 2 when MODEL cannot be used.
 
-    TARGET is a model URI (models:/name/3, models:/name@champion, runs:/<id>/agent), a local
-    model or materialized app directory, or the URL of a running server
-    (http://127.0.0.1:8000). Servers are also sent malformed requests, which must get a 4xx
-    with a message, never a 5xx.
+    Servers are also sent malformed requests, which must get a 4xx with a message, never a
+    5xx.
     """
+    from mlflow_app_agent.cli_common import error_message
     from mlflow_app_agent.errors import (
         MissingDependencyError,
         MlflowAppAgentError,
@@ -55,13 +59,12 @@ def validate_command(
     try:
         require_testing_extras()
     except MissingDependencyError as exc:
-        click.echo(f"Error: {exc.message}", err=True)
-        raise SystemExit(2) from None
+        raise _Unusable(exc.message) from None
 
-    click.echo(f"Validating {target} ({max_examples} examples per property)...", err=True)
+    click.echo(f"Validating {model} ({max_examples} examples per property)...", err=True)
     try:
         report = check_agent(
-            target,
+            model,
             max_examples=max_examples,
             deterministic=deterministic,
             properties=properties or None,
@@ -70,13 +73,10 @@ def validate_command(
             raise_on_failure=False,
         )
     except ValidationFailure as exc:  # the target answered nothing usable (e.g. unreachable)
-        click.echo(f"Error: {exc.message}", err=True)
-        raise SystemExit(2) from None
+        raise _Unusable(exc.message) from None
     except MlflowAppAgentError as exc:  # e.g. the model URI does not resolve
-        click.echo(f"Error: cannot load {target}: {exc.message}", err=True)
-        raise SystemExit(2) from None
+        raise _Unusable(f"cannot load {model}: {exc.message}") from None
     except Exception as exc:  # loading ran the agent's own code, which may fail in any way
-        click.echo(f"Error: cannot load {target}: {type(exc).__name__}: {exc}", err=True)
-        raise SystemExit(2) from None
+        raise _Unusable(f"cannot load {model}: {error_message(exc)}") from None
     click.echo(report.format())
     raise SystemExit(0 if report.ok else 1)

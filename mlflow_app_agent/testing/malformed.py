@@ -17,7 +17,14 @@ from typing import Any
 
 from hypothesis import strategies as st
 
-from mlflow_app_agent.testing.strategies import JSON, ROLES, identifiers, responses_requests, texts
+from mlflow_app_agent.testing.strategies import (
+    JSON,
+    ROLES,
+    identifiers,
+    responses_requests,
+    texts,
+    unanswered_calls,
+)
 
 _RUNS = re.compile(r"(.)\1{15,}", re.DOTALL)
 
@@ -25,12 +32,15 @@ _RUNS = re.compile(r"(.)\1{15,}", re.DOTALL)
 @dataclasses.dataclass(frozen=True)
 class MalformedBody:
     """A request body to POST as-is. ``must_reject``: Python's JSON parser or MLflow's schema
-    refuses it, so a server must answer 4xx; otherwise any non-5xx answer is acceptable."""
+    refuses it, so a server must answer 4xx; otherwise any non-5xx answer is acceptable.
+    ``agent_may_refuse``: a broken conversation the schema accepts; the agent's own clean
+    error (``agent_error`` with a message, no traceback) is acceptable too."""
 
     kind: str
     body: bytes
     content_type: str | None
     must_reject: bool
+    agent_may_refuse: bool = False
 
     def preview(self, limit: int = 300) -> str:
         """The body as text for a report: runs of one character collapsed (``[×5000``), so
@@ -48,6 +58,7 @@ class MalformedObject:
     kind: str
     obj: Any
     must_reject: bool
+    agent_may_refuse: bool = False
 
 
 def schema_rejects(obj: Any) -> bool:
@@ -62,6 +73,19 @@ def schema_rejects(obj: Any) -> bool:
     except (pydantic.ValidationError, RecursionError, ValueError, TypeError):
         return True
     return False
+
+
+def broken_conversation(obj: Any) -> bool:
+    """Whether ``obj`` is a request whose ``input`` no LLM API accepts as a conversation."""
+    items = obj.get("input") if isinstance(obj, dict) else None
+    return isinstance(items, list) and bool(unanswered_calls(items))
+
+
+def body_is_broken_conversation(body: bytes) -> bool:
+    try:
+        return broken_conversation(json.loads(body))
+    except (ValueError, RecursionError):
+        return False
 
 
 def body_rejected(body: bytes, *, openai_compat: bool = False) -> bool:
@@ -105,7 +129,7 @@ def _malformed_object(draw: st.DrawFn) -> tuple[str, Any]:
                 "empty_input", "unknown_role", "missing_role", "missing_content",
                 "content_wrong_type", "unknown_item_type", "incomplete_function_call",
                 "wrong_field_type", "deep_nesting_in_input", "deep_nesting_in_custom_inputs",
-                "many_items",
+                "many_items", "unanswered_function_call", "orphan_function_call_output",
             )
         )
     )  # fmt: skip
@@ -157,6 +181,17 @@ def _malformed_object(draw: st.DrawFn) -> tuple[str, Any]:
         obj["custom_inputs"] = {"a": _nested(draw(st.integers(2, 200)))}
     elif kind == "many_items":
         obj["input"] = [message] * draw(st.sampled_from((1_000, 10_000)))
+    elif kind == "unanswered_function_call":
+        # what the standard LangGraph wrapper was sent before generated conversations were
+        # well-formed: a call with no output, then the next user turn
+        at = draw(st.integers(0, len(obj["input"]) - 1))
+        obj["input"].insert(at, {"type": "function_call", "call_id": "call_lost",
+                                 "name": draw(identifiers), "arguments": "{}"})  # fmt: skip
+        if obj["input"][-1].get("role") != "user":
+            obj["input"].append(message)
+    elif kind == "orphan_function_call_output":
+        obj["input"].append({"type": "function_call_output", "call_id": "call_nobody",
+                             "output": draw(texts(20))})  # fmt: skip
     return kind, obj
 
 
@@ -168,7 +203,9 @@ _ITEM_TYPES = frozenset(
 
 def malformed_objects() -> st.SearchStrategy[MalformedObject]:
     """Malformed requests as objects (for ``Agent.invoke``), classified by MLflow's schema."""
-    return _malformed_object().map(lambda ko: MalformedObject(ko[0], ko[1], schema_rejects(ko[1])))
+    return _malformed_object().map(
+        lambda ko: MalformedObject(ko[0], ko[1], schema_rejects(ko[1]), broken_conversation(ko[1]))
+    )
 
 
 def _valid_json(draw: st.DrawFn) -> bytes:
@@ -222,5 +259,7 @@ def malformed_requests() -> st.SearchStrategy[MalformedBody]:
     roles, huge strings, deep nesting, wrong content types (half byte-level, half JSON)."""
     as_json = _malformed_object().map(lambda ko: (ko[0], json.dumps(ko[1]).encode(), JSON))
     return st.one_of(as_json, _malformed_bytes()).map(
-        lambda kbc: MalformedBody(kbc[0], kbc[1], kbc[2], body_rejected(kbc[1]))
+        lambda kbc: MalformedBody(
+            kbc[0], kbc[1], kbc[2], body_rejected(kbc[1]), body_is_broken_conversation(kbc[1])
+        )
     )

@@ -9,7 +9,9 @@ request):
   an item add up to its done item's text, and the stream ends (bounded by a cap and timeout);
 * ``consistency`` — (c) deterministic agents only: the reduced stream equals invoke's output;
 * ``malformed`` — (d) servers answer malformed bodies with a 4xx and a message, never a 5xx;
-  in-process agents reject malformed objects with a ``RequestError``.
+  in-process agents reject malformed objects with a ``RequestError``. Broken conversations
+  the schema accepts (an unanswered ``function_call``) may also get the agent's own clean
+  error (``agent_error`` with a message).
 """
 
 from __future__ import annotations
@@ -295,6 +297,7 @@ def check_malformed(target: Target, case: Any, endpoint: str | None = None) -> N
         problems = checks.rejection_problems(
             resp.status, resp.content_type, resp.text,
             must_reject=malformed.must_reject_at(case, endpoint), what=what,
+            agent_may_refuse=case.agent_may_refuse,
         )  # fmt: skip
         if problems:
             raise _Broken(problems, shown, endpoint)
@@ -311,6 +314,8 @@ def check_malformed(target: Target, case: Any, endpoint: str | None = None) -> N
         raise _Broken([f"a malformed request ({case.kind}) raised {type(exc).__name__} "
                        f"(status {exc.status_code}): {exc}"], shown, endpoint) from None  # fmt: skip
     except Exception as exc:
+        if case.agent_may_refuse and not case.must_reject and str(exc).strip():
+            return  # a broken conversation the agent (its framework, its LLM) refuses cleanly
         if case.must_reject:
             why = f"raised {type(exc).__name__}: {exc} instead of a RequestError"
         else:  # the schema accepts it: the agent itself failed on an unusual request

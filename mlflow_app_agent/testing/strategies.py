@@ -166,18 +166,41 @@ def contents(draw: st.DrawFn) -> str | list[dict[str, Any]]:
 
 
 @st.composite
+def tool_round(draw: st.DrawFn) -> list[dict[str, Any]]:
+    """One or two ``function_call`` items, then a ``function_call_output`` for each, with the
+    same ``call_id`` (as a client that ran the tools sends them back)."""
+    call_ids = draw(st.lists(_call_ids, min_size=1, max_size=2, unique=True))
+    calls = [
+        {
+            "type": "function_call",
+            "call_id": call_id,
+            "name": draw(identifiers),
+            "arguments": json.dumps(draw(st.dictionaries(identifiers, texts(20), max_size=3))),
+        }
+        for call_id in call_ids
+    ]
+    outputs = [
+        {"type": "function_call_output", "call_id": call_id, "output": draw(texts())}
+        for call_id in call_ids
+    ]
+    return [*calls, *outputs]
+
+
+@st.composite
 def input_items(draw: st.DrawFn, *, max_items: int = 6) -> list[dict[str, Any]]:
-    """A realistic conversation: optional system prompt, then user/assistant turns with
-    function calls whose outputs refer to earlier calls; ends with a user message or a
-    function_call_output, as a real client's next request would."""
+    """A well-formed conversation: optional system prompt, then user/assistant turns and
+    tool rounds, ending with a user message or a tool round's outputs, as a real client's
+    next request does. Every ``function_call`` is answered by a ``function_call_output``
+    with its ``call_id`` before the next turn: LLM APIs (OpenAI's, Anthropic's) reject a
+    conversation with an unanswered call, so an agent may too. Broken shapes are probed by
+    the ``malformed`` property (:mod:`.malformed`)."""
     items: list[dict[str, Any]] = []
     if draw(st.booleans()):
         role = draw(st.sampled_from(("system", "developer")))
         items.append({"role": role, "content": draw(contents())})
-    open_calls: list[str] = []
     turns = draw(st.integers(min_value=0, max_value=max(0, max_items - 2)))
     for _ in range(turns):
-        kind = draw(st.sampled_from(("user", "assistant", "assistant_output", "function_call")))
+        kind = draw(st.sampled_from(("user", "assistant", "assistant_output", "tool_round")))
         if kind == "user":
             items.append({"role": "user", "content": draw(contents())})
         elif kind == "assistant":
@@ -193,29 +216,34 @@ def input_items(draw: st.DrawFn, *, max_items: int = 6) -> list[dict[str, Any]]:
                 }
             )
         else:
-            call_id = draw(_call_ids)
-            args = draw(st.dictionaries(identifiers, texts(20), max_size=3))
-            items.append(
-                {
-                    "type": "function_call",
-                    "call_id": call_id,
-                    "name": draw(identifiers),
-                    "arguments": json.dumps(args),
-                }
-            )
-            open_calls.append(call_id)
-    answer_call: bool = draw(st.booleans())
-    if open_calls and answer_call:
-        items.append(
-            {
-                "type": "function_call_output",
-                "call_id": draw(st.sampled_from(open_calls)),
-                "output": draw(texts()),
-            }
-        )
+            items.extend(draw(tool_round()))
+    if turns and draw(st.booleans()):
+        items.extend(draw(tool_round()))  # the agent asked for tools; here are their outputs
     else:
         items.append({"role": "user", "content": draw(contents())})
     return items
+
+
+def unanswered_calls(items: list[Any]) -> list[str]:
+    """Problems that make ``items`` a conversation no LLM API accepts: a ``function_call``
+    not answered before the next user turn (or the end), an output for no earlier call."""
+    problems: list[str] = []
+    pending: dict[str, int] = {}
+    for i, item in enumerate(items):
+        if not isinstance(item, dict):
+            continue
+        kind, call_id = item.get("type"), item.get("call_id")
+        if kind == "function_call":
+            pending[str(call_id)] = i
+        elif kind == "function_call_output":
+            if pending.pop(str(call_id), None) is None:
+                problems.append(f"input.{i}: function_call_output for no earlier call {call_id!r}")
+        elif item.get("role") == "user" and pending:
+            problems += [f"input.{j}: function_call {c!r} unanswered before input.{i}"
+                         for c, j in pending.items()]  # fmt: skip
+            pending.clear()
+    problems += [f"input.{j}: function_call {c!r} never answered" for c, j in pending.items()]
+    return problems
 
 
 @st.composite

@@ -204,13 +204,14 @@ def _collect(
 
 
 class ModelTarget(AgentTarget):
-    """A model URI (``models:/name/1``, ``models:/name@alias``, ``runs:/…``) or a local
-    model / materialized app directory, loaded in process with ``load_agent``."""
+    """Any model location (``models:/name/1``, ``models:/name@alias``, ``runs:/…``, a local
+    model / materialized app directory, ``agent.py[:name]``), loaded in process with
+    ``load_agent``."""
 
     def __init__(self, model_uri: str | Path, **kwargs: Any) -> None:
         from mlflow_app_agent.model.load import load_agent
 
-        loaded = load_agent(str(model_uri))
+        loaded = load_agent(model_uri)
         desc = str(model_uri)
         if loaded.registered_name and loaded.registered_version:
             desc += f" ({loaded.registered_name} version {loaded.registered_version})"
@@ -313,30 +314,50 @@ class ServerTarget(Target):
 
 
 def _sse_events(resp: Any, timeout: float) -> Iterator[tuple[str, Any]]:
-    """(kind, value) pairs from an SSE response: parsed ``data:`` frames, then ``end`` at
-    ``data: [DONE]``; ``timeout`` bounds the whole stream, not just each read."""
-    deadline = time.monotonic() + timeout
-    data: list[str] = []
-    for line in resp.iter_lines():
-        if time.monotonic() > deadline:
-            yield ("timeout", None)
-            return
-        if line.startswith("data:"):
-            data.append(line[5:].removeprefix(" "))
-            continue
-        if line or not data:
-            continue  # comments, event:/id: fields, keep-alives
-        payload = "\n".join(data)
-        data = []
-        if payload == "[DONE]":
-            yield ("end", None)
-            return
-        try:
-            yield ("event", json.loads(payload))
-        except ValueError:
-            yield ("error", ValidationFailure(f"stream frame is not JSON: {_clip(payload)}"))
-            return
+    """(kind, value) pairs from an SSE response (parsed by ``httpx-sse``): parsed ``data``
+    frames, then ``end`` at ``data: [DONE]``; ``timeout`` bounds the whole stream, not just
+    each read (keep-alive comments included)."""
+    from httpx_sse import EventSource
+
+    source = EventSource(_Bounded(resp, time.monotonic() + timeout))  # type: ignore[arg-type]
+    try:
+        for sse in source.iter_sse():
+            if not sse.data:
+                continue  # event:/id:/retry: fields without data
+            if sse.data == "[DONE]":
+                yield ("end", None)
+                return
+            try:
+                yield ("event", json.loads(sse.data))
+            except ValueError:
+                yield ("error", ValidationFailure(f"stream frame is not JSON: {_clip(sse.data)}"))
+                return
+    except _PastDeadline:
+        yield ("timeout", None)
+        return
     yield ("error", ValidationFailure("stream closed without a final 'data: [DONE]' frame"))
+
+
+class _PastDeadline(Exception):
+    pass
+
+
+class _Bounded:
+    """The response as ``EventSource`` reads it, raising :class:`_PastDeadline` when a chunk
+    (an event or a keep-alive) arrives after ``deadline``."""
+
+    def __init__(self, resp: Any, deadline: float) -> None:
+        self._resp, self._deadline = resp, deadline
+
+    @property
+    def headers(self) -> Any:
+        return self._resp.headers
+
+    def iter_text(self) -> Iterator[str]:
+        for text in self._resp.iter_text():
+            if time.monotonic() > self._deadline:
+                raise _PastDeadline
+            yield text
 
 
 def _clip(text: str, limit: int = 300) -> str:
@@ -352,12 +373,6 @@ def resolve_target(target: Any, **kwargs: Any) -> Target:
         text = str(target)
         if text.startswith(("http://", "https://")):
             return ServerTarget(text, **kwargs)
-        path_part, _, attr = text.partition(".py:")
-        if text.endswith(".py") or attr:
-            # An agent file, loaded the way the server loads one (``agent.py[:name]``).
-            from mlflow_app_agent.server.source import load_python_file
-
-            file = Path(path_part + ".py" if attr else text)
-            return AgentTarget(load_python_file(file, attr or None), description=text, **kwargs)
+        # any model location, an agent file included (loaded the way the server loads one)
         return ModelTarget(text, **kwargs)
     return AgentTarget(target, **kwargs)

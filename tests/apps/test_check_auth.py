@@ -203,14 +203,14 @@ def test_cli_a_failure_exits_1(ws: Workspace, sdk_env: dict[str, str]) -> None:
 
 def test_cli_needs_something_to_check(sdk_env: dict[str, str]) -> None:
     result = _cli([], sdk_env)
-    assert result.exit_code == 2 and "MODEL_URI_OR_DIR or at least one --resource" in \
+    assert result.exit_code == 2 and "MODEL or at least one --resource" in \
         result.output
 
 
 def test_cli_bad_resource_spec_is_one_line(sdk_env: dict[str, str]) -> None:
     result = _cli(["--resource", "secret:scope=agent"], sdk_env)
-    assert result.exit_code == 1
-    assert "Error: resources[0] is invalid" in result.stderr
+    assert result.exit_code == 2  # a usage error, found by the option's type before any call
+    assert "Error: Invalid value for '--resource': resources[0] is invalid" in result.stderr
     assert "a secret resource needs key" in result.stderr
     assert "Traceback" not in result.output
 
@@ -234,9 +234,10 @@ def test_a_plain_pyfunc_version_declares_nothing(ws: Workspace, plain_version: A
 def test_an_unknown_location_is_a_clear_error(ws: Workspace, tmp_path: Path) -> None:
     from mlflow_app_agent.errors import ModelLoadError
 
-    with pytest.raises(ModelLoadError, match="neither an existing directory nor a model URI"):
+    with pytest.raises(ModelLoadError, match="is not a model URI and does not exist"):
         _rows(ws, model_uri_or_dir=str(tmp_path / "nope"))
-    with pytest.raises(ModelLoadError, match="neither MLmodel nor model/MLmodel"):
+    with pytest.raises(ModelLoadError, match=r"neither a model directory \(MLmodel\) nor a "
+                                             r"materialized app directory"):
         _rows(ws, model_uri_or_dir=tmp_path)
 
 

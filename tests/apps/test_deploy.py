@@ -312,7 +312,8 @@ def test_deploy_a_registered_version(ws: Workspace, echo_version: Any, tracking_
     text = "\n".join(lines)
     assert f"materializing {echo_version.uri}" in text
     landed = ws.files_under(result.source_code_path)
-    assert {"app.yaml", "requirements.txt", "MANIFEST.json", "model/MLmodel"} <= set(landed)
+    assert {"app.yaml", "pyproject.toml", "uv.lock", "MANIFEST.json",
+            "model/MLmodel"} <= set(landed)  # uv mode, the default
     assert any(p.startswith("wheels/") and p.endswith(".whl") for p in landed)
     assert all(o["object_type"] == "FILE" for o in landed.values())
     kinds = sorted(next(k for k in r if k not in ("name", "description"))
@@ -349,8 +350,9 @@ def test_cli_deploy_checks_its_arguments_before_credentials(app_dir: Path,
     assert "Error: app name 'Bad_Name'" in result.stderr, result.output
     result = CliRunner().invoke(main, ["deploy", str(app_dir), "--app", "ok-app",
                                        "--grant", "bob@example.com:READ"])
-    assert result.exit_code == 1
-    assert "Error: grant 'bob@example.com:READ'" in result.stderr, result.output
+    assert result.exit_code == 2  # the option's type refuses it: a usage error
+    assert "Error: Invalid value for '--grant': grant 'bob@example.com:READ'" in \
+        result.stderr, result.output
 
 
 def test_cli_deploy_to_an_unreachable_host_stops_within_timeout(

@@ -234,8 +234,12 @@ def test_not_a_model(tracking_uri: str, tmp_path: Path) -> None:
     (tmp_path / "empty").mkdir()
     with pytest.raises(ModelLoadError, match="neither a model directory"):
         materialize(str(tmp_path / "empty"), tmp_path / "app")
-    with pytest.raises(MaterializeError, match="not a directory"):
+    with pytest.raises(ModelLoadError, match="missing' is not a model URI and does not exist"):
         materialize(str(tmp_path / "missing"), tmp_path / "app")
+    (tmp_path / "agent.py").write_text("x = 1\n")
+    with pytest.raises(MaterializeError, match="is a Python file, not a model; log it first"):
+        materialize(str(tmp_path / "agent.py"), tmp_path / "app")
+    (tmp_path / "agent.py").unlink()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["empty"]
 
 

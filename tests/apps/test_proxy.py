@@ -91,15 +91,16 @@ def test_streams_server_sent_events_as_they_come(upstream: str) -> None:
     RELEASE.clear()
     runner = front(upstream, proxy.Identity(email="ada@example.com"))
     try:
-        lines = []
-        with httpx.stream("GET", f"http://127.0.0.1:{runner.port}/sse", timeout=20) as r:
-            assert r.headers["content-type"].startswith("text/event-stream")
-            for line in r.iter_lines():
-                if line:
-                    lines.append(line)
-                if line == "data: first":
-                    RELEASE.set()
-        assert lines == ["data: first", "data: second", "data: [DONE]"]
+        from httpx_sse import connect_sse
+
+        data = []
+        with httpx.Client(timeout=20) as client, connect_sse(
+                client, "GET", f"http://127.0.0.1:{runner.port}/sse") as source:
+            for sse in source.iter_sse():  # checks the content type too
+                data.append(sse.data)
+                if sse.data == "first":
+                    RELEASE.set()  # the upstream sends "second" only once "first" arrived
+        assert data == ["first", "second", "[DONE]"]
     finally:
         runner.stop()
 

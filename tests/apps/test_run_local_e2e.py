@@ -88,12 +88,11 @@ def port_open(port: int) -> bool:
 
 
 def sse_events(response: httpx.Response) -> list[object]:
-    events: list[object] = []
-    for line in response.iter_lines():
-        if line.startswith("data: "):
-            data = line[len("data: "):]
-            events.append(data if data == "[DONE]" else json.loads(data))
-    return events
+    """The events of an SSE response (parsed by httpx-sse): JSON, and the final "[DONE]"."""
+    from httpx_sse import EventSource
+
+    return [sse.data if sse.data == "[DONE]" else json.loads(sse.data)
+            for sse in EventSource(response).iter_sse()]
 
 
 def stream_text(events: list[object]) -> str:

@@ -338,3 +338,53 @@ def test_full_mlflow_is_recorded_for_materialize(tmp_path: Path) -> None:
                                     pip_requirements=["mlflow", "cloudpickle"])
         conf = yaml.safe_load((path / "MLmodel").read_text())["flavors"]["mlflow_app_agent"]
         assert conf["full_mlflow"] is full
+
+
+def test_unwrap_python_model_returns_the_agent(tracking_uri: str, unique_name: str) -> None:
+    echo = Path(__file__).resolve().parents[2] / "examples" / "echo" / "agent.py"
+    info = mlflow_app_agent.log_model(str(echo), registered_model_name=unique_name,
+                                      pip_requirements=PIP, git="off")
+    for uri in (info.model_uri, f"models:/{unique_name}/1"):
+        unwrapped = mlflow.pyfunc.load_model(uri).unwrap_python_model()
+        assert isinstance(unwrapped, Agent) and unwrapped.name == "echo"
+        assert unwrapped.invoke(REQUEST)["output"][0]["content"][0]["text"] == "ping pong"
+
+
+def test_save_model_refuses_unknown_keyword_arguments(tmp_path: Path) -> None:
+    from mlflow_app_agent.errors import UnknownArgumentError
+
+    echo = Path(__file__).resolve().parents[2] / "examples" / "echo" / "agent.py"
+    with pytest.raises(UnknownArgumentError, match=r"unknown keyword argument\(s\) 'signature'; "
+                                                   r"it takes agent, path, code_paths, "):
+        mlflow_app_agent.save_model(str(echo), tmp_path / "m", signature=None)  # type: ignore[call-arg]
+    assert not (tmp_path / "m").exists()  # refused before anything was written
+    with pytest.raises(TypeError):  # still a TypeError, as Python's own would be
+        mlflow_app_agent.save_model(str(echo), tmp_path / "m", conda_env={})  # type: ignore[call-arg]
+
+
+def test_the_mlmodel_is_complete_when_mlflow_writes_it(tmp_path: Path,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """Our flavor entry, metadata and resources go in before ``pyfunc.save_model`` writes
+    MLmodel; this flavor never rewrites the file afterwards."""
+    from mlflow.models import Model
+
+    echo = Path(__file__).resolve().parents[2] / "examples" / "echo" / "agent.py"
+    writes: list[dict[str, Any]] = []
+    real_save = Model.save
+
+    def recording_save(self: Model, path: str) -> None:  # the real save, recorded
+        writes.append(yaml.safe_load(self.to_yaml()))
+        real_save(self, path)
+
+    monkeypatch.setattr(Model, "save", recording_save)
+    mlflow_app_agent.save_model(
+        str(echo), tmp_path / "m", git="off", pip_requirements=PIP, metadata={"team": "x"},
+        resources=[{"kind": "serving_endpoint", "endpoint_name": "llm"}],
+    )
+    assert writes, "MLmodel was not written through Model.save"
+    for doc in writes:  # every write MLflow does already holds all of it
+        assert mlflow_app_agent.FLAVOR_NAME in doc["flavors"]
+        assert doc["metadata"]["task"] == "agent/v1/responses" and doc["metadata"]["team"] == "x"
+        assert doc["resources"]["databricks"]["serving_endpoint"] == [{"name": "llm"}]
+    on_disk = yaml.safe_load((tmp_path / "m" / "MLmodel").read_text())
+    assert on_disk["flavors"] == writes[-1]["flavors"]

@@ -122,3 +122,19 @@ def test_classifying_never_imports_mlflow(tmp_path: Path) -> None:
         "sorted(m for m in sys.modules if m.startswith('mlflow.'))[:5]\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True, cwd=tmp_path)
+
+
+def test_the_mlflow_helpers_behind_the_compat_wrappers_keep_their_shape() -> None:
+    """Fails loudly when an MLflow release renames or re-signs what ``_mlflow_compat``'s
+    model-URI section calls."""
+    import inspect
+
+    from mlflow.store.artifact.utils import models as mlflow_models
+
+    from mlflow_app_agent._mlflow_compat import ModelsUriParts, parse_models_uri
+
+    parsed = mlflow_models._parse_model_uri("models:/echo@prod")
+    assert parsed._fields == ModelsUriParts._fields  # the same five parts, in order
+    assert parse_models_uri("models:/echo/3") == ModelsUriParts(None, "echo", "3", None, None)
+    params = list(inspect.signature(mlflow_models.get_model_name_and_version).parameters)
+    assert params == ["client", "models_uri"]

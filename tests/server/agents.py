@@ -119,6 +119,22 @@ def _slow_stream(request: Any):
     yield {"type": "response.output_item.done", "item": _message("first")}
 
 
+# Blocks in invoke until $GATE_DIR/open exists, after writing $GATE_DIR/started: a request
+# that is provably in flight, without guessing how long anything takes.
+gated = Agent("gated")
+
+
+@gated.invoke_method
+def _gated_invoke(request: Any) -> dict[str, Any]:
+    gate = Path(os.environ["GATE_DIR"])
+    (gate / "started").touch()
+    for _ in range(6000):  # at most ~60 s, so a broken test cannot hang the server
+        if (gate / "open").exists():
+            break
+        time.sleep(0.01)
+    return {"output": [_message("through the gate")]}
+
+
 endless = Agent("endless")
 
 
@@ -167,3 +183,87 @@ def _impatient_stream(request: Any):
         raise TimeoutError("upstream LLM call timed out after 30 s")
     yield {"type": "response.output_text.delta", "item_id": "msg_1", "delta": "partial"}
     raise TimeoutError("upstream LLM call timed out after 30 s")
+
+
+# --- spills secrets into its exceptions (issue 14 items 5-6) ----------------------------------
+spill = Agent("spill")
+
+
+def _spilled(request: Any) -> str:
+    text = _text_of(request)
+    if text == "token":
+        return f"upstream refused token {request_context().access_token}"
+    if text == "env":
+        return f"upstream refused key {os.environ.get('SERVING_API_KEY')}"
+    return "upstream refused token dapiSECRET123"
+
+
+@spill.invoke_method
+def _spill_invoke(request: Any) -> dict[str, Any]:
+    raise RuntimeError(_spilled(request))
+
+
+@spill.stream_method
+def _spill_stream(request: Any):
+    yield {"type": "response.output_text.delta", "item_id": "msg_1", "delta": "partial"}
+    raise RuntimeError(_spilled(request))
+# --- colliding ids (issue 15): a call whose id is its call_id; every item "__fake_id__" -------
+# MLflow's LangChain helper: a function_call's id equals its call_id, and the output of that
+# call carries the same call_id.
+tool_round = Agent("tool-round")
+
+
+@tool_round.stream_method
+def _tool_round_stream(request: Any):
+    yield {"type": "response.output_item.done", "item": {
+        "type": "function_call", "id": "call_1", "call_id": "call_1", "name": "lookup",
+        "arguments": '{"q": "x"}'}}
+    yield {"type": "response.output_item.done", "item": {
+        "type": "function_call_output", "call_id": "call_1", "output": "42"}}
+    for word in ("the ", "answer ", "is ", "42"):
+        yield {"type": "response.output_text.delta", "item_id": "msg_1", "delta": word}
+    yield {"type": "response.output_item.done", "item": _message("the answer is 42")}
+
+
+# The OpenAI Agents SDK's to_input_item(): every item has the id "__fake_id__".
+fake_ids = Agent("fake-ids")
+FAKE_ID = "__fake_id__"
+
+
+@fake_ids.invoke_method
+def _fake_ids_invoke(request: Any) -> dict[str, Any]:
+    return {"output": [
+        {"type": "function_call", "id": FAKE_ID, "call_id": "call_9", "name": "lookup",
+         "arguments": "{}"},
+        {"type": "function_call_output", "id": FAKE_ID, "call_id": "call_9", "output": "sunny"},
+        _message("it is sunny", FAKE_ID),
+    ]}
+
+
+# An agent forwarding an inner model's whole Responses stream (its own lifecycle events,
+# output_item.added, content parts, function-call argument deltas) as it comes.
+forwarder = Agent("forwarder")
+
+
+@forwarder.stream_method
+def _forwarder_stream(request: Any):
+    call = {"type": "function_call", "id": "fc_1", "call_id": "call_2", "name": "lookup",
+            "arguments": ""}
+    inner = {"id": "resp_inner", "object": "response", "status": "in_progress", "output": []}
+    yield {"type": "response.created", "response": inner}
+    yield {"type": "response.output_item.added", "output_index": 0, "item": call}
+    yield {"type": "response.function_call_arguments.delta", "item_id": "fc_1",
+           "output_index": 0, "delta": "{}"}
+    yield {"type": "response.output_item.done", "output_index": 0,
+           "item": {**call, "arguments": "{}"}}
+    yield {"type": "response.completed", "response": {**inner, "status": "completed"}}
+    yield {"type": "response.output_item.done", "item": {
+        "type": "function_call_output", "call_id": "call_2", "output": "ok"}}
+    yield {"type": "response.output_item.added", "output_index": 0, "item": {
+        "type": "message", "id": "msg_2", "role": "assistant", "content": [],
+        "status": "in_progress"}}
+    yield {"type": "response.content_part.added", "item_id": "msg_2", "output_index": 0,
+           "content_index": 0, "part": {"type": "output_text", "text": "", "annotations": []}}
+    yield {"type": "response.output_text.delta", "item_id": "msg_2", "output_index": 0,
+           "content_index": 0, "delta": "done"}
+    yield {"type": "response.output_item.done", "output_index": 0, "item": _message("done", "msg_2")}

@@ -64,22 +64,29 @@ def test_early_close_closes_the_generator_in_its_thread() -> None:
 
 
 def test_the_loop_stays_free_while_the_generator_blocks() -> None:
+    # The generator blocks until a task on the loop releases it: that can only happen if the
+    # loop runs while the generator waits (the 60 s bound only stops a broken bridge hanging).
+    waiting, released = threading.Event(), threading.Event()
+
     def gen() -> Iterator[str]:
-        time.sleep(0.3)
+        waiting.set()
+        assert released.wait(60), "the loop never ran while the generator blocked"
         yield "late"
 
-    async def main() -> int:
-        ticks = 0
+    async def main() -> list[str]:
+        async def release_when_blocked() -> int:
+            while not waiting.is_set():
+                await asyncio.sleep(0.001)
+            turns = 0
+            while turns < 3:  # the loop keeps turning while the generator blocks
+                await asyncio.sleep(0)
+                turns += 1
+            released.set()
+            return turns
 
-        async def ticker() -> None:
-            nonlocal ticks
-            while True:
-                await asyncio.sleep(0.01)
-                ticks += 1
+        task = asyncio.create_task(release_when_blocked())
+        items = [x async for x in _threaded_iter(gen())]
+        assert await task == 3
+        return items
 
-        task = asyncio.create_task(ticker())
-        assert [x async for x in _threaded_iter(gen())] == ["late"]
-        task.cancel()
-        return ticks
-
-    assert asyncio.run(main()) >= 10
+    assert asyncio.run(main()) == ["late"]

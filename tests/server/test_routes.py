@@ -6,6 +6,7 @@ import json
 from collections.abc import Iterator
 from typing import Any
 
+import httpx
 import pytest
 from starlette.testclient import TestClient
 
@@ -28,7 +29,12 @@ def echo() -> Iterator[TestClient]:
 
 
 def sse_events(text: str) -> list[Any]:
-    frames = [f[len("data: "):] for f in text.split("\n\n") if f.startswith("data: ")]
+    """The JSON events of an SSE body (parsed by httpx-sse), which must end with [DONE]."""
+    from httpx_sse import EventSource
+
+    body = httpx.Response(200, headers={"content-type": "text/event-stream"},
+                          content=text.encode())
+    frames = [sse.data for sse in EventSource(body).iter_sse()]
     assert frames[-1] == "[DONE]", text
     return [json.loads(f) for f in frames[:-1]]
 

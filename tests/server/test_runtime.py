@@ -39,4 +39,6 @@ def test_agent_code_that_raises_keeps_its_traceback(tmp_path: Path,
     records = _load_failure_records(str(broken), caplog)
     assert len(records) == 1
     assert "no module named llm_sdk" in records[0].getMessage()
-    assert records[0].exc_info is not None  # the user's code: where it raised matters
+    # the user's code: where it raised matters (formatted into the message, scrubbed)
+    assert 'broken.py", line 1' in records[0].getMessage()
+    assert "Traceback (most recent call last)" in records[0].getMessage()

@@ -102,12 +102,12 @@ def test_cli_rejects_a_missing_local_path_before_binding(
 
 
 def test_cli_leaves_uris_to_the_loader() -> None:
-    from mlflow_app_agent.server.cli import missing_local_path
+    from mlflow_app_agent.server.cli import location_problem
 
     for uri in ("models:/echo/1", "models:/echo@champion", "runs:/abc/agent",
                 "models:/m-123", "dbfs:/x", "s3://bucket/model"):
-        assert missing_local_path(uri) is None
-    assert missing_local_path("nope.py:bot") == "nope.py"
+        assert location_problem(uri) is None
+    assert location_problem("nope.py:bot") == "agent file 'nope.py' does not exist"
 
 
 @pytest.mark.parametrize(

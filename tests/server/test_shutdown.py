@@ -8,6 +8,7 @@ import json
 import time
 from typing import Any
 
+import httpx
 import pytest
 
 from mlflow_app_agent.server import create_app
@@ -52,6 +53,14 @@ async def _cancelled_mid_request(agent: Any, path: str, body: dict[str, Any],
     return sent
 
 
+def _sse_data(body: bytes) -> list[str]:
+    """The data of each SSE event in ``body`` (parsed by httpx-sse)."""
+    from httpx_sse import EventSource
+
+    response = httpx.Response(200, headers={"content-type": "text/event-stream"}, content=body)
+    return [sse.data for sse in EventSource(response).iter_sse()]
+
+
 def _bodies(sent: list[dict[str, Any]]) -> bytes:
     return b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body")
 
@@ -65,9 +74,9 @@ def test_a_stream_cut_by_shutdown_ends_with_an_error_event_and_done(
         agent, "/invocations", {"input": [{"role": "user", "content": "x"}], "stream": True},
         lambda s: len(_bodies(s).split(b"\n\n")) > 3))
     assert sent[0]["status"] == 200
-    frames = _bodies(sent).decode().strip().split("\n\n")
-    assert frames[-1] == "data: [DONE]"
-    error = json.loads(frames[-2].removeprefix("data: "))
+    frames = _sse_data(_bodies(sent))
+    assert frames[-1] == "[DONE]"
+    error = json.loads(frames[-2])
     assert error["type"] == "error" and error["code"] == "shutdown"
     assert "shutting down" in error["message"]
     assert sent[-1].get("more_body") is False
@@ -148,13 +157,15 @@ def test_sigterm_during_a_stream_still_ends_it(tmp_path: Any) -> None:
             except httpx.HTTPError:
                 pass
             time.sleep(0.05)
-        lines: list[str] = []
-        with httpx.stream("POST", f"http://127.0.0.1:{port}/invocations", timeout=20,
-                          json={"input": [{"role": "user", "content": "x"}], "stream": True}
-                          ) as resp:
-            for line in resp.iter_lines():
-                lines.append(line)
-                if len(lines) == 6:
+        from httpx_sse import connect_sse
+
+        frames: list[str] = []
+        with httpx.Client(timeout=20) as client, connect_sse(
+                client, "POST", f"http://127.0.0.1:{port}/invocations",
+                json={"input": [{"role": "user", "content": "x"}], "stream": True}) as source:
+            for sse in source.iter_sse():
+                frames.append(sse.data)
+                if len(frames) == 3:
                     proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=20) is not None
     finally:
@@ -162,8 +173,7 @@ def test_sigterm_during_a_stream_still_ends_it(tmp_path: Any) -> None:
             proc.kill()
         log.close()
     text = (tmp_path / "server.log").read_text()
-    frames = [ln for ln in lines if ln]
-    assert frames[-1] == "data: [DONE]", text
-    assert json.loads(frames[-2].removeprefix("data: "))["code"] == "shutdown"
+    assert frames[-1] == "[DONE]", text
+    assert json.loads(frames[-2])["code"] == "shutdown"
     assert (tmp_path / "closed").read_text() == "closed"
     assert "Traceback" not in text and "Exception in ASGI application" not in text

@@ -1,6 +1,6 @@
 """What the server serves: agent objects, agent files (``agent.py[:name]``), model dirs and
-``LoadedAgent``s resolve to a ``ServedAgent``; every way a location can be wrong is a
-``ModelLoadError`` naming it."""
+``LoadedAgent``s resolve to a ``LoadedAgent``; every way a location can be wrong is a
+``ModelLoadError`` naming it. (The agent-file loader's own tests: tests/model/.)"""
 
 from __future__ import annotations
 
@@ -13,7 +13,8 @@ import pytest
 
 from mlflow_app_agent import Agent
 from mlflow_app_agent.errors import ModelLoadError
-from mlflow_app_agent.server.source import ServedAgent, is_deferred, load_python_file, resolve
+from mlflow_app_agent.model.load import LoadedAgent
+from mlflow_app_agent.server.source import is_deferred, resolve
 
 ECHO = Path(__file__).resolve().parents[2] / "examples" / "echo" / "agent.py"
 HELLO = {"input": [{"role": "user", "content": "hello there"}]}
@@ -54,85 +55,6 @@ def test_objects_resolve_at_once_and_locations_are_deferred(tmp_path: Path) -> N
     assert is_deferred("models:/m/1") and is_deferred(tmp_path / "agent.py")
 
 
-def test_a_file_with_one_agent_is_served_without_naming_it(tmp_path: Path) -> None:
-    path = write(tmp_path / "solo.py", AGENT_FILE.format(name="bot", label="solo"))
-    served = resolve(str(path))
-    assert served.agent.name == "solo" and answer(served.agent) == "solo"
-    assert served.model_uri is None and served.flavor is None
-
-
-def test_two_agents_need_a_name_and_name_picks_one(tmp_path: Path) -> None:
-    path = write(tmp_path / "pair.py", AGENT_FILE.format(name="first", label="first")
-                 + AGENT_FILE.format(name="second", label="second"))
-    with pytest.raises(ModelLoadError, match=r"defines 2 agents; name one as .*pair\.py':<var"):
-        resolve(path)
-    assert answer(resolve(f"{path}:second").agent) == "second"
-    # the same spelling without the .py suffix on disk still names the file
-    assert answer(load_python_file(path, "first")) == "first"
-
-
-def test_a_file_may_import_its_sibling_modules(tmp_path: Path) -> None:
-    write(tmp_path / "sibling_words_for_source_test.py", "WORD = 'from-sibling'\n")
-    path = write(tmp_path / "uses_sibling.py", AGENT_FILE.format(name="bot", label="x")
-                 .replace("'x'", "sibling_words_for_source_test.WORD")
-                 .replace("from mlflow_app_agent import Agent",
-                          "from mlflow_app_agent import Agent\n"
-                          "import sibling_words_for_source_test"))
-    assert answer(load_python_file(path)) == "from-sibling"
-
-
-@pytest.mark.parametrize(
-    ("source", "attr", "message"),
-    [
-        ("x = 1\n", None, r"defines no Agent; name one as"),
-        ("raise RuntimeError('boom at import')\n", None,
-         r"failed: RuntimeError: boom at import"),
-        ("import no_such_module_anywhere_xyz\n", None,
-         r"failed: ModuleNotFoundError: No module named 'no_such_module_anywhere_xyz'"),
-        (AGENT_FILE.format(name="bot", label="b"), "other", r"defines no 'other'"),
-        ("agent = 42\n", "agent", r"bad_agent\.py.:agent is not an agent: .* got int"),
-    ],
-)
-def test_bad_agent_files_name_the_problem(
-    tmp_path: Path, source: str, attr: str | None, message: str
-) -> None:
-    path = write(tmp_path / "bad_agent.py", source)
-    location = f"{path}:{attr}" if attr else str(path)
-    with pytest.raises(ModelLoadError, match=message) as info:
-        resolve(location)
-    assert "Traceback" not in str(info.value)
-
-
-def test_a_missing_file_is_named(tmp_path: Path) -> None:
-    missing = tmp_path / "nope.py"
-    with pytest.raises(ModelLoadError, match=r"agent file '.*nope\.py' does not exist"):
-        resolve(str(missing))
-    with pytest.raises(ModelLoadError, match="does not exist"):
-        resolve(f"{missing}:agent")
-
-
-def test_a_responses_agent_in_a_file_is_found(tmp_path: Path, tracking_uri: str) -> None:
-    # tracking_uri: MLflow traces ResponsesAgent.predict; keep the trace out of the cwd
-    path = write(tmp_path / "plain_ra.py", """
-        import mlflow
-        from mlflow.pyfunc import ResponsesAgent
-        from mlflow.types.responses import ResponsesAgentResponse
-
-
-        class Plain(ResponsesAgent):
-            def predict(self, request):
-                return ResponsesAgentResponse(output=[self.create_text_output_item(
-                    text="plain", id="p1")])
-
-
-        model = Plain()
-        mlflow.models.set_model(model)
-    """)
-    served = resolve(str(path))
-    assert answer(served.agent) == "plain"
-    assert served.agent.native_interfaces  # adapted, not wrapped as an opaque object
-
-
 def _requirements() -> list[str]:
     return [f"{p}=={importlib.metadata.version(p)}" for p in ("mlflow", "cloudpickle")]
 
@@ -147,14 +69,14 @@ def test_a_model_dir_and_a_loaded_agent_carry_their_facts(tmp_path: Path, tracki
     served = resolve(model_dir)
     assert answer(served.agent) == "hello there"
     assert served.flavor == "mlflow_app_agent"
-    assert served.local_path == str(model_dir)
+    assert str(served.local_path) == str(model_dir)
     assert served.model_uri == str(model_dir)  # no registry: the location itself
     assert served.registered_name is None and served.registered_version is None
 
     loaded = load_agent(model_dir)
     from_loaded = resolve(loaded)
-    assert isinstance(from_loaded, ServedAgent)
-    assert from_loaded.local_path == str(loaded.local_path)
+    assert isinstance(from_loaded, LoadedAgent)
+    assert str(from_loaded.local_path) == str(loaded.local_path)
     assert from_loaded.flavor == "mlflow_app_agent" and from_loaded.git == dict(loaded.git)
     assert answer(from_loaded.agent) == "hello there"
 

@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from mlflow_app_agent.server import trace_export
+from mlflow_app_agent.server.trace_counts import TraceCounts
 
 
 @pytest.fixture
@@ -33,8 +34,23 @@ def store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
         return uri
 
     yield use
-    trace_export.install("thread")
+    _install("thread")
     mlflow.set_tracking_uri(before)
+
+
+_HOOK = trace_export.ExportHook(TraceCounts())
+
+
+def _install(mode: str) -> str:
+    """What a server's tracer does at warm-up (one hook per app; here one per module)."""
+    return _HOOK.install(mode)
+
+
+def _current_queue() -> Any:
+    from mlflow_app_agent import _mlflow_compat as compat
+
+    found = compat.export_queue(compat.current_exporter())
+    return found if isinstance(found, trace_export.ProcessExportQueue) else None
 
 
 def _make_traces(count: int, prefix: str, padding: int = 0) -> None:
@@ -90,8 +106,8 @@ def test_writer_process_writes_what_mlflow_writes_in_process(store: Any) -> None
     shapes = {}
     for mode in ("thread", "process"):
         store(mode)
-        assert trace_export.install(mode) == mode
-        assert (trace_export.current_queue() is not None) == (mode == "process")
+        assert _install(mode) == mode
+        assert (_current_queue() is not None) == (mode == "process")
         _make_traces(5, mode)
         written = _written(mode)  # flush returns only once the writer wrote everything
         assert sorted(written) == [f"{mode}-{i}" for i in range(5)]
@@ -102,21 +118,21 @@ def test_writer_process_writes_what_mlflow_writes_in_process(store: Any) -> None
 
 def test_install_is_idempotent_and_thread_mode_restores_mlflows_queue(store: Any) -> None:
     store("idem")
-    assert trace_export.install("auto") == "process"
-    writer = trace_export.current_queue()
+    assert _install("auto") == "process"
+    writer = _current_queue()
     assert writer is not None and writer.alive
-    assert trace_export.install("process") == "process"
-    assert trace_export.current_queue() is writer
-    assert trace_export.install("thread") == "thread"
-    assert trace_export.current_queue() is None and not writer.alive
+    assert _install("process") == "process"
+    assert _current_queue() is writer
+    assert _install("thread") == "thread"
+    assert _current_queue() is None and not writer.alive
     _make_traces(2, "restored")
     assert len(_written("restored")) == 2
 
 
 def test_a_dead_writer_falls_back_to_in_process_export(store: Any) -> None:
     store("dead")
-    trace_export.install("process")
-    writer = trace_export.current_queue()
+    _install("process")
+    writer = _current_queue()
     assert writer is not None and writer._proc is not None
     writer._proc.kill()
     deadline = time.monotonic() + 10
@@ -133,8 +149,8 @@ def test_a_stalled_writer_never_blocks_the_caller(
 ) -> None:
     monkeypatch.setenv("MLFLOW_ASYNC_TRACE_LOGGING_MAX_QUEUE_SIZE", "4")
     store("stalled")
-    trace_export.install("process")
-    writer = trace_export.current_queue()
+    _install("process")
+    writer = _current_queue()
     assert writer is not None and writer._proc is not None
     os.kill(writer._proc.pid, signal.SIGSTOP)  # the pipe fills, then the bounded queue
     try:
@@ -155,8 +171,11 @@ def test_flush_with_no_writer_running_is_a_no_op(store: Any) -> None:
     from mlflow.tracing.export.mlflow_v3 import MlflowV3SpanExporter
 
     uri = store("idle")
-    queue = trace_export.ProcessExportQueue(uri, fallback=AsyncTraceExportQueue(),
-                                            exporter_cls=MlflowV3SpanExporter)
+    counts = TraceCounts()
+    queue = trace_export.ProcessExportQueue(
+        uri, fallback=trace_export.CountingQueue(AsyncTraceExportQueue(), counts,
+                                                 MlflowV3SpanExporter),
+        exporter_cls=MlflowV3SpanExporter, counts=counts)
     assert not queue.alive and not queue.is_active()
     queue.flush(timeout=1)
     queue.flush(terminate=True, timeout=1)
@@ -168,8 +187,8 @@ def test_traces_that_link_prompts_are_written_in_process_with_their_links(
     import mlflow
 
     store("prompts")
-    trace_export.install("process")
-    writer = trace_export.current_queue()
+    _install("process")
+    writer = _current_queue()
     assert writer is not None
     prompt = mlflow.genai.register_prompt(name=unique_name.replace("-", "_"),
                                           template="Answer {{question}}")

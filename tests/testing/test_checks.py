@@ -158,3 +158,20 @@ def test_a_traceback_in_any_answer_is_a_problem() -> None:
     assert len(problems) == 2  # and it is no JSON error body either
     long = rejection_problems(503, "text/plain", "x" * 1000, must_reject=True, what="b")
     assert long[0].endswith("...") and len(long[0]) < 300
+
+
+def test_a_clean_agent_error_is_accepted_only_for_broken_conversations() -> None:
+    agent_error = json.dumps({"error": {"code": "agent_error", "message": "the agent raised "
+                                        "ValueError: tool call c1 has no output"}})
+    ok = rejection_problems(500, "application/json", agent_error, must_reject=False,
+                            what="body Z", agent_may_refuse=True)
+    assert ok == []
+    assert rejection_problems(500, "application/json", agent_error, must_reject=False,
+                              what="body Z") != []
+    internal = json.dumps({"error": {"code": "internal_error", "message": "boom"}})
+    assert rejection_problems(500, "application/json", internal, must_reject=False,
+                              what="body Z", agent_may_refuse=True) != []
+    with_traceback = json.dumps({"error": {"code": "agent_error", "message":
+                                           "Traceback (most recent call last): ..."}})
+    assert rejection_problems(500, "application/json", with_traceback, must_reject=False,
+                              what="body Z", agent_may_refuse=True) != []

@@ -74,6 +74,24 @@ def test_a_request_error_with_a_message_passes_malformed(echo_agent: Agent) -> N
     assert result.passed and result.examples >= 10, result.format()
 
 
+def test_an_agent_refusing_broken_conversations_passes_every_property() -> None:
+    """Like an LLM API (or LangGraph's tool node), the agent raises on an unanswered call;
+    generated valid requests never contain one, the malformed probes do (issue 15)."""
+    from mlflow_app_agent.testing.strategies import unanswered_calls
+
+    strict = Agent("strict")
+
+    @strict.invoke_method
+    def _invoke(request: Any) -> Any:
+        problems = unanswered_calls([i.model_dump(exclude_none=True) for i in request.input])
+        if problems:
+            raise ValueError("; ".join(problems))
+        return {"output": [agents.message("ok")]}
+
+    report = check_agent(strict, max_examples=40, raise_on_failure=False)
+    assert report.ok, report.format()
+
+
 def test_a_seed_gives_a_random_but_repeatable_run() -> None:
     def run(seed: int) -> list[str]:
         seen: list[str] = []

@@ -6,7 +6,8 @@ from hypothesis import given, settings
 from mlflow.types.responses import ResponsesAgentRequest
 
 from mlflow_app_agent.testing import malformed_objects, malformed_requests, responses_requests
-from mlflow_app_agent.testing.malformed import body_rejected, schema_rejects
+from mlflow_app_agent.testing.malformed import body_rejected, broken_conversation, schema_rejects
+from mlflow_app_agent.testing.strategies import unanswered_calls
 
 ITEM_KINDS = {"user", "system", "developer", "assistant", "function_call", "function_call_output"}
 
@@ -45,19 +46,56 @@ def test_valid_requests_cover_the_realistic_shapes() -> None:
     assert content_forms == {str, list}
 
 
-def test_function_call_outputs_answer_an_earlier_call() -> None:
+def test_conversations_are_well_formed() -> None:
+    """Every call is answered by an output with its call_id before the next turn (issue 15:
+    an unanswered call followed by a user message is what LLM APIs reject)."""
+    seen_rounds = [0]
+
     @settings(max_examples=200, derandomize=True)
     @given(responses_requests())
     def check(request: dict) -> None:
-        calls = set()
-        for item in request["input"]:
+        items = request["input"]
+        assert unanswered_calls(items) == []
+        pending: list[str] = []
+        for item in items:
             if item.get("type") == "function_call":
-                calls.add(item["call_id"])
+                pending.append(item["call_id"])
                 json.loads(item["arguments"])
-            if item.get("type") == "function_call_output":
-                assert item["call_id"] in calls
+            elif item.get("type") == "function_call_output":
+                assert item["call_id"] in pending
+                pending.remove(item["call_id"])
+                seen_rounds[0] += 1
+            else:
+                assert not pending, f"a turn before call(s) {pending} were answered: {items}"
+        assert not pending
 
     check()
+    assert seen_rounds[0] > 20
+
+
+def test_unanswered_calls_names_each_broken_shape() -> None:
+    call = {"type": "function_call", "call_id": "c1", "name": "f", "arguments": "{}"}
+    answer = {"type": "function_call_output", "call_id": "c1", "output": "x"}
+    user = {"role": "user", "content": "hi"}
+    assert unanswered_calls([user, call, answer, user]) == []
+    assert unanswered_calls([call, user]) == ["input.0: function_call 'c1' unanswered before input.1"]
+    assert unanswered_calls([user, call]) == ["input.1: function_call 'c1' never answered"]
+    assert unanswered_calls([answer]) == ["input.0: function_call_output for no earlier call 'c1'"]
+
+
+def test_broken_conversations_stay_in_the_malformed_probes() -> None:
+    kinds: dict[str, set[tuple[bool, bool]]] = {}
+
+    @settings(max_examples=300, derandomize=True)
+    @given(malformed_objects())
+    def collect(case) -> None:  # type: ignore[no-untyped-def]
+        kinds.setdefault(case.kind, set()).add((case.must_reject, case.agent_may_refuse))
+        assert case.agent_may_refuse == broken_conversation(case.obj)
+
+    collect()
+    # the schema accepts them; the agent may refuse them with a clean error
+    assert kinds["unanswered_function_call"] == {(False, True)}
+    assert kinds["orphan_function_call_output"] == {(False, True)}
 
 
 @settings(max_examples=150)

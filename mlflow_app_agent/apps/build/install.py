@@ -19,6 +19,7 @@ from mlflow_app_agent.model.app_dir import (
     REQUIREMENTS_FILE,
     UV_LOCK_FILE,
 )
+from mlflow_app_agent.model.files import read_mlmodel
 
 Progress = Callable[[str], None]
 INSTALLERS = ("uv", "pip")
@@ -38,20 +39,9 @@ class BuildOptions:
     full_mlflow: bool | None = None  # None: as logged (log_model(full_mlflow=...))
 
 
-
-def read_mlmodel(model_dir: Path) -> dict[str, Any]:
-    import yaml
-
-    path = model_dir / "MLmodel"
-    doc = yaml.safe_load(path.read_text()) if path.is_file() else {}
-    return doc if isinstance(doc, dict) else {}
-
-
 def _logged_full_mlflow(model_dir: Path) -> bool:
-    from mlflow_app_agent.flavor import FLAVOR_NAME
-
-    conf = (read_mlmodel(model_dir).get("flavors") or {}).get(FLAVOR_NAME)
-    return bool(isinstance(conf, dict) and conf.get("full_mlflow"))
+    conf = read_mlmodel(model_dir).agent_conf or {}
+    return bool(conf.get("full_mlflow"))
 
 
 def _exclude_newer(model_dir: Path, given: str | None) -> str:
@@ -59,7 +49,7 @@ def _exclude_newer(model_dir: Path, given: str | None) -> str:
     existed when it was logged), so a later upload never changes an old version's app."""
     if given:
         return resolve.parse_exclude_newer(given)
-    created = read_mlmodel(model_dir).get("utc_time_created")
+    created = read_mlmodel(model_dir).doc.get("utc_time_created")
     if not created:
         raise MaterializeError(
             "the model's MLmodel has no utc_time_created; pass --exclude-newer DATE to fix "

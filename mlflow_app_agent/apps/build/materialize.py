@@ -19,7 +19,6 @@ are resolved for the target (see ``resolve.py``), not from this machine.
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import shutil
 import tempfile
@@ -33,25 +32,19 @@ from mlflow_app_agent.apps.build import app_yaml, install, resolve, wheel
 from mlflow_app_agent.apps.build.install import INSTALLERS, BuildOptions
 from mlflow_app_agent.apps.build.manifest import MANIFEST_FILE, list_files, write_manifest
 from mlflow_app_agent.errors import MaterializeError, TargetExistsError
-
-if TYPE_CHECKING:
-    from mlflow_app_agent.model.load import ModelSource
-
+from mlflow_app_agent.flavor import FLAVOR_NAME
 from mlflow_app_agent.model.app_dir import (
     MAX_FILE_BYTES,
     MODEL_DIR,
     WHEELS_DIR,
 )
+from mlflow_app_agent.model.files import read_mlmodel
+from mlflow_app_agent.model.location import Location
+
+if TYPE_CHECKING:
+    from mlflow_app_agent.model.origin import ModelOrigin
 
 Progress = Callable[[str], None]
-def _is_local(model_uri: str) -> bool:
-    if model_uri.startswith("file://"):
-        return True
-    return "://" not in model_uri and not model_uri.startswith(("models:/", "runs:/"))
-
-
-def _local_path(model_uri: str) -> Path:
-    return Path(model_uri[len("file://"):] if model_uri.startswith("file://") else model_uri)
 
 
 def check_no_escaping_links(root: Path) -> None:
@@ -121,28 +114,17 @@ def _check_sizes(root: Path) -> None:
         )
 
 
-def _read_mlmodel(model_dir: Path) -> dict[str, Any]:
-    import yaml
-
-    path = model_dir / "MLmodel"
-    if not path.is_file():
-        raise MaterializeError(f"{model_dir} has no MLmodel file: not an MLflow model")
-    doc = yaml.safe_load(path.read_text()) or {}
-    return doc if isinstance(doc, dict) else {}
-
-
-def _agent_facts(model_dir: Path) -> tuple[str, dict[str, Any], list[Any], list[str] | None]:
-    """(flavor, git summary, resources, server entrypoint) from the MLmodel."""
-    from mlflow_app_agent.flavor import FLAVOR_NAME
+def _agent_facts(model_dir: Path) -> tuple[str, list[Any], list[str] | None]:
+    """(flavor, resources, server entrypoint) from the MLmodel."""
     from mlflow_app_agent.resources import parse_resources
 
-    flavors = _read_mlmodel(model_dir).get("flavors") or {}
-    conf = flavors.get(FLAVOR_NAME)
-    if isinstance(conf, dict):
+    meta = read_mlmodel(model_dir)
+    conf = meta.agent_conf
+    if conf is not None:
         resources = parse_resources(conf.get("resources") or [])
-        return FLAVOR_NAME, dict(conf.get("git") or {}), resources, conf.get("server_entrypoint")
-    if "python_function" in flavors:
-        return "python_function", {}, [], None
+        return FLAVOR_NAME, resources, conf.get("server_entrypoint")
+    if meta.flavor is not None:
+        return meta.flavor, [], None
     raise MaterializeError(
         f"the model has neither the {FLAVOR_NAME} nor the python_function flavor; it cannot be "
         "served as an agent"
@@ -199,32 +181,31 @@ mlflow-app-agent deploy . --app NAME           # upload and deploy
 """
 
 
-def _fetch_model(uri: str, tmp: Path, say: Progress) -> ModelSource:
+def _fetch_model(location: Location, tmp: Path, say: Progress) -> ModelOrigin:
     """Download (or copy) the model into ``tmp/model``, checked and normalized."""
     from mlflow_app_agent.model.load import download_model
 
     started = time.perf_counter()
     model_dir = tmp / MODEL_DIR
-    if _is_local(uri):
-        src = _local_path(uri)
-        if not src.is_dir():
-            raise MaterializeError(f"{src} is not a directory (nor a model URI)")
+    if location.is_local:
+        src = location.model_dir
+        if src is None:  # an agent's Python file
+            raise MaterializeError(
+                f"{location.text!r} is a Python file, not a model; log it first "
+                "(mlflow-app-agent log FILE.py) and materialize the logged model")
         check_no_escaping_links(src)
-        say(f"Copying model from {src} ...")
-        source = download_model(str(src), model_dir)
-        if source.source_uri == str(model_dir):
-            # a plain model dir: name the original, not our temp copy (keeps bytes stable)
-            source = dataclasses.replace(source, source_uri=str(src.resolve()))
+        say(f"Copying model from {location.path} ...")
     else:
-        say(f"Downloading {uri} ...")
-        source = download_model(uri, model_dir)
+        say(f"Downloading {location.text} ...")
+    source = download_model(location, model_dir)
+    assert source.local_path is not None
     if source.local_path.resolve() != model_dir.resolve():
         # e.g. runs:/ URIs download into a sub-directory named after the artifact path
         staged = tmp / ".staged"
         os.rename(source.local_path, staged)
         shutil.rmtree(model_dir, ignore_errors=True)
         os.rename(staged, model_dir)
-    source = dataclasses.replace(source, local_path=model_dir)
+    source.local_path = model_dir
     check_no_escaping_links(model_dir)
     _normalize_tree(model_dir)
     _normalize_registered_meta(model_dir)
@@ -234,22 +215,10 @@ def _fetch_model(uri: str, tmp: Path, say: Progress) -> ModelSource:
     return source
 
 
-def _git_of(uri: str, source: ModelSource, flavor: str, git: dict[str, Any]) -> dict[str, Any]:
-    if not git and flavor == "python_function":
-        from mlflow_app_agent.model.load import _git_from_mlflow_tags
-
-        git = _git_from_mlflow_tags(source)
-    if not git and _is_local(uri) and (_local_path(uri) / MANIFEST_FILE).is_file():
-        from mlflow_app_agent.apps.build.manifest import read_manifest
-
-        git = read_manifest(_local_path(uri)).get("git") or {}
-    return git
-
-
-def _write_app_files(tmp: Path, source: ModelSource, uri: str, opts: BuildOptions,
+def _write_app_files(tmp: Path, source: ModelOrigin, opts: BuildOptions,
                      target: resolve.Target, say: Progress) -> None:
     """Everything next to ``model/``: wheel, dependencies, app.yaml, README, MANIFEST."""
-    flavor, git, resources, entrypoint = _agent_facts(tmp / MODEL_DIR)
+    flavor, resources, entrypoint = _agent_facts(tmp / MODEL_DIR)
     built = wheel.build_wheel()
     (tmp / WHEELS_DIR).mkdir()
     shutil.copyfile(built, tmp / WHEELS_DIR / built.name)
@@ -262,9 +231,9 @@ def _write_app_files(tmp: Path, source: ModelSource, uri: str, opts: BuildOption
     )
     (tmp / app_yaml.APP_YAML).write_text(app_yaml.render(spec))
     meta = {
-        **source.to_dict(),
+        **source.manifest_fields(),
         "flavor": flavor,
-        "git": _git_of(uri, source, flavor, git),
+        "git": source.git,
         "toolkit_version": __version__,
         "resources": [r.to_dict() for r in resources],
         "dependencies": dep_record,
@@ -325,12 +294,12 @@ def materialize(
     target = resolve.parse_target(opts.python, opts.platform)
     if opts.exclude_newer:
         resolve.parse_exclude_newer(opts.exclude_newer)
-    uri = str(model_uri)
+    location = Location.parse(model_uri)
     out = Path(out_dir).absolute()
     _prepare_target(out, force)
-    if _is_local(uri) and _local_path(uri).resolve() in out.resolve().parents:
+    if location.path is not None and location.path.resolve() in out.resolve().parents:
         raise MaterializeError(
-            f"{out} is inside the model directory {_local_path(uri)}; choose a directory "
+            f"{out} is inside the model directory {location.path}; choose a directory "
             "outside it"
         )
     try:
@@ -344,12 +313,12 @@ def materialize(
             f"cannot create {out}: {exc.filename or out.parent}: {exc.strerror or exc}"
         ) from None
     try:
-        source = _fetch_model(uri, tmp, say)
+        source = _fetch_model(location, tmp, say)
         say("Bundling the mlflow-app-agent wheel ...")
-        _write_app_files(tmp, source, uri, opts, target, say)
+        _write_app_files(tmp, source, opts, target, say)
         _swap_into_place(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    say(f"Materialized {uri} into {out}")
+    say(f"Materialized {location.text} into {out}")
     return out

@@ -24,9 +24,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import mlflow_app_agent
-from mlflow_app_agent._version import __version__
+from mlflow_app_agent._version import DIST_NAME, __version__
 
-DIST_NAME = "mlflow-app-agent"
 PACKAGE = "mlflow_app_agent"
 _FIXED_DATE = (1980, 1, 1, 0, 0, 0)
 _SKIP_DIRS = {"__pycache__"}

@@ -14,7 +14,6 @@ The app gets a clean environment, not this process's: what works here works on A
 from __future__ import annotations
 
 import collections
-import fcntl
 import os
 import re
 import shutil
@@ -23,11 +22,12 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
+
+import filelock
 
 from mlflow_app_agent.apps.build import app_yaml
 from mlflow_app_agent.apps.build.wheel import cache_dir
@@ -68,15 +68,6 @@ def _base_python() -> str:
     return getattr(sys, "_base_executable", None) or sys.executable
 
 
-@contextmanager
-def _locked(path: Path) -> Iterator[None]:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)  # two run-locals of one app share a venv safely
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
 
 
 def ensure_venv(app_dir: Path, *, root: Path | None = None, fresh: bool = False,
@@ -86,7 +77,9 @@ def ensure_venv(app_dir: Path, *, root: Path | None = None, fresh: bool = False,
     root = root or cache_dir() / "venvs"
     key = requirements_key(app_dir)
     venv = root / key
-    with _locked(root / f"{key}.lock"):
+    root.mkdir(parents=True, exist_ok=True)
+    # two run-locals of one app share a venv safely: the second waits for the first's build
+    with filelock.FileLock(root / f"{key}.lock"):
         if (venv / _COMPLETE).is_file() and not fresh:
             say(f"Reusing the venv for these requirements: {venv}")
             return venv

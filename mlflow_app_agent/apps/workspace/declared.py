@@ -6,14 +6,13 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Iterable, Mapping
-from pathlib import Path
 from typing import Any
 
-from mlflow_app_agent.errors import ModelLoadError
-from mlflow_app_agent.model.app_dir import MANIFEST_FILE, MODEL_DIR
+from mlflow_app_agent.flavor import FLAVOR_NAME
+from mlflow_app_agent.model.app_dir import MANIFEST_FILE
+from mlflow_app_agent.model.files import read_mlmodel
+from mlflow_app_agent.model.location import Location
 from mlflow_app_agent.resources import Resource, parse_resource_spec, parse_resources
-
-FLAVOR = "mlflow_app_agent"  # == flavor.FLAVOR_NAME, without importing mlflow for it
 
 # MLflow's own MLmodel ``resources`` block (pyfunc models) -> our kinds
 _MLFLOW_KINDS: dict[str, tuple[str, str, dict[str, str]]] = {
@@ -26,17 +25,9 @@ _MLFLOW_KINDS: dict[str, tuple[str, str, dict[str, str]]] = {
 }
 
 
-def mlmodel_path(directory: Path) -> Path | None:
-    """``MLmodel`` of a model dir, or ``model/MLmodel`` of a materialized app dir."""
-    for candidate in (directory / MODEL_DIR / "MLmodel", directory / "MLmodel"):
-        if candidate.is_file():
-            return candidate
-    return None
-
-
 def resources_from_mlmodel(mlmodel: Mapping[str, Any]) -> list[Resource]:
     """Our flavor's declarations; for a plain pyfunc model, MLflow's ``resources`` block."""
-    conf = (mlmodel.get("flavors") or {}).get(FLAVOR)
+    conf = (mlmodel.get("flavors") or {}).get(FLAVOR_NAME)
     if conf is not None:
         return parse_resources(conf.get("resources") or [])
     block = (mlmodel.get("resources") or {}).get("databricks") or {}
@@ -50,35 +41,16 @@ def resources_from_mlmodel(mlmodel: Mapping[str, Any]) -> list[Resource]:
     return parse_resources(items)
 
 
-def declared_resources(model_uri_or_dir: str | os.PathLike[str]) -> list[Resource]:
-    """Resources declared by a materialized app dir, a local model dir or a model URI."""
-    import yaml
-
-    location = str(model_uri_or_dir)
-    path = Path(location)
-    if path.is_dir():
-        manifest = path / MANIFEST_FILE
-        if manifest.is_file():
-            data = json.loads(manifest.read_text())
-            if isinstance(data.get("resources"), list):
-                return parse_resources(data["resources"])
-        found = mlmodel_path(path)
-        if found is None:
-            raise ModelLoadError(
-                f"{path} holds neither MLmodel nor model/MLmodel: not a model or app directory")
-        return resources_from_mlmodel(yaml.safe_load(found.read_text()) or {})
-    if not location.startswith(("models:/", "runs:/")) and "://" not in location:
-        raise ModelLoadError(
-            f"{location!r} is neither an existing directory nor a model URI "
-            "(models:/name/version, models:/name@alias, models:/m-<id>, runs:/...)")
-    from mlflow.exceptions import MlflowException
-    from mlflow.models import Model
-
-    try:
-        model = Model.load(location)  # fetches only the MLmodel file
-    except (MlflowException, OSError) as exc:
-        raise ModelLoadError(f"cannot read the MLmodel of {location!r}: {exc}") from None
-    return resources_from_mlmodel(model.to_dict())
+def declared_resources(model_uri_or_dir: str | os.PathLike[str] | Location) -> list[Resource]:
+    """Resources declared by a materialized app dir, a local model dir or a model URI (of
+    which only the ``MLmodel`` file is fetched)."""
+    location = Location.parse(model_uri_or_dir)
+    if location.kind == "app_dir":
+        assert location.path is not None
+        data = json.loads((location.path / MANIFEST_FILE).read_text())
+        if isinstance(data.get("resources"), list):
+            return parse_resources(data["resources"])
+    return resources_from_mlmodel(read_mlmodel(location).doc)
 
 
 def merge_resources(declared: Iterable[Resource], extra: Iterable[Any] | None) -> list[Resource]:

@@ -42,7 +42,7 @@ def test_materialized_app_dir_needs_no_registry(tmp_path: Path, tracking_uri: st
                                git="off")
     app = tmp_path / "app"
     source = download_model(f"models:/{unique_name}/1", app / "model")
-    (app / "MANIFEST.json").write_text(json.dumps(source.to_dict()))
+    (app / "MANIFEST.json").write_text(json.dumps(source.manifest_fields()))
     mlflow.set_tracking_uri("http://127.0.0.1:9")  # nothing listens there
     try:
         loaded = load_agent(app)
@@ -104,7 +104,7 @@ def test_download_model_copies_a_local_dir(tmp_path: Path) -> None:
     mlflow_app_agent.save_model(str(ECHO), tmp_path / "m", pip_requirements=PIP, git="off")
     source = download_model(str(tmp_path / "m"), tmp_path / "copy")
     assert (tmp_path / "copy" / "MLmodel").is_file() and source.local_path == tmp_path / "copy"
-    assert source.source_uri == str(tmp_path / "m")  # where it came from, not the copy
+    assert source.model_uri == str(tmp_path / "m")  # where it came from, not the copy
     shutil.rmtree(tmp_path / "m")
     assert load_agent(tmp_path / "copy").agent.invoke(REQUEST)["output"]
 
@@ -167,3 +167,17 @@ def test_a_store_mlflow_refuses_is_a_model_load_error(tmp_path: Path,
     mlflow.set_registry_uri(str(tmp_path / "store"))
     with pytest.raises(ModelLoadError, match=r"cannot resolve 'models:/echo/1': .*file"):
         download_model("models:/echo/1", tmp_path / "out")
+
+
+def test_registered_names_with_quotes_and_spaces(tracking_uri: str,
+                                                          unique_name: str) -> None:
+    name = f"it's \"{unique_name}\" team"  # ("@" MLflow itself cannot download)
+    info = mlflow_app_agent.log_model(str(ECHO), registered_model_name=name, pip_requirements=PIP,
+                                      git="off")
+    mlflow.MlflowClient().set_registered_model_alias(name, "prod", "1")
+    for uri in (f"models:/{name}/1", f"models:/{name}@prod", f"models:/{name}/latest"):
+        loaded = load_agent(uri)
+        assert loaded.registered_name == name and loaded.registered_version == "1", uri
+        assert loaded.model_id == info.model_id
+    with pytest.raises(ModelLoadError, match="cannot resolve"):
+        load_agent(f"models:/{name}@nope")

@@ -1,0 +1,49 @@
+"""The LangGraph wrapper of docs/authoring.md (real langgraph + langchain-core, a scripted
+chat model) through the server's /responses and /invocations, in process (issue 15)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from starlette.testclient import TestClient
+
+from mlflow_app_agent.authoring import as_agent
+from mlflow_app_agent.server import create_app
+
+pytest.importorskip("langgraph")
+AGENT_FILE = Path(__file__).with_name("langgraph_agent.py")
+TOOL_ROUND = ["function_call", "function_call_output", "message"]
+ASK = {"input": [{"role": "user", "content": "Paris"}]}
+
+
+def _agent() -> Any:
+    spec = importlib.util.spec_from_file_location("_langgraph_agent", AGENT_FILE)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return as_agent(module.LangGraphResponsesAgent(module.build_graph(module.ScriptedChatModel())))
+
+
+def _events(text: str) -> list[dict[str, Any]]:
+    frames = [f[len("data: "):] for f in text.split("\n\n") if f.startswith("data: ")]
+    assert frames[-1] == "[DONE]", text
+    return [json.loads(f) for f in frames[:-1]]
+
+
+def test_langgraph_tool_round_is_complete_in_both_apis() -> None:
+    with TestClient(create_app(_agent(), tracing=False)) as client:
+        invoked = client.post("/invocations", json=ASK).json()
+        assert [i["type"] for i in invoked["output"]] == TOOL_ROUND
+        call = invoked["output"][0]
+        assert call["id"] == call["call_id"]  # MLflow's LangChain helper does this
+        events = _events(client.post("/responses", json={**ASK, "stream": True}).text)
+    completed = events[-1]["response"]["output"]
+    assert [i["type"] for i in completed] == TOOL_ROUND
+    text = "".join(e["delta"] for e in events if e["type"] == "response.output_text.delta")
+    assert text == completed[2]["content"][0]["text"] == "Forecast: sunny in Paris."
+    added = [e["output_index"] for e in events if e["type"] == "response.output_item.added"]
+    assert added == [0, 1, 2]

@@ -1,0 +1,91 @@
+"""No secret in logs, traces or error bodies (issue 14 items 5-6): a real uvicorn process,
+a real sqlite trace store, an agent whose exceptions carry the caller's token, an app
+secret and a Databricks-token-shaped string."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from mlflow_app_agent.server.redact import MARK, Redactor, app_secrets, encodable
+from tests.server.test_trace_accounting import _stop, _stored, _traced_server
+
+TOKEN = "eyJraWQiOiJ1c2VyLXRva2VuIn0.caller-obo-token-value-123"
+APP_KEY = "app-secret-serving-key-0987654321"
+
+
+def _everything_written(log: str, db: Path) -> str:
+    traces = [t for ts in _stored(db).values() for t in ts]
+    return log + "\n".join(t.to_json() for t in traces)
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize("detail", ["message", "none"])
+def test_secrets_never_reach_the_log_the_trace_or_the_caller(
+    serve: Any, agents_path: Path, tmp_path: Path, detail: str
+) -> None:
+    db = tmp_path / "r.db"
+    server = _traced_server(serve, agents_path, db, "--error-detail", detail, agent="spill",
+                            SERVING_API_KEY=APP_KEY)
+    bodies = []
+    with httpx.Client(base_url=server.url, timeout=60) as http:
+        for i, (what, stream) in enumerate([(w, s) for w in ("token", "env", "shape")
+                                            for s in (False, True)]):
+            resp = http.post("/invocations", headers={
+                "X-Forwarded-Access-Token": TOKEN, "X-Request-Id": f"r{i}",
+                "Authorization": f"Bearer {TOKEN}",
+            }, json={"input": [{"role": "user", "content": what}], "stream": stream})
+            bodies.append(resp.text)
+            if not stream:
+                assert resp.status_code == 500
+                message = resp.json()["error"]["message"]
+                if detail == "none":
+                    assert message == ("the agent failed; the server log and trace of request "
+                                       f"r{i} have the details")
+                else:
+                    assert "upstream refused" in message and MARK in message
+    log = _stop(server)
+    written = _everything_written(log, db) + "\n".join(bodies)
+    for secret in (TOKEN, APP_KEY, "dapiSECRET123"):
+        assert secret not in written
+    # the detail is still there, scrubbed, for operators
+    assert log.count("upstream refused") >= 6 and "Traceback" in log
+    traces = [t for ts in _stored(db).values() for t in ts]
+    assert len(traces) == 6
+    assert all("upstream refused" in json.dumps(t.data.spans[0].attributes) for t in traces)
+
+
+def test_credential_shapes_come_from_a_maintained_pattern_set() -> None:
+    redact = Redactor()
+    samples = {
+        "github": "ghp_" + "a1B2" * 9,
+        "aws": "AKIAIOSFODNN7EXAMPLE",
+        "jwt": "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxIn0.c2lnbmF0dXJl",
+        "slack": "xoxb-123456789012-1234567890123-abcdefghijklmnopqrstuvwx",
+        "databricks": "dapi0123456789abcdef0123456789abcdef-2",
+        "bearer": "Bearer abc.def-ghi_jkl",
+    }
+    for kind, secret in samples.items():
+        assert secret not in redact(f"call failed ({secret}) retry"), kind
+    plain = "the agent raised RuntimeError: database unreachable at db.internal:5432"
+    assert redact(plain) == plain
+
+
+def test_app_secrets_are_named_secrets_and_value_from_env(tmp_path: Path) -> None:
+    (tmp_path / "app.yaml").write_text(
+        "command: [python, -m, mlflow_app_agent.serve]\n"
+        "env:\n  - name: LLM_CREDS\n    valueFrom: llm-secret\n"
+        "  - name: MODE\n    value: prod\n")
+    env = {"LLM_CREDS": "s3cr3t-from-a-resource", "DATABRICKS_TOKEN": "dapi-ish-token-value",
+           "MODE": "production", "PORT_TOKEN_COUNT": "12345678", "HOME": "/root"}
+    found = app_secrets(env, [tmp_path])
+    assert set(found) == {"s3cr3t-from-a-resource", "dapi-ish-token-value"}
+
+
+def test_lone_surrogates_become_replacement_characters() -> None:
+    assert encodable("x\ud800y") == "x\ufffdy"
+    assert encodable("ok \U0001f600") == "ok \U0001f600"

@@ -1,0 +1,193 @@
+"""Every trace accounted for (issue 14 items 1-4), against real uvicorn processes, a real
+sqlite store and real signals."""
+
+from __future__ import annotations
+
+import json
+import re
+import signal
+import subprocess
+import sys
+import threading
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.server.test_e2e import _wait_for, _writer_pids
+
+pytestmark = [pytest.mark.e2e, pytest.mark.skipif(not Path("/proc/self/stat").exists(),
+                                                  reason="reads /proc")]
+
+SUMMARY = re.compile(r"traces: (\d+) written, (\d+) dropped(?: \(([^)]*)\))?, (\d+) failed"
+                     r"(?: \([^)]*\))?(?:, (\d+) left to the writer process[^,]*)? of (\d+) traced")
+LATE = re.compile(r"traces: (\d+) written by the writer process after the server stopped, "
+                  r"(\d+) failed")
+
+
+def _traced_server(serve: Any, agents_path: Path, db: Path, *args: str,
+                   agent: str = "echo", **env: str) -> Any:
+    server = serve(f"{agents_path}:{agent}", *args, env={
+        "MLFLOW_APP_AGENT_TRACING": "true",
+        "MLFLOW_APP_AGENT_TRACE_MAX_PER_SECOND": "0",
+        "MLFLOW_TRACKING_URI": f"sqlite:///{db}",
+        **env,
+    })
+    mode = env.get("MLFLOW_APP_AGENT_TRACE_EXPORT", "process")
+    assert _wait_for(lambda: httpx.get(server.url + "/agent/info").json()["tracing"]["export"]
+                     == mode, timeout=60)
+    return server
+
+
+def _stop(server: Any) -> str:
+    writers = _writer_pids(server.proc.pid)
+    server.proc.send_signal(signal.SIGTERM)
+    assert server.proc.wait(timeout=60) in (0, -signal.SIGTERM)
+    for pid in writers:  # the writer finishes what is in its pipe, then exits
+        assert _wait_for(lambda pid=pid: not Path(f"/proc/{pid}").exists(), timeout=120)
+    log: str = server.log.read_text()
+    return log
+
+
+def _stored(db: Path) -> dict[str, list[Any]]:
+    import mlflow
+
+    client = mlflow.MlflowClient(f"sqlite:///{db}")
+    found: dict[str, list[Any]] = {}
+    token = None
+    while True:
+        page = client.search_traces(locations=["0"], max_results=200, page_token=token)
+        for trace in page:
+            found.setdefault(trace.info.client_request_id, []).append(trace)
+        token = page.token
+        if not token:
+            return found
+
+
+def _accounting(log: str) -> dict[str, int]:
+    found = SUMMARY.findall(log)
+    assert len(found) == 1, f"want one summary line:\n{log[-3000:]}"
+    written, dropped, _why, failed, left, traced = found[0]
+    late = LATE.findall(log)
+    late_written = sum(int(w) for w, _ in late)
+    late_failed = sum(int(f) for _, f in late)
+    assert int(left or 0) == late_written + late_failed
+    return {"written": int(written) + late_written, "dropped": int(dropped),
+            "failed": int(failed) + late_failed, "traced": int(traced)}
+
+
+def _body(size: int, stream: bool) -> dict[str, Any]:
+    return {"input": [{"role": "user", "content": "w " * (size // 2)}], "stream": stream}
+
+
+@pytest.mark.slow
+def test_every_request_on_shared_keep_alive_connections_gets_its_own_root_trace(
+    serve: Any, agents_path: Path, tmp_path: Path
+) -> None:
+    """Item 1: big streaming bodies on a keep-alive connection used to leave the next
+    request's span under the previous request's (finished) span."""
+    db = tmp_path / "t.db"
+    server = _traced_server(serve, agents_path, db, "--max-body-bytes", str(3 * 2**20))
+    sizes = [10, 2 * 2**20, 300, 2**20, 2 * 2**20 + 5, 64 * 1024, 3 * 2**20 - 200]
+    sent: list[str] = []
+    errors: list[str] = []
+
+    def client(worker: int) -> None:
+        with httpx.Client(base_url=server.url, timeout=120) as http:  # one connection
+            for i, size in enumerate(sizes * 2):
+                rid = f"w{worker}-{i}"
+                stream = i % 2 == 0
+                resp = http.post("/invocations", json=_body(size, stream),
+                                 headers={"X-Request-Id": rid, "X-Forwarded-Email": rid})
+                sent.append(rid)
+                if resp.status_code != 200:
+                    errors.append(f"{rid}: {resp.status_code} {resp.text[:200]}")
+                elif not stream and resp.json()["custom_outputs"]["user"] != rid:
+                    errors.append(f"{rid} saw the identity {resp.json()['custom_outputs']}")
+
+    threads = [threading.Thread(target=client, args=(w,)) for w in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    log = _stop(server)
+    assert "not a root span" not in log and "No active trace" not in log
+    stored = _stored(db)
+    assert sorted(stored) == sorted(sent)
+    for rid, traces in stored.items():
+        assert len(traces) == 1, rid
+        roots = [s for s in traces[0].data.spans if s.parent_id is None]
+        assert len(roots) == 1, rid
+    counts = _accounting(log)
+    assert counts == {"written": len(sent), "dropped": 0, "failed": 0, "traced": len(sent)}
+
+
+def _burner() -> subprocess.Popen[bytes]:
+    return subprocess.Popen([sys.executable, "-c", "while True: pass"])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("export, busy", [("process", False), ("thread", False),
+                                          ("process", True)])
+def test_sigterm_during_a_burst_counts_every_trace(
+    serve: Any, agents_path: Path, tmp_path: Path, export: str, busy: bool
+) -> None:
+    """Items 2 and 4: with the cap off, SIGTERM while traces are queued; afterwards
+    traced == written + dropped + failed, the store holds exactly the written ones, and the
+    shutdown is quiet (no traceback) when nothing failed."""
+    db = tmp_path / "burst.db"
+    server = _traced_server(serve, agents_path, db,
+                            MLFLOW_APP_AGENT_TRACE_EXPORT=export)
+    burners = [_burner() for _ in range(2)] if busy else []
+    try:
+        total = 300
+
+        def client(worker: int) -> None:
+            with httpx.Client(base_url=server.url, timeout=60) as http:
+                for i in range(total // 3):
+                    resp = http.post("/invocations", json=_body(20, False),
+                                     headers={"X-Request-Id": f"b{worker}-{i}"})
+                    assert resp.status_code == 200
+
+        threads = [threading.Thread(target=client, args=(w,)) for w in range(3)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        log = _stop(server)
+    finally:
+        for burner in burners:
+            burner.kill()
+            burner.wait()
+    counts = _accounting(log)
+    assert counts["traced"] == total
+    assert counts["written"] + counts["dropped"] + counts["failed"] == total
+    assert counts["failed"] == 0
+    assert sum(len(v) for v in _stored(db).values()) == counts["written"]
+    assert "Traceback" not in log and "BrokenPipeError" not in log
+    assert "writing a trace failed" not in log
+
+
+def test_unencodable_input_is_traced_with_replacement_characters(
+    serve: Any, agents_path: Path, tmp_path: Path
+) -> None:
+    """Item 3: a lone surrogate (valid JSON escape) used to lose the trace and print a
+    traceback per request."""
+    db = tmp_path / "s.db"
+    server = _traced_server(serve, agents_path, db)
+    raw = b'{"input": [{"role": "user", "content": "x\\ud800y"}]}'
+    with httpx.Client(base_url=server.url, timeout=60) as http:
+        for i, stream in enumerate((False, True, False)):
+            body = raw[:-1] + (b', "stream": true}' if stream else b"}")
+            resp = http.post("/invocations", content=body, headers={
+                "content-type": "application/json", "X-Request-Id": f"sur-{i}"})
+            assert resp.status_code == 200
+    log = _stop(server)
+    assert "Traceback" not in log
+    stored = _stored(db)
+    assert sorted(stored) == ["sur-0", "sur-1", "sur-2"]
+    inputs = json.dumps(stored["sur-0"][0].data.spans[0].inputs, ensure_ascii=False)
+    assert "x\ufffdy" in inputs
+    assert _accounting(log)["written"] == 3
