@@ -10,6 +10,7 @@ from mlflow_app_agent._version import __version__
 from mlflow_app_agent.authoring import Agent
 from mlflow_app_agent.context import RequestContext, request_context, use_request_context
 from mlflow_app_agent.errors import MlflowAppAgentError
+from mlflow_app_agent.extensions import AgentExtensions
 from mlflow_app_agent.resources import Resource
 
 # public name -> module that defines it (imported on first access)
@@ -31,6 +32,7 @@ _LAZY = {
 __all__ = [
     "FLAVOR_NAME",
     "Agent",
+    "AgentExtensions",
     "MlflowAppAgentError",
     "RequestContext",
     "Resource",

@@ -41,6 +41,8 @@ class RequestContext:
     user_name: str | None = None
     preferred_username: str | None = None
     access_token: str | None = dataclasses.field(default=None, repr=False)
+    #: fields added by the agent's request-context hooks (e.g. a tenant from a header)
+    extra: Mapping[str, Any] = dataclasses.field(default_factory=dict, compare=False)
 
     @property
     def user(self) -> str | None:
@@ -59,6 +61,7 @@ class RequestContext:
             "user_name": self.user_name,
             "preferred_username": self.preferred_username,
             "has_access_token": self.access_token is not None,
+            **({"extra": dict(self.extra)} if self.extra else {}),
         }
 
     @classmethod

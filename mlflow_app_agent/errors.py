@@ -63,6 +63,14 @@ class ConfigError(MlflowAppAgentError, ValueError):
     status_code = 400
 
 
+class ExtensionError(MlflowAppAgentError):
+    """A server extension of the agent failed: a start-up hook raised or timed out, or an
+    app factory did not return an ASGI app."""
+
+    code = "extension_error"
+    status_code = 503
+
+
 class ModelLoadError(MlflowAppAgentError):
     """A model URI or directory cannot be resolved or loaded."""
 
@@ -110,6 +118,19 @@ class RequestError(MlflowAppAgentError, ValueError):
 class PayloadTooLargeError(RequestError):
     code = "payload_too_large"
     status_code = 413
+
+
+class UnsupportedMediaTypeError(RequestError):
+    """A POST route got a body that is not declared as JSON (a browser form or ``text/plain``
+    fetch from another site would otherwise reach the agent without a CORS preflight)."""
+
+    code = "unsupported_media_type"
+    status_code = 415
+
+
+class NotFoundError(MlflowAppAgentError):
+    code = "not_found"
+    status_code = 404
 
 
 class AuthenticationRequiredError(MlflowAppAgentError):
@@ -187,12 +208,14 @@ __all__ = [
     "CheckAuthError",
     "ConfigError",
     "DeployError",
+    "ExtensionError",
     "ManifestMismatchError",
     "MaterializeError",
     "MissingDependencyError",
     "MlflowAppAgentError",
     "ModelLoadError",
     "ModelLocationError",
+    "NotFoundError",
     "PayloadTooLargeError",
     "PermissionDeniedError",
     "ProvenanceError",
@@ -202,5 +225,6 @@ __all__ = [
     "TargetExistsError",
     "TemplateError",
     "UnknownArgumentError",
+    "UnsupportedMediaTypeError",
     "ValidationFailure",
 ]

@@ -6,7 +6,7 @@ import sys
 import mlflow_app_agent
 
 EXPECTED = {
-    "FLAVOR_NAME", "Agent", "MlflowAppAgentError", "RequestContext", "Resource", "__version__",
+    "FLAVOR_NAME", "Agent", "AgentExtensions", "MlflowAppAgentError", "RequestContext", "Resource", "__version__",
     "check_agent", "check_auth", "create_app", "deploy", "get_config", "load_agent",
     "load_model", "log_model", "materialize", "request_context", "save_model",
     "use_request_context", "verify",

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from pathlib import Path
+from typing import Any
 
 import click
 
@@ -41,24 +43,59 @@ from mlflow_app_agent.errors import ManifestMismatchError
               show_default=True, help="Seconds per call to the tracking/registry server.")
 @click.option("--registry-retries", type=click.IntRange(min=0), default=3, show_default=True,
               help="Retries of a failed registry call (backoff 0, 2, 4 ... s).")
+@click.option("--user-api-scope", "user_api_scopes", multiple=True, metavar="SCOPE",
+              help="Add a user-authorization scope (e.g. sql) to what the model declares; "
+                   "recorded in MANIFEST.json for deploy. Repeatable.")
+@click.option("--compute-size", default=None, metavar="SIZE",
+              help="App compute size to record (MEDIUM, LARGE, ...); replaces the model's.")
+@click.option("--instances", default=None, metavar="N|MIN:MAX",
+              help="Instances to record (each 1-5); replaces the model's.")
+@click.option("--bundle", is_flag=True,
+              help="Make OUT_DIR a Databricks Asset Bundle: the app in OUT_DIR/app and "
+                   "OUT_DIR/databricks.yml (needs --app).")
+@app_option(required=False,
+            help="With --bundle: the Databricks App name the bundle deploys to.")
+@click.option("--app-factory", metavar="MODULE:FUNCTION", default=None,
+              help="The app's command serves FUNCTION(app) from the model's code_paths "
+                   "(serve --app-factory); checked to ship with the model.")
 def materialize_command(model: str, out_dir: str, force: bool, installer: str,
                         python: str, platform: str, exclude_newer: str | None,
                         timeout: float, index_url: str | None,
                         full_mlflow: bool | None, registry_timeout: float,
-                        registry_retries: int) -> None:
+                        registry_retries: int, user_api_scopes: tuple[str, ...],
+                        compute_size: str | None, instances: str | None, bundle: bool,
+                        app_name: str | None, app_factory: str | None) -> None:
     """Write the Databricks Apps source directory for MODEL into OUT_DIR."""
     import signal
 
     from mlflow_app_agent import registry_budget
+    from mlflow_app_agent.apps.build.bundle import APP_SUBDIR, materialize_bundle
     from mlflow_app_agent.apps.build.materialize import BuildOptions, materialize
+
+    deploy: dict[str, Any] = {"user_api_scopes": list(user_api_scopes),
+                              "compute_size": compute_size,
+                              "instances": instances,
+                              "app_factory": app_factory}
+    if app_name is not None and not bundle:
+        raise click.UsageError("--app goes with --bundle")
+    if bundle and app_name is None:
+        raise click.UsageError("--bundle needs --app NAME (the Databricks App name)")
+    options = BuildOptions(installer=installer, python=python, platform=platform,
+                           exclude_newer=exclude_newer, timeout=timeout,
+                           index_url=index_url, full_mlflow=full_mlflow)
+
+    def build() -> Path:
+        if bundle:
+            assert app_name is not None
+            return materialize_bundle(model, out_dir, app_name=app_name, force=force,
+                                      progress=say, options=options, **deploy)
+        return materialize(model, out_dir, force=force, progress=say, options=options,
+                           **deploy)
 
     def _terminate(_sig: int, _frame: object) -> None:
         raise KeyboardInterrupt  # unwinds through materialize's cleanup of its staging dir
 
     signal.signal(signal.SIGTERM, _terminate)
-    options = BuildOptions(installer=installer, python=python, platform=platform,
-                           exclude_newer=exclude_newer, timeout=timeout,
-                           index_url=index_url, full_mlflow=full_mlflow)
     started = time.perf_counter()
     try:
         with registry_budget.bounded(registry_timeout, registry_retries):
@@ -69,13 +106,15 @@ def materialize_command(model: str, out_dir: str, force: bool, installer: str,
                 say(f"fetching {model} from {host} (each call: {registry_timeout:g} s "
                     f"timeout, {registry_retries} retries)")
                 with registry_budget.progress(model, host, registry_retries):
-                    out = materialize(model, out_dir, force=force, progress=say,
-                                      options=options)
+                    root = build()
             else:
-                out = materialize(model, out_dir, force=force, progress=say, options=options)
+                root = build()
     except KeyboardInterrupt:
         raise Failure("interrupted; nothing was written") from None
+    out = root / APP_SUBDIR if bundle else root
     say(f"Done in {time.perf_counter() - started:.1f} s. Next: mlflow-app-agent run-local {out}")
+    if bundle:
+        say(f"Bundle: {root}/databricks.yml (databricks bundle deploy -t prod, from {root})")
     click.echo(str(out))
 
 

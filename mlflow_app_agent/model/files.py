@@ -6,6 +6,7 @@ the ``mlflow_app_agent`` flavor (used by ``_load_pyfunc`` and by
 from __future__ import annotations
 
 import dataclasses
+import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -18,6 +19,7 @@ from mlflow_app_agent.flavor import FLAVOR_NAME
 if TYPE_CHECKING:
     from mlflow.models import Model
 
+    from mlflow_app_agent.deploy_spec import DeploySpec
     from mlflow_app_agent.model.location import Location
 
 MLMODEL_FILE = "MLmodel"
@@ -145,4 +147,35 @@ def agent_from_model_dir(model_dir: Path, model_config: dict[str, Any] | None = 
     return agent
 
 
-__all__ = ["MLMODEL_FILE", "PYFUNC_FLAVOR", "MLmodel", "agent_from_model_dir", "read_mlmodel"]
+__all__ = ["MLMODEL_FILE", "PYFUNC_FLAVOR", "MLmodel", "agent_from_model_dir", "read_deploy_spec",
+           "read_mlmodel"]
+
+
+def read_deploy_spec(directory: str | os.PathLike[str] | None) -> DeploySpec:
+    """The deploy spec a materialized app dir (``MANIFEST.json``) or a model dir (``MLmodel``)
+    holds; empty when there is none or it cannot be read (``/agent/info`` must not fail)."""
+    import json
+
+    import yaml
+
+    from mlflow_app_agent.deploy_spec import DeploySpec
+    from mlflow_app_agent.errors import ConfigError
+    from mlflow_app_agent.model.app_dir import MANIFEST_FILE, MODEL_DIR
+
+    if not directory:
+        return DeploySpec()
+    root = Path(directory)
+    if root.name == MODEL_DIR and (root.parent / MANIFEST_FILE).is_file():
+        root = root.parent  # the model inside an app dir: the manifest has the overrides
+    try:
+        if (root / MANIFEST_FILE).is_file():
+            return DeploySpec.from_dict(json.loads((root / MANIFEST_FILE).read_text())
+                                        .get("deploy"))
+        for mlmodel in (root / "MLmodel", root / MODEL_DIR / "MLmodel"):
+            if mlmodel.is_file():
+                doc = yaml.safe_load(mlmodel.read_text()) or {}
+                conf = (doc.get("flavors") or {}).get(FLAVOR_NAME) or {}
+                return DeploySpec.from_dict(conf.get("deploy"))
+    except (OSError, ValueError, yaml.YAMLError, ConfigError, AttributeError):
+        pass
+    return DeploySpec()

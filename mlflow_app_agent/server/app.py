@@ -20,13 +20,22 @@ from starlette.responses import Response
 
 from mlflow_app_agent._version import __version__
 from mlflow_app_agent.errors import ConfigError, MlflowAppAgentError
+from mlflow_app_agent.model.load import LoadedAgent
 from mlflow_app_agent.server import routes
 from mlflow_app_agent.server.auth import request_id_from
 from mlflow_app_agent.server.errors import error_body, shutdown_error
+from mlflow_app_agent.server.extensions import (
+    apply_app_factory,
+    build_middleware_stack,
+    install_routes,
+    run_shutdown_hooks,
+    run_startup_hooks,
+)
 from mlflow_app_agent.server.openapi import install_openapi
 from mlflow_app_agent.server.redact import request_secrets
 from mlflow_app_agent.server.runtime import Runtime
-from mlflow_app_agent.server.settings import ENV_MODEL, ServerSettings
+from mlflow_app_agent.server.settings import ENV_APP_FACTORY, ENV_MODEL, ServerSettings
+from mlflow_app_agent.server.source import resolve
 
 logger = logging.getLogger("mlflow_app_agent.server")
 
@@ -79,7 +88,9 @@ def create_app(
         finally:
             if isinstance(app, AgentApp):
                 await app.finish_cut_requests()
-            await runtime.shutdown()
+            # the agent's shutdown hooks (if it was served) beside the trace flush
+            await asyncio.gather(run_shutdown_hooks(runtime.extensions, app.state),
+                                 runtime.shutdown())
 
     app = AgentApp(
         title="mlflow-app-agent server",
@@ -97,9 +108,54 @@ def create_app(
         app.router.add_route(path, routes.health, methods=["GET"])
     app.router.add_route("/ready", routes.ready, methods=["GET"])
     app.router.add_route("/agent/info", routes.info, methods=["GET"])
+    _install_browser_routes(app, settings)
     _install_error_handlers(app)
     install_openapi(app)
+    _apply_extensions(app, runtime)
     return app
+
+
+def _apply_extensions(app: AgentApp, runtime: Runtime) -> None:
+    """The agent's routes and middleware, once it is known: now for an agent object with no
+    start-up hooks, else after the agent has loaded and its start-up hooks have run (so
+    nothing is served half-configured)."""
+
+    def install(served: LoadedAgent) -> None:
+        extensions = served.agent.server_extensions
+        if extensions:
+            install_routes(app, extensions, served.agent.name)
+            if extensions.middleware:
+                app.extension_stack = build_middleware_stack(app.dispatch, extensions)
+
+    async def activate(served: LoadedAgent) -> None:
+        await run_startup_hooks(served.agent.server_extensions, app.state)
+        install(served)
+
+    if runtime.served is not None:
+        install(runtime.served)
+    else:
+        runtime.on_loaded = activate
+
+
+def _install_browser_routes(app: FastAPI, settings: ServerSettings) -> None:
+    """``POST /feedback``, the chat page (unless ``ui=False``) and CORS (only for origins
+    set explicitly: by default another site cannot make a signed-in browser call us)."""
+    from mlflow_app_agent.server.ui import feedback
+
+    app.router.add_route("/feedback", feedback.feedback, methods=["POST"])
+    if settings.ui:
+        from mlflow_app_agent.server.ui import install_ui
+
+        install_ui(app)
+    origins = [o.strip() for o in settings.cors_origins.split(",") if o.strip()]
+    if origins:
+        from starlette.middleware.cors import CORSMiddleware
+
+        from mlflow_app_agent.server.tracing import HEADER_ALWAYS_TRACE, HEADER_TRACE_ID
+
+        app.add_middleware(CORSMiddleware, allow_origins=origins, allow_methods=["GET", "POST"],
+                           allow_headers=["content-type", "x-request-id", HEADER_ALWAYS_TRACE],
+                           expose_headers=["x-request-id", HEADER_TRACE_ID])
 
 
 def _quiet_request_warnings() -> None:
@@ -124,6 +180,8 @@ class AgentApp(FastAPI):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.inflight: set[asyncio.Task[Any] | None] = set()  # agent calls on the fast path
+        #: the agent's own middleware around :meth:`dispatch`, once it is served
+        self.extension_stack: Any = None
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
@@ -140,6 +198,13 @@ class AgentApp(FastAPI):
         await task
 
     async def _dispatch(self, scope: Any, receive: Any, send: Any) -> None:
+        stack = self.extension_stack  # the agent's own middleware, around everything
+        if stack is not None and scope["type"] != "lifespan":
+            await stack(scope, receive, send)
+            return
+        await self.dispatch(scope, receive, send)
+
+    async def dispatch(self, scope: Any, receive: Any, send: Any) -> None:
         if (
             scope["type"] == "http"
             and scope["method"] == "POST"
@@ -213,7 +278,8 @@ def _install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(Exception, unexpected)
 
 
-_ROUTES = "POST /invocations, POST /responses, GET /health, /ready, /agent/info, /openapi.json"
+_ROUTES = ("POST /invocations, POST /responses, POST /feedback, GET /health, /ready, "
+           "/agent/info, /openapi.json (and the chat page at / for browsers)")
 
 
 def _http_message(request: Request, exc: StarletteHTTPException) -> str:
@@ -231,6 +297,18 @@ def _http_message(request: Request, exc: StarletteHTTPException) -> str:
     return f"no route {asked}; this server answers {_ROUTES}"
 
 
-def app_from_env() -> FastAPI:
+def build_app(location: Any = None, app_factory: str | None = None) -> Any:
+    """``create_app(location)``, then the user's ``module:function`` app factory if one is
+    given (``serve --app-factory``): the model is loaded first, since the factory's module
+    ships in the model's ``code_paths``, which loading puts on ``sys.path``."""
+    if not app_factory:
+        return create_app(location)
+    if location is None:
+        location = os.environ.get(ENV_MODEL)
+    served = resolve(location) if isinstance(location, str) else location
+    return apply_app_factory(create_app(served), app_factory)
+
+
+def app_from_env() -> Any:
     """Factory for ``uvicorn --factory`` and multi-worker serving: all from the environment."""
-    return create_app(None)
+    return build_app(None, os.environ.get(ENV_APP_FACTORY) or None)

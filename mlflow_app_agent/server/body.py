@@ -8,7 +8,7 @@ from typing import Any
 
 from starlette.requests import Request
 
-from mlflow_app_agent.errors import PayloadTooLargeError, RequestError
+from mlflow_app_agent.errors import PayloadTooLargeError, RequestError, UnsupportedMediaTypeError
 
 # After the limit is hit we keep reading (and discarding) up to this much, so a client that
 # is still uploading gets our 413 instead of a connection reset mid-write.
@@ -66,6 +66,21 @@ async def _discard(request: Request, seen: int) -> None:
                 return
     except Exception:  # the body was already consumed or the client went away
         return
+
+
+def require_json(content_type: str | None) -> None:
+    """Refuse bodies not declared as JSON (``application/json`` or ``application/*+json``).
+    Browsers send form posts and ``text/plain`` / body-less-type fetches across origins
+    without a CORS preflight; a JSON content type forces one, which the server denies unless
+    CORS origins are configured."""
+    media = (content_type or "").split(";", 1)[0].strip().lower()
+    if media == "application/json" or (media.startswith("application/")
+                                        and media.endswith("+json")):
+        return
+    got = f"Content-Type {media!r}" if media else "no Content-Type"
+    raise UnsupportedMediaTypeError(
+        f"request body must be JSON: send Content-Type: application/json (got {got})"
+    )
 
 
 def parse_json_object(raw: bytes) -> dict[str, Any]:

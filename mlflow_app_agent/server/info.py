@@ -5,9 +5,11 @@ from __future__ import annotations
 import importlib.metadata
 import os
 import platform
+import socket
 from typing import Any
 
 from mlflow_app_agent._version import __version__
+from mlflow_app_agent.model.files import read_deploy_spec
 from mlflow_app_agent.server.runtime import Runtime
 
 _GIT_KEYS = ("commit", "branch", "dirty", "remote_url")
@@ -59,6 +61,15 @@ def agent_info(runtime: Runtime) -> dict[str, Any]:
             "max_concurrency": settings.max_concurrency,
         },
         "tracing": runtime.tracer.stats(),
+        "extensions": agent.server_extensions.describe(),
+        # what deploy sets on the app (declared with the model or at materialize time)
+        "deploy": {"user_api_scopes": [], **read_deploy_spec(served.local_path).to_dict()},
+        "instance": {
+            "id": runtime.instance_id,
+            "hostname": socket.gethostname(),
+            "pid": os.getpid(),
+            "started_at": runtime.started_at,
+        },
     }
 
 

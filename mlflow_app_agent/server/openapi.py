@@ -33,6 +33,7 @@ _ERRORS = {
     "400": "Malformed JSON, or JSON nested too deeply",
     "401": "No forwarded identity (require_auth on)",
     "413": "Body larger than max_body_bytes",
+    "415": "Content-Type is not application/json",
     "422": "Body does not match ResponsesAgentRequest (the message names the field)",
     "500": "The agent raised, or returned something that is not a response",
     "503": "The agent is loading, failed to load, or the server is shutting down",
@@ -85,6 +86,29 @@ def _agent_route(request: dict[str, Any], response: dict[str, Any]) -> dict[str,
     }
 
 
+def _feedback_route() -> dict[str, Any]:
+    error = {"application/json": {"schema": {"$ref": _REF.format(model="Error")}}}
+    ident = {"type": "string", "pattern": "^[A-Za-z0-9._:@/+=-]{1,128}$"}
+    body = {
+        "type": "object", "additionalProperties": False, "required": ["value"],
+        "properties": {"request_id": ident, "trace_id": ident, "value": {"type": "boolean"},
+                       "comment": {"type": "string", "maxLength": 5000}},
+        "oneOf": [{"required": ["request_id"]}, {"required": ["trace_id"]}],
+    }
+    errors = {"401": "No forwarded identity (require_auth on)",
+              "404": "No traced answer with that id on this server",
+              "415": "Content-Type is not application/json",
+              "422": "Not a feedback body (the message names the field)"}
+    return {
+        "summary": "Thumbs up/down + comment on an answer, logged on its MLflow trace",
+        "requestBody": {"required": True, "content": {"application/json": {"schema": body}}},
+        "responses": {"200": {"description": "The assessment, created or updated",
+                              "content": {"application/json": {"schema": {"type": "object"}}}},
+                      **{code: {"description": why, "content": error}
+                         for code, why in errors.items()}},
+    }
+
+
 def build_openapi(title: str, version: str) -> dict[str, Any]:
     from fastapi.openapi.utils import get_openapi
 
@@ -99,6 +123,7 @@ def build_openapi(title: str, version: str) -> dict[str, Any]:
     paths = schema.setdefault("paths", {})
     for path in ("/invocations", "/responses"):
         paths[path] = {"post": _agent_route(request, response)}
+    paths["/feedback"] = {"post": _feedback_route()}
     ok = {"get": {"responses": {"200": {"description": "OK"}}}}
     for path in ("/health", "/ping", "/ready", "/agent/info"):
         paths[path] = dict(ok)

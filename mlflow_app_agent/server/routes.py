@@ -20,14 +20,17 @@ from mlflow_app_agent.server.body import (
     normalize_openai_input,
     parse_json_object,
     read_body,
+    require_json,
     wants_stream,
 )
 from mlflow_app_agent.server.errors import error_body, request_timeout_error, to_app_error
+from mlflow_app_agent.server.extensions import enrich_context
 from mlflow_app_agent.server.info import agent_info
 from mlflow_app_agent.server.openai_compat import ResponsesShaper, envelope
 from mlflow_app_agent.server.redact import encodable_tree, request_secrets
 from mlflow_app_agent.server.runtime import NotReadyError, Runtime, not_ready_error
 from mlflow_app_agent.server.streaming import AgentEventStream, EventShaper
+from mlflow_app_agent.server.tracing import HEADER_TRACE_ID, always_traced
 
 HEADER_REQUEST_ID = "x-request-id"
 ESCAPED_SURROGATE = re.compile(rb"\\u[dD][89a-fA-F]")
@@ -37,12 +40,14 @@ class JSONBody:
     """A pre-encoded JSON response as a bare ASGI callable: the agent routes are the hot path
     and Starlette's Response adds header bookkeeping we do not need."""
 
-    __slots__ = ("body", "status", "request_id")
+    __slots__ = ("body", "status", "request_id", "trace_id")
 
-    def __init__(self, body: bytes, status: int = 200, request_id: str | None = None) -> None:
+    def __init__(self, body: bytes, status: int = 200, request_id: str | None = None,
+                 trace_id: str | None = None) -> None:
         self.body = body
         self.status = status
         self.request_id = request_id
+        self.trace_id = trace_id
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         headers = [
@@ -51,12 +56,16 @@ class JSONBody:
         ]
         if self.request_id:
             headers.append((b"x-request-id", self.request_id.encode("latin-1")))
+        if self.trace_id:
+            headers.append((HEADER_TRACE_ID.encode(), self.trace_id.encode("latin-1")))
         await send({"type": "http.response.start", "status": self.status, "headers": headers})
         await send({"type": "http.response.body", "body": self.body})
 
 
-def _json(payload: Any, status: int = 200, request_id: str | None = None) -> JSONBody:
-    return JSONBody(json.dumps(payload, separators=(",", ":")).encode(), status, request_id)
+def _json(payload: Any, status: int = 200, request_id: str | None = None,
+          trace_id: str | None = None) -> JSONBody:
+    return JSONBody(json.dumps(payload, separators=(",", ":")).encode(), status, request_id,
+                    trace_id)
 
 
 def _runtime(request: Request) -> Runtime:
@@ -82,6 +91,7 @@ async def _handle(request: Request, *, openai: bool) -> Any:
     try:
         if runtime.settings.require_auth:
             require_identity(ctx)
+        require_json(headers.get("content-type"))
         raw = await read_body(request, runtime.settings.max_body_bytes,
                               runtime.settings.body_read_timeout)
         data = parse_json_object(raw)
@@ -92,6 +102,7 @@ async def _handle(request: Request, *, openai: bool) -> Any:
             served = await runtime.agent()
         except NotReadyError:
             raise not_ready_error(runtime) from None  # a load failure keeps its own code
+        ctx = enrich_context(served.agent.server_extensions, ctx, headers)
         try:
             req = to_request(data)
         except RequestError as exc:
@@ -106,7 +117,8 @@ async def _handle(request: Request, *, openai: bool) -> Any:
     endpoint = request.scope["path"]
     # JSON escapes can carry lone surrogates, which no trace store can encode
     traced = encodable_tree(data) if ESCAPED_SURROGATE.search(raw) else data
-    span = runtime.tracer.request_span(agent.name, endpoint, traced, ctx)
+    span = runtime.tracer.request_span(agent.name, endpoint, traced, ctx,
+                                       always=always_traced(headers))
     timeout = runtime.settings.request_timeout
     if stream:
         shaper: EventShaper = ResponsesShaper(model=model) if openai else EventShaper()
@@ -137,14 +149,14 @@ async def _handle(request: Request, *, openai: bool) -> Any:
                 err = to_app_error(exc)
                 span.set_error(err.code, errors.trace_message(err, secrets))
                 status, body = errors.body(err, request_id, secrets)
-                return JSONBody(body, status, request_id)
+                return JSONBody(body, status, request_id, span.trace_id)
             span.set_outputs(result)
     finally:
         reset_request_context(token)
     if openai:
         result = envelope(result, model=model)
     try:
-        return _json(result, 200, request_id)
+        return _json(result, 200, request_id, span.trace_id)
     except (TypeError, ValueError) as exc:
         err = AgentExecutionError(f"the agent returned a response that is not JSON: {exc}")
         errors.log(err, request_id, secrets)

@@ -8,6 +8,8 @@ import logging
 import re
 import time
 import traceback
+import uuid
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +17,7 @@ import anyio
 import anyio.to_thread
 
 from mlflow_app_agent.errors import MlflowAppAgentError, ModelLoadError
+from mlflow_app_agent.extensions import AgentExtensions
 from mlflow_app_agent.model.load import LoadedAgent
 from mlflow_app_agent.server.errors import ErrorPolicy
 from mlflow_app_agent.server.redact import Redactor, app_secrets
@@ -23,6 +26,7 @@ from mlflow_app_agent.server.source import is_deferred, resolve
 from mlflow_app_agent.server.tracing import Tracer
 
 logger = logging.getLogger("mlflow_app_agent.server")
+_NO_EXTENSIONS = AgentExtensions()
 
 
 class NotReadyError(MlflowAppAgentError):
@@ -37,6 +41,9 @@ class Runtime:
         self.served: LoadedAgent | None = None
         self.load_error: str | None = None
         self.started_at = time.time()
+        # who answers: with several app instances (or --workers) behind one URL, each
+        # process has its own counters, trace cap and caches; this id tells them apart
+        self.instance_id = uuid.uuid4().hex[:12]
         self.tracer = Tracer(
             enabled=settings.tracing,
             sample_ratio=settings.trace_sample_ratio,
@@ -50,8 +57,23 @@ class Runtime:
         self._limiter: anyio.CapacityLimiter | None = None
         self._loading: asyncio.Future[Any] | None = None
         self._warm: asyncio.Future[Any] | None = None
+        #: awaited with the loaded agent before it is served (the agent's start-up hooks
+        #: and extensions); an ExtensionError keeps the app up with /ready at 503
+        self.on_loaded: Callable[[LoadedAgent], Awaitable[None]] | None = None
+        self._pending: LoadedAgent | None = None
         if not is_deferred(source):
-            self._set_served(resolve(source))
+            served = resolve(source)
+            if served.agent.server_extensions.startup:
+                self._pending = served  # served once its start-up hooks ran
+            else:
+                self._set_served(served)
+
+    @property
+    def extensions(self) -> AgentExtensions:
+        """The served agent's server extensions (none before it is served)."""
+        if self.served is None:
+            return _NO_EXTENSIONS
+        return self.served.agent.server_extensions
 
     @property
     def limiter(self) -> anyio.CapacityLimiter:
@@ -77,9 +99,14 @@ class Runtime:
     async def _load_then_warm(self) -> None:
         if self.served is None:
             try:
-                served = await anyio.to_thread.run_sync(self._resolve_bounded)
+                pending = self._pending
+                if pending is None:
+                    served = await anyio.to_thread.run_sync(self._resolve_bounded)
+                else:
+                    served = pending
+                if self.on_loaded is not None:
+                    await self.on_loaded(served)
                 self._set_served(served)
-                logger.info("agent %r loaded from %s", served.agent.name, self.source)
             except Exception as exc:
                 self.load_error = self.errors.redactor(
                     str(exc) if isinstance(exc, MlflowAppAgentError)

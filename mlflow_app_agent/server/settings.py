@@ -18,6 +18,8 @@ from mlflow_app_agent.env_source import EnvSource, current_environ, reading
 from mlflow_app_agent.errors import ConfigError
 
 ENV_MODEL = "MLFLOW_APP_AGENT_MODEL"
+#: ``module:function`` called with the built app (``serve --app-factory``)
+ENV_APP_FACTORY = "MLFLOW_APP_AGENT_APP_FACTORY"
 ENV_PREFIX = "MLFLOW_APP_AGENT_"
 
 TraceExport = Literal["auto", "process", "thread"]
@@ -74,6 +76,11 @@ class ServerSettings(BaseSettings):
     #: Retries of a failed registry call (urllib3 backoff: 0, 2, 4 ... s). With the defaults
     #: an unreachable server fails the load in at most 4 x 5 s + 7 s = 27 s.
     registry_retries: int = pydantic.Field(3, ge=0)
+    #: Serve the chat page at ``/`` and ``/chat`` to browsers (``serve --no-ui`` turns it off).
+    ui: bool = True
+    #: Comma-separated origins allowed to call the server cross-origin (CORS); empty = none,
+    #: so a page on another site cannot make a signed-in user's browser drive the agent.
+    cors_origins: str = ""
 
     def __init__(self, **values: Any) -> None:
         unknown = set(values) - set(type(self).model_fields)

@@ -27,7 +27,7 @@ from mlflow_app_agent.server.errors import (
     shutdown_error,
     to_app_error,
 )
-from mlflow_app_agent.server.tracing import RequestSpan
+from mlflow_app_agent.server.tracing import HEADER_TRACE_ID, RequestSpan
 
 logger = logging.getLogger("mlflow_app_agent.server")
 
@@ -135,6 +135,7 @@ class AgentEventStream:
                 "headers": _raw_headers(
                     {
                         **self._headers,
+                        **self._trace_header(),
                         "content-type": "text/event-stream; charset=utf-8",
                         "cache-control": "no-cache",
                         "x-accel-buffering": "no",
@@ -175,6 +176,10 @@ class AgentEventStream:
             await pump.put([encode_frame(e) for e in self._shaper.error(body["error"])])
         await pump.put([DONE_FRAME], last=True)
 
+    def _trace_header(self) -> dict[str, str]:
+        trace_id = self._span.trace_id
+        return {HEADER_TRACE_ID: trace_id} if trace_id else {}
+
     def _timeout_or(self, exc: BaseException, scope: anyio.CancelScope) -> BaseException:
         """Our deadline (the scope fired) is a ``timeout``; an agent's own TimeoutError is
         an agent error like any other exception it raises."""
@@ -211,7 +216,7 @@ class AgentEventStream:
         self._span.set_error(payload["error"]["code"],
                              self._errors.trace_message(to_app_error(exc), self._secrets))
         body = json.dumps(payload).encode()
-        headers = {**self._headers, "content-type": "application/json"}
+        headers = {**self._headers, **self._trace_header(), "content-type": "application/json"}
         await send({"type": "http.response.start", "status": status, "headers": _raw_headers(headers)})
         await send({"type": "http.response.body", "body": body})
 

@@ -16,18 +16,33 @@ import logging
 import random
 import threading
 import time
+from collections import OrderedDict
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mlflow_app_agent.context import RequestContext
 from mlflow_app_agent.server.redact import encodable_tree
 from mlflow_app_agent.server.trace_counts import TraceCounts
+
+if TYPE_CHECKING:
+    from mlflow_app_agent.server.trace_pipe import ProcessExportQueue
 
 logger = logging.getLogger("mlflow_app_agent.server.tracing")
 
 TAG_REQUEST_ID = "mlflow_app_agent.request_id"
 TAG_ENDPOINT = "mlflow_app_agent.endpoint"
 NEVER_EXPORTED = "ended but never reached the exporter"
+#: response header carrying the request's trace id (when it was traced)
+HEADER_TRACE_ID = "x-mlflow-trace-id"
+#: request header the chat page sends: its requests are always traced (people type slowly,
+#: and their feedback needs a trace to land on), past the sample ratio and the rate cap
+HEADER_ALWAYS_TRACE = "x-mlflow-app-agent-trace"
+#: traces remembered per process for ``POST /feedback`` by request id (oldest forgotten)
+RECENT_TRACES = 10_000
+
+
+def always_traced(headers: Any) -> bool:
+    return headers.get(HEADER_ALWAYS_TRACE) == "always"
 
 
 class Tracer:
@@ -57,6 +72,16 @@ class Tracer:
         self._tokens = max(max_per_second, 1.0)
         self._last = time.monotonic()
         self._lock = threading.Lock()
+        #: request id -> (trace id, user) of this process's recent traces, for /feedback
+        self.recent: OrderedDict[str, tuple[str, str | None]] = OrderedDict()
+
+    def remember(self, request_id: str | None, trace_id: str | None, user: str | None) -> None:
+        if not request_id or not trace_id:
+            return
+        with self._lock:
+            self.recent[request_id] = (trace_id, user)
+            while len(self.recent) > RECENT_TRACES:
+                self.recent.popitem(last=False)
 
     # --- set-up and shutdown ------------------------------------------------------------
 
@@ -107,6 +132,14 @@ class Tracer:
         lost = snap["dropped"] or snap["failed"]
         logger.log(logging.WARNING if lost else logging.INFO, "%s", self.counts.summary())
 
+    def writer(self) -> ProcessExportQueue | None:
+        """The trace writer process's queue while export is ``process``, else ``None``."""
+        hook = self._hook
+        if hook is None or self.export != "process":
+            return None
+        writer: ProcessExportQueue | None = hook.writer
+        return writer
+
     def stats(self) -> dict[str, Any]:
         writer: dict[str, Any] | None = None
         hook = self._hook
@@ -126,9 +159,11 @@ class Tracer:
 
     # --- per request ----------------------------------------------------------------------
 
-    def _admit(self) -> bool:
+    def _admit(self, always: bool = False) -> bool:
         if not self.enabled or self._mlflow is None:
             return False
+        if always:
+            return True
         if self.sample_ratio < 1.0 and random.random() >= self.sample_ratio:
             return False
         if self.max_per_second <= 0:
@@ -144,9 +179,9 @@ class Tracer:
         return False
 
     def request_span(
-        self, name: str, endpoint: str, inputs: Any, ctx: RequestContext
+        self, name: str, endpoint: str, inputs: Any, ctx: RequestContext, *, always: bool = False
     ) -> RequestSpan:
-        if not self._admit():
+        if not self._admit(always):
             if self.enabled:
                 self.counts.add("skipped")
             return RequestSpan(self, None, name, endpoint, inputs, ctx)
@@ -207,6 +242,7 @@ class RequestSpan:
                 user=self._ctx.user_email or self._ctx.user,
                 model_id=self._tracer.model_id,
             )
+            self._tracer.remember(self._ctx.request_id, self.trace_id, self._ctx.user)
         except Exception:
             self._fail("tagging")
         return self

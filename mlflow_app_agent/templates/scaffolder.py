@@ -31,6 +31,9 @@ from mlflow_app_agent.errors import TargetExistsError, TemplateError
 FILES_ROOT = Path(__file__).parent / "project-files"
 TEMPLATE_SUFFIX = ".tmpl"
 DOT_PREFIX = "dot-"
+# Files every template gets (CI workflow, AGENTS.md, register.py); no template.json, so it
+# is not a template itself.
+COMMON_DIR = "_common"
 # Directories never copied from a template (caches from running its tests in place).
 _SKIP = {"__pycache__", ".pytest_cache", ".hypothesis", "mlruns"}
 _NAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,62}$")
@@ -99,6 +102,8 @@ def scaffold(
     staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.init-", dir=target.parent))
     try:
         created = _render_tree(info.path, staging, values)
+        if (FILES_ROOT / COMMON_DIR).is_dir():
+            created += _render_tree(FILES_ROOT / COMMON_DIR, staging, values)
         created += _write_requirements(info.path, staging)
         # mkdtemp makes the directory private (0700); give it the usual permissions.
         umask = os.umask(0)
@@ -119,7 +124,15 @@ def _placeholders(agent_name: str, template: str) -> dict[str, str]:
         "__MAA_MODULE_NAME__": agent_name.replace("-", "_"),
         "__MAA_TEMPLATE__": template,
         "__MAA_TOOLKIT_VERSION__": __version__,
+        # a Databricks App name: 2-30 lowercase letters, digits and '-'
+        "__MAA_APP_NAME__": _app_name(agent_name),
     }
+
+
+def _app_name(agent_name: str) -> str:
+    """A Databricks App name for the agent: 2-30 lowercase letters, digits and '-'."""
+    slug = re.sub(r"[^a-z0-9-]+", "-", agent_name.lower()).strip("-")[:30].strip("-")
+    return slug if len(slug) >= 2 else f"{slug or 'agent'}-app"
 
 
 def _render_tree(src: Path, dst: Path, values: dict[str, str]) -> list[Path]:
@@ -139,7 +152,8 @@ def _render_tree(src: Path, dst: Path, values: dict[str, str]) -> list[Path]:
             rendered = out_name.endswith(TEMPLATE_SUFFIX)
             if rendered:
                 out_name = out_name[: -len(TEMPLATE_SUFFIX)]
-            rel_out = rel_root / out_name
+            rel_out = Path(*[("." + part[len(DOT_PREFIX):]) if part.startswith(DOT_PREFIX)
+                             else part for part in rel_root.parts]) / out_name
             out_path = dst / rel_out
             out_path.parent.mkdir(parents=True, exist_ok=True)
             source = Path(root) / file_name

@@ -316,10 +316,10 @@ def test_a_non_sdk_error_in_a_probe_is_a_fail_row_not_a_traceback(ws: Workspace)
     # Declarations are validated when parsed (a non-numeric job id is refused there); one
     # built around the validator, as an older manifest might hold, makes the probe itself
     # fail before it reaches the workspace.
-    from mlflow_app_agent.resources import Resource
+    from mlflow_app_agent.resources import JobResource
 
-    unchecked = Resource.model_construct(kind="job", job_id="nightly", name="job-nightly",
-                                         permission="CAN_MANAGE_RUN")
+    unchecked = JobResource.model_construct(kind="job", job_id="nightly", name="job-nightly",
+                                            permission="CAN_MANAGE_RUN")
     rows = _rows(ws, resources=[unchecked])
     assert [r.ok for r in rows] == [True, False]
     assert rows[1].reason.startswith("ValueError: ")

@@ -322,3 +322,22 @@ def test_full_mlflow_logged_or_asked_is_kept(
                        options=BuildOptions(installer="pip", full_mlflow=False))
     names = {ln.split("==")[0] for ln in (lean / "requirements.txt").read_text().splitlines()}
     assert "mlflow" not in names and "mlflow-skinny" in names
+
+
+def test_app_factory_and_extensions_travel_into_the_app(
+    tracking_uri: str, ext_version: LoggedVersion, tmp_path: Path
+) -> None:
+    out = materialize(ext_version.uri, tmp_path / "app",
+                      app_factory="ext_support:wrapping_factory")
+    command = yaml.safe_load((out / "app.yaml").read_text())["command"]
+    assert command[-3:] == [".", "--app-factory", "ext_support:wrapping_factory"]
+    manifest = json.loads((out / MANIFEST_FILE).read_text())
+    assert manifest["app_factory"] == "ext_support:wrapping_factory"
+    assert manifest["dependencies"]["installer"] == "uv"
+    assert (out / "pyproject.toml").is_file() and (out / "uv.lock").is_file()
+    assert (out / "model" / "code" / "ext_support.py").is_file()
+    assert verify(out) == []
+
+    with pytest.raises(MaterializeError, match="module 'elsewhere' is not part of the logged"):
+        materialize(ext_version.uri, tmp_path / "bad", app_factory="elsewhere:factory")
+    assert not (tmp_path / "bad").exists() and leftovers(tmp_path) == []

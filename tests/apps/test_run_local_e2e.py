@@ -187,3 +187,25 @@ def test_pip_mode_app_installs_with_pip_and_serves_the_openai_client(
     finally:
         assert app.stop() == 0
     assert verify(app_dir) == []
+
+
+def test_extension_app_with_an_app_factory_runs_locally(
+    tracking_uri: str, ext_version: LoggedVersion, tmp_path: Path,
+) -> None:
+    """materialize --app-factory + the agent's extensions (route, middleware, start-up hook)
+    installed by uv sync --frozen and started by the app.yaml command."""
+    app_dir = materialize(ext_version.uri, tmp_path / "ext-app",
+                          app_factory="ext_support:wrapping_factory")
+    app = RunLocal(app_dir, tmp_path / "fresh-cache", "ana@example.com")
+    try:
+        url = app.wait_url(INSTALL_TIMEOUT)
+        assert "uv sync --frozen" in "\n".join(app.stderr)
+        assert httpx.get(f"{url}/from-factory", timeout=30).json() == {"from": "factory"}
+        ledger = httpx.get(f"{url}/ledger", timeout=30).json()
+        assert ledger["hits"] == 1 and ledger["user"] == "ana@example.com"
+        answer = httpx.post(f"{url}/responses", timeout=30,
+                            json={"input": [{"role": "user", "content": "hi"}]})
+        assert answer.status_code == 200, answer.text
+        assert answer.headers["x-stamp"] == "ext"
+    finally:
+        assert app.stop() == 0

@@ -25,6 +25,26 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 TOKEN = "dapi-local-test-token-0123456789"
 
+# What the Apps API takes, written down here independently of the toolkit's own lists:
+# settable user-authorization scopes, compute sizes, and the horizontal-scaling range.
+PLATFORM_SCOPES = frozenset({
+    "sql", "dashboards.genie", "serving.serving-endpoints", "files.files",
+    "vectorsearch.vector-search-indexes", "vectorsearch.vector-search-endpoints",
+    "catalog.catalogs:read", "catalog.schemas:read", "catalog.tables:read",
+    "catalog.connections",
+})
+PLATFORM_COMPUTE_SIZES = frozenset({"MEDIUM", "LARGE", "XLARGE"})
+PLATFORM_INSTANCES = range(1, 6)
+# the scope a user token needs for each call (the API scopes of those endpoints)
+OP_SCOPES = {
+    "genie.get_space": "dashboards.genie",
+    "serving_endpoints.get": "serving.serving-endpoints",
+    "warehouses.get": "sql",
+    "volumes.read": "files.files",
+    "tables.get": "catalog.tables:read",
+    "connections.get": "catalog.connections",
+}
+
 
 class ApiError(Exception):
     def __init__(self, status: int, error_code: str, message: str):
@@ -82,7 +102,10 @@ class Workspace:
         self.database_instances: dict[str, dict[str, Any]] = {}
         self.secrets: dict[str, dict[str, bytes]] = {}  # scope -> key -> value
         self.calls: list[tuple[str, str]] = []  # (op, path?query)
+        self.requests: list[dict[str, Any]] = []  # every routed request: op, method, path, body
         self.auth_headers: list[str] = []
+        # signed-in users' tokens, as the Apps proxy forwards them: token -> user and scopes
+        self.user_tokens: dict[str, dict[str, Any]] = {}
         # failure modes
         self.failures: list[Failure] = []
         self.delays: dict[str, float] = {}
@@ -105,6 +128,36 @@ class Workspace:
 
     def ops(self) -> list[str]:
         return [op for op, _ in self.calls]
+
+    def bodies(self, op: str) -> list[Any]:
+        """The JSON bodies the client sent for ``op``, in order."""
+        return [r["body"] for r in self.requests if r["op"] == op]
+
+    def add_user_token(self, token: str, user_name: str, scopes: set[str]) -> None:
+        self.user_tokens[token] = {"user_name": user_name, "scopes": set(scopes)}
+
+    def _check_app_spec(self, spec: dict[str, Any], fields: list[str] | None = None) -> None:
+        """400s the Apps API answers for scopes, compute size and instance counts."""
+        def given(key: str) -> bool:
+            return key in spec and (fields is None or key in fields)
+
+        if given("user_api_scopes"):
+            bad = [s for s in spec["user_api_scopes"] or [] if s not in PLATFORM_SCOPES]
+            if bad:
+                raise ApiError(400, "INVALID_PARAMETER_VALUE",
+                               f"Invalid user API scopes: {', '.join(bad)}")
+        if given("compute_size") and spec["compute_size"] not in PLATFORM_COMPUTE_SIZES:
+            raise ApiError(400, "INVALID_PARAMETER_VALUE",
+                           f"Invalid compute size: {spec['compute_size']}")
+        low, high = spec.get("compute_min_instances"), spec.get("compute_max_instances")
+        if given("compute_min_instances") or given("compute_max_instances"):
+            if (low is None) != (high is None):
+                raise ApiError(400, "INVALID_PARAMETER_VALUE", "compute_min_instances and "
+                               "compute_max_instances must be set together")
+            if low not in PLATFORM_INSTANCES or high not in PLATFORM_INSTANCES or low > high:
+                raise ApiError(400, "INVALID_PARAMETER_VALUE",
+                               f"Instance counts must satisfy 1 <= min <= max <= 5, got "
+                               f"min={low} max={high}")
 
     def add_app(self, name: str, *, compute: str = "ACTIVE", **fields: Any) -> dict[str, Any]:
         app = self._new_app({"name": name, **fields})
@@ -172,8 +225,9 @@ class Workspace:
 
     # --- identity -----------------------------------------------------------------------
 
-    def me(self, q: dict[str, str], body: Any) -> dict[str, Any]:
-        return {"id": "1001", "userName": self.user_name, "displayName": "Dev", "active": True}
+    def me(self, q: dict[str, str], body: Any, *, user: str | None = None) -> dict[str, Any]:
+        return {"id": "1001", "userName": user or self.user_name, "displayName": "Dev",
+                "active": True}
 
     # --- apps -------------------------------------------------------------------------
 
@@ -209,6 +263,7 @@ class Workspace:
         name = body.get("name", "")
         if not re.fullmatch(r"[a-z0-9-]{2,30}", name):
             raise ApiError(400, "INVALID_PARAMETER_VALUE", f"Invalid app name {name!r}")
+        self._check_app_spec(body)
         if self.create_race and name not in self.apps:
             self.apps[name] = self._new_app(body)
             self.create_race = False
@@ -223,7 +278,9 @@ class Workspace:
     def app_patch(self, q: dict[str, str], body: Any, name: str) -> dict[str, Any]:
         # apps.update replaces the spec: what the caller leaves out is cleared
         app = self._app(name)
-        for key in ("description", "resources", "user_api_scopes"):
+        self._check_app_spec(body)
+        for key in ("description", "resources", "user_api_scopes", "compute_size",
+                    "compute_min_instances", "compute_max_instances"):
             app.pop(key, None)
         app.update({k: v for k, v in body.items() if k != "name"})
         return self.app_get(q, body, name)
@@ -239,11 +296,17 @@ class Workspace:
         mask = body.get("update_mask", "")
         spec = body.get("app") or {}
         fields = list(spec) if mask == "*" else [f for f in mask.split(",") if f]
+        self._check_app_spec(spec, fields)
+        compute_changed = any(f.startswith("compute_") for f in fields if
+                              app.get(f) != spec.get(f))
         for field in fields:
             if field in spec:
                 app[field] = spec[field]
             else:
                 app.pop(field, None)
+        if compute_changed:  # a new size or count restarts the app's compute
+            app["compute_status"] = {"state": "STARTING", "message": "App compute is starting"}
+            app.pop("_starting_seen", None)
         self.updates[name] = {"status": {"state": "IN_PROGRESS", "message": "Updating"},
                               **{f: spec.get(f) for f in fields}}
         return self.updates[name]
@@ -473,6 +536,8 @@ class _Handler(BaseHTTPRequestHandler):
                 continue
             with ws.lock:
                 ws.calls.append((op, self.path))
+                ws.requests.append({"op": op, "method": method, "path": self.path,
+                                    "body": body})
                 ws.auth_headers.append(self.headers.get("Authorization", ""))
                 where = unquote(self.path) + " " + str(
                     body.get("path", "") if isinstance(body, dict) else "")
@@ -481,16 +546,26 @@ class _Handler(BaseHTTPRequestHandler):
                 delay = ws.delays.get(op, 0.0)
             if delay:
                 time.sleep(delay)
-            if self.headers.get("Authorization") != f"Bearer {ws.token}":
+            bearer = self.headers.get("Authorization", "").removeprefix("Bearer ")
+            user = ws.user_tokens.get(bearer)
+            if bearer != ws.token and user is None:
                 return self._send(401, {"error_code": "UNAUTHENTICATED",
                                         "message": "Invalid access token."})
+            if user is not None and op in OP_SCOPES and OP_SCOPES[op] not in user["scopes"]:
+                # the platform's answer when a user token lacks an API's scope
+                return self._send(403, {
+                    "error_code": "PERMISSION_DENIED",
+                    "message": f"Provided OAuth token does not have required scopes: "
+                               f"{OP_SCOPES[op]}"})
             if failure is not None:
                 return self._send(failure.status, {"error_code": failure.error_code,
                                                    "message": failure.message})
             try:
+                args = {k: unquote(v) for k, v in match.groupdict().items()}
+                if op == "current_user.me" and user is not None:
+                    args["user"] = user["user_name"]
                 with ws.lock:
-                    result = fn(query, body, **{k: unquote(v)
-                                                for k, v in match.groupdict().items()})
+                    result = fn(query, body, **args)
             except ApiError as exc:
                 return self._send(exc.status, {"error_code": exc.error_code,
                                                "message": exc.message})

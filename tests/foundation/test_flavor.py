@@ -329,8 +329,6 @@ def test_model_config_is_stored_validated_and_overridable(
 
 
 def test_full_mlflow_is_recorded_for_materialize(tmp_path: Path) -> None:
-    import yaml
-
     echo = Path(__file__).resolve().parents[2] / "examples" / "echo" / "agent.py"
     for full in (False, True):
         path = tmp_path / f"m-{full}"
@@ -338,6 +336,35 @@ def test_full_mlflow_is_recorded_for_materialize(tmp_path: Path) -> None:
                                     pip_requirements=["mlflow", "cloudpickle"])
         conf = yaml.safe_load((path / "MLmodel").read_text())["flavors"]["mlflow_app_agent"]
         assert conf["full_mlflow"] is full
+
+
+def test_scopes_and_compute_are_recorded_for_deploy(tmp_path: Path) -> None:
+    echo = Path(__file__).resolve().parents[2] / "examples" / "echo" / "agent.py"
+    mlflow_app_agent.save_model(
+        str(echo), tmp_path / "m", git="off", pip_requirements=PIP,
+        resources=[{"kind": "genie_space", "space_id": "g1", "auth": "user"},
+                   {"kind": "serving_endpoint", "endpoint_name": "llm", "auth": "both"}],
+        user_api_scopes=["files.files"], compute_size="LARGE", instances="2:4",
+    )
+    conf = yaml.safe_load((tmp_path / "m" / "MLmodel").read_text())["flavors"][
+        "mlflow_app_agent"]
+    assert conf["deploy"] == {
+        "user_api_scopes": ["dashboards.genie", "files.files", "serving.serving-endpoints"],
+        "compute_size": "LARGE", "instances": {"min": 2, "max": 4}}
+    assert [r.get("auth") for r in conf["resources"]] == ["user", "both"]
+
+
+def test_bad_scopes_or_compute_are_refused_before_writing(tmp_path: Path) -> None:
+    from mlflow_app_agent.errors import ConfigError
+
+    echo = Path(__file__).resolve().parents[2] / "examples" / "echo" / "agent.py"
+    for kwargs, message in (({"user_api_scopes": ["genie"]}, "unknown user API scope"),
+                            ({"instances": 0}, "each count must be 1-5"),
+                            ({"compute_size": "HUGE"}, "compute size 'HUGE'")):
+        with pytest.raises(ConfigError, match=message):
+            mlflow_app_agent.save_model(str(echo), tmp_path / "m", git="off",
+                                        pip_requirements=PIP, **kwargs)
+        assert not (tmp_path / "m").exists()
 
 
 def test_unwrap_python_model_returns_the_agent(tracking_uri: str, unique_name: str) -> None:

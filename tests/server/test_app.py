@@ -106,3 +106,18 @@ def test_a_response_that_is_not_json_is_a_500_not_a_crash() -> None:
     assert err["code"] == "agent_error"
     assert err["message"].startswith("the agent returned a response that is not JSON")
     assert "Traceback" not in resp.text
+
+
+def test_agent_info_shows_the_instance_and_the_deploy_spec() -> None:
+    import os
+    import socket
+
+    with TestClient(create_app(agents.echo, settings=ServerSettings(tracing=False))) as client:
+        first = client.get("/agent/info").json()
+        second = client.get("/agent/info").json()
+    assert first["instance"]["id"] == second["instance"]["id"]  # one per server process
+    assert first["instance"]["hostname"] == socket.gethostname()
+    assert first["instance"]["pid"] == os.getpid()
+    assert first["deploy"] == {"user_api_scopes": []}  # nothing declared for a plain agent
+    with TestClient(create_app(agents.echo, settings=ServerSettings(tracing=False))) as other:
+        assert other.get("/agent/info").json()["instance"]["id"] != first["instance"]["id"]

@@ -15,6 +15,7 @@ from mlflow_app_agent.server import create_app
 from . import agents
 
 MSG = {"input": [{"role": "user", "content": "hello there"}]}
+JSON_TYPE = {"content-type": "application/json"}
 
 
 def client_for(agent: Any, **settings: Any) -> TestClient:
@@ -150,11 +151,12 @@ def test_bad_requests_name_the_problem(
 
 def test_body_over_limit_is_413() -> None:
     with client_for(agents.echo) as c:
-        resp = c.post("/invocations", content=b"x" * (5 * 1024 * 1024))
+        resp = c.post("/invocations", content=b"x" * (5 * 1024 * 1024), headers=JSON_TYPE)
         assert_error(resp, 413, "payload_too_large", "4194304", "--max-body-bytes")
     with client_for(agents.echo, max_body_bytes=100) as c:
         # Chunked (no Content-Length): enforced while reading.
-        resp = c.post("/invocations", content=iter([b'{"input": [', b" " * 200, b"]}"]))
+        resp = c.post("/invocations", content=iter([b'{"input": [', b" " * 200, b"]}"]),
+                      headers=JSON_TYPE)
         assert_error(resp, 413, "payload_too_large")
         assert c.post("/invocations", json={"input": [{"role": "user", "content": "x"}]}).status_code == 200
 

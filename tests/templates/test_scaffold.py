@@ -28,6 +28,10 @@ EXPECTED = {
     ".gitignore",
     "tests/conftest.py",
     "tests/test_agent.py",
+    # every template: CI and the assistant guide (tests/templates/test_ci_files.py)
+    ".github/workflows/deploy.yml",
+    "AGENTS.md",
+    "register.py",
 }
 
 

@@ -35,7 +35,7 @@ def test_validate_cli_passes_the_echo_version(in_registry: dict[str, str]) -> No
 
 def test_validate_cli_exits_1_with_a_readable_counterexample(in_registry: dict[str, str]) -> None:
     result = CliRunner().invoke(
-        main, ["validate", in_registry["broken"], "--max-examples", "15", "--no-deterministic"]
+        main, ["validate", in_registry["broken"], "--max-examples", "25", "--no-deterministic"]
     )
     assert result.exit_code == 1, result.output
     out = result.output

@@ -39,20 +39,22 @@ class AppSpec:
 
 def resource_env(resources: Sequence[Resource]) -> list[dict[str, str]]:
     """``valueFrom`` entries for resources that name an env var; the first experiment also
-    feeds ``MLFLOW_EXPERIMENT_ID`` so traces land in it."""
-    entries: dict[str, str] = {}
+    feeds ``MLFLOW_EXPERIMENT_ID`` so traces land in it. A resource used only as the user
+    (``auth: user``) is no app resource, so its env holds the identifier itself."""
+    entries: dict[str, tuple[str, str]] = {}  # env -> ("valueFrom" | "value", text)
     for res in resources:
         if res.env:
             if res.env in entries:
                 raise MaterializeError(
-                    f"env {res.env!r} is set by two resources ({entries[res.env]!r} and "
+                    f"env {res.env!r} is set by two resources ({entries[res.env][1]!r} and "
                     f"{res.name!r}); give each resource its own env name"
                 )
-            entries[res.env] = res.name
+            entries[res.env] = ("valueFrom", res.name) if res.grants_app \
+                else ("value", res.env_value)
     experiment = next((r for r in resources if r.kind == "experiment"), None)
     if experiment is not None and "MLFLOW_EXPERIMENT_ID" not in entries:
-        entries["MLFLOW_EXPERIMENT_ID"] = experiment.name
-    return [{"name": name, "valueFrom": src} for name, src in entries.items()]
+        entries["MLFLOW_EXPERIMENT_ID"] = ("valueFrom", experiment.name)
+    return [{"name": name, key: text} for name, (key, text) in entries.items()]
 
 
 def build_app_spec(
@@ -61,20 +63,42 @@ def build_app_spec(
     model_id: str | None,
     resources: Sequence[Resource],
     entrypoint: Sequence[str] | None = None,
+    app_factory: str | None = None,
 ) -> AppSpec:
     command = [*(entrypoint or DEFAULT_ENTRYPOINT), model_location]
+    if app_factory:
+        command += ["--app-factory", app_factory]
     env = [{"name": "MLFLOW_TRACKING_URI", "value": "databricks"}]
     if model_id:
         # links production traces to the registered version's LoggedModel
         env.append({"name": "MLFLOW_ACTIVE_MODEL_ID", "value": model_id})
     for entry in resource_env(resources):
         if any(e["name"] == entry["name"] for e in env):
+            source = entry.get("valueFrom") or entry.get("value")
             raise MaterializeError(
-                f"resource {entry['valueFrom']!r} sets env {entry['name']!r}, which the app "
+                f"resource {source!r} sets env {entry['name']!r}, which the app "
                 "already sets; choose another env name"
             )
         env.append(entry)
     return AppSpec(command=command, env=env)
+
+
+def check_app_factory(model_dir: Path, spec: str) -> None:
+    """``module:function`` must name a module the model ships in its ``code_paths``
+    (``model/code/``), since the app has nothing else of the author's code."""
+    module, sep, function = spec.partition(":")
+    parts = module.split(".")
+    if not sep or not function or not all(p.isidentifier() for p in parts):
+        raise MaterializeError(f"--app-factory must be MODULE:FUNCTION, got {spec!r}")
+    code = model_dir / "code"
+    candidates = [code.joinpath(*parts).with_suffix(".py"), code.joinpath(*parts, "__init__.py")]
+    if not any(c.is_file() for c in candidates):
+        shipped = sorted(p.name for p in code.iterdir()) if code.is_dir() else []
+        raise MaterializeError(
+            f"--app-factory {spec}: module {module!r} is not part of the logged model "
+            f"(its code_paths ship: {', '.join(shipped) or 'nothing'}); log the model with "
+            f"code_paths=[...] including {parts[0]}"
+        )
 
 
 def render(spec: AppSpec) -> str:

@@ -23,7 +23,7 @@ import os
 import shutil
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -31,6 +31,7 @@ from mlflow_app_agent._version import __version__
 from mlflow_app_agent.apps.build import app_yaml, install, resolve, wheel
 from mlflow_app_agent.apps.build.install import INSTALLERS, BuildOptions
 from mlflow_app_agent.apps.build.manifest import MANIFEST_FILE, list_files, write_manifest
+from mlflow_app_agent.deploy_spec import DeploySpec
 from mlflow_app_agent.errors import MaterializeError, TargetExistsError
 from mlflow_app_agent.flavor import FLAVOR_NAME
 from mlflow_app_agent.model.app_dir import (
@@ -114,17 +115,18 @@ def _check_sizes(root: Path) -> None:
         )
 
 
-def _agent_facts(model_dir: Path) -> tuple[str, list[Any], list[str] | None]:
-    """(flavor, resources, server entrypoint) from the MLmodel."""
+def _agent_facts(model_dir: Path) -> tuple[str, list[Any], list[str] | None, DeploySpec]:
+    """(flavor, resources, server entrypoint, deploy spec) from the MLmodel."""
     from mlflow_app_agent.resources import parse_resources
 
     meta = read_mlmodel(model_dir)
     conf = meta.agent_conf
     if conf is not None:
         resources = parse_resources(conf.get("resources") or [])
-        return FLAVOR_NAME, resources, conf.get("server_entrypoint")
+        return (FLAVOR_NAME, resources, conf.get("server_entrypoint"),
+                DeploySpec.from_dict(conf.get("deploy")))
     if meta.flavor is not None:
-        return meta.flavor, [], None
+        return meta.flavor, [], None, DeploySpec()
     raise MaterializeError(
         f"the model has neither the {FLAVOR_NAME} nor the python_function flavor; it cannot be "
         "served as an agent"
@@ -216,9 +218,13 @@ def _fetch_model(location: Location, tmp: Path, say: Progress) -> ModelOrigin:
 
 
 def _write_app_files(tmp: Path, source: ModelOrigin, opts: BuildOptions,
-                     target: resolve.Target, say: Progress) -> None:
+                     target: resolve.Target, say: Progress, override: DeploySpec,
+                     app_factory: str | None = None) -> None:
     """Everything next to ``model/``: wheel, dependencies, app.yaml, README, MANIFEST."""
-    flavor, resources, entrypoint = _agent_facts(tmp / MODEL_DIR)
+    flavor, resources, entrypoint, declared = _agent_facts(tmp / MODEL_DIR)
+    if app_factory:
+        app_yaml.check_app_factory(tmp / MODEL_DIR, app_factory)
+    deploy = declared.merged(override)
     built = wheel.build_wheel()
     (tmp / WHEELS_DIR).mkdir()
     shutil.copyfile(built, tmp / WHEELS_DIR / built.name)
@@ -227,7 +233,7 @@ def _write_app_files(tmp: Path, source: ModelOrigin, opts: BuildOptions,
     spec = app_yaml.build_app_spec(
         # the app dir itself: the server then reads MANIFEST.json for name/version
         model_location=".", model_id=source.model_id, resources=resources,
-        entrypoint=entrypoint,
+        entrypoint=entrypoint, app_factory=app_factory,
     )
     (tmp / app_yaml.APP_YAML).write_text(app_yaml.render(spec))
     meta = {
@@ -237,6 +243,8 @@ def _write_app_files(tmp: Path, source: ModelOrigin, opts: BuildOptions,
         "toolkit_version": __version__,
         "resources": [r.to_dict() for r in resources],
         "dependencies": dep_record,
+        **({"deploy": deploy.to_dict()} if deploy.to_dict() else {}),
+        **({"app_factory": app_factory} if app_factory else {}),
     }
     (tmp / "README.md").write_text(_readme(meta, spec))
     for name in (f"{WHEELS_DIR}/{built.name}", *dep_files, app_yaml.APP_YAML, "README.md"):
@@ -275,14 +283,23 @@ def materialize(
     force: bool = False,
     progress: Progress | None = None,
     options: BuildOptions | None = None,
+    user_api_scopes: Sequence[str] | None = None,
+    compute_size: str | None = None,
+    instances: Any = None,
+    app_factory: str | None = None,
 ) -> Path:
     """Write the Apps source directory for ``model_uri`` into ``out_dir`` and return it.
+
+    ``user_api_scopes`` (added), ``compute_size`` and ``instances`` (replacing the model's)
+    go into ``MANIFEST.json``, where ``deploy`` reads them.
 
     ``model_uri``: ``models:/name/version``, ``models:/name@alias``, ``models:/m-<id>``,
     ``runs:/<run>/<path>``, a local model directory, or a materialized app directory.
     ``options``: installer (``uv`` default, or ``pip``), target Python and platform, index
     snapshot, timeout (see :class:`BuildOptions`).
-    Refuses a non-empty ``out_dir`` unless ``force``. Raises :class:`MaterializeError`
+    ``app_factory``: ``module:function`` from the model's ``code_paths`` that the app's
+    command passes to ``serve --app-factory``. Refuses a non-empty ``out_dir`` unless
+    ``force``. Raises :class:`MaterializeError`
     (or :class:`TargetExistsError`, :class:`ModelLoadError`) naming what is wrong.
     """
     say = progress or (lambda _msg: None)
@@ -294,6 +311,8 @@ def materialize(
     target = resolve.parse_target(opts.python, opts.platform)
     if opts.exclude_newer:
         resolve.parse_exclude_newer(opts.exclude_newer)
+    override = DeploySpec.build(user_api_scopes=user_api_scopes, compute_size=compute_size,
+                                instances=instances)
     location = Location.parse(model_uri)
     out = Path(out_dir).absolute()
     _prepare_target(out, force)
@@ -315,7 +334,7 @@ def materialize(
     try:
         source = _fetch_model(location, tmp, say)
         say("Bundling the mlflow-app-agent wheel ...")
-        _write_app_files(tmp, source, opts, target, say)
+        _write_app_files(tmp, source, opts, target, say, override, app_factory)
         _swap_into_place(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -7,11 +7,13 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import threading
 import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from mlflow_app_agent import resources as kinds
 from mlflow_app_agent.resources import Resource
 
 DEFAULT_TIMEOUT = 5.0
@@ -27,73 +29,101 @@ class CheckResult:
 
 def _probe(w: Any, r: Resource) -> tuple[str, Callable[[], tuple[bool, str]]]:
     """(name of the SDK call, a function doing it -> (ok, reason))."""
-    if r.kind == "serving_endpoint":
+    if isinstance(r, kinds.ServingEndpointResource):
+        name = r.endpoint_name
+
         def endpoint() -> tuple[bool, str]:
-            e = w.serving_endpoints.get(r.endpoint_name)
+            e = w.serving_endpoints.get(name)
             ready = e.state.ready.value if e.state and e.state.ready else "unknown"
             return True, f"reachable; endpoint state {ready}"
         return "serving_endpoints.get", endpoint
-    if r.kind == "genie_space":
+    if isinstance(r, kinds.GenieSpaceResource):
+        space_id = r.space_id
+
         def genie() -> tuple[bool, str]:
-            space = w.genie.get_space(r.space_id)
-            return True, f"reachable: {space.title or r.space_id}"
+            space = w.genie.get_space(space_id)
+            return True, f"reachable: {space.title or space_id}"
         return "genie.get_space", genie
-    if r.kind == "secret":
+    if isinstance(r, kinds.SecretResource):
+        scope, key = r.scope, r.key
+
         def secret() -> tuple[bool, str]:
-            keys = {s.key for s in w.secrets.list_secrets(r.scope)}
-            if r.key not in keys:
-                return False, f"scope {r.scope} has no key {r.key}"
+            keys = {s.key for s in w.secrets.list_secrets(scope)}
+            if key not in keys:
+                return False, f"scope {scope} has no key {key}"
             return True, "key present (value not read)"
         return "secrets.list_secrets", secret
-    if r.kind == "sql_warehouse":
+    if isinstance(r, kinds.SqlWarehouseResource):
+        warehouse_id = r.warehouse_id
+
         def warehouse() -> tuple[bool, str]:
-            wh = w.warehouses.get(r.warehouse_id)
+            wh = w.warehouses.get(warehouse_id)
             state = wh.state.value if wh.state else "unknown"
-            return True, f"reachable: {wh.name or r.warehouse_id} ({state})"
+            return True, f"reachable: {wh.name or warehouse_id} ({state})"
         return "warehouses.get", warehouse
-    if r.kind == "experiment":
+    if isinstance(r, kinds.ExperimentResource):
+        experiment_id = r.experiment_id
+
         def experiment() -> tuple[bool, str]:
-            exp = w.experiments.get_experiment(r.experiment_id).experiment
+            exp = w.experiments.get_experiment(experiment_id).experiment
             if exp is not None and exp.lifecycle_stage == "deleted":
                 return False, f"experiment {exp.name} is deleted"
-            return True, f"reachable: {exp.name if exp else r.experiment_id}"
+            return True, f"reachable: {exp.name if exp else experiment_id}"
         return "experiments.get_experiment", experiment
-    if r.kind == "uc_securable":
+    if isinstance(r, kinds.UcSecurableResource):
         api, call = {
             "CONNECTION": (w.connections.get, "connections.get"),
             "FUNCTION": (w.functions.get, "functions.get"),
             "TABLE": (w.tables.get, "tables.get"),
             "VOLUME": (w.volumes.read, "volumes.read"),
-        }[str(r.securable_type)]
+        }[r.securable_type]
+        kind, full_name = r.securable_type.lower(), r.securable_full_name
 
         def securable() -> tuple[bool, str]:
-            api(r.securable_full_name)
-            return True, f"reachable: {str(r.securable_type).lower()} {r.securable_full_name}"
+            api(full_name)
+            return True, f"reachable: {kind} {full_name}"
         return call, securable
-    if r.kind == "job":
+    if isinstance(r, kinds.JobResource):
+        job_id = r.job_id
+
         def job() -> tuple[bool, str]:
-            j = w.jobs.get(int(str(r.job_id)))
-            return True, f"reachable: {j.settings.name if j.settings else r.job_id}"
+            j = w.jobs.get(int(job_id))
+            return True, f"reachable: {j.settings.name if j.settings else job_id}"
         return "jobs.get", job
-    if r.kind == "database":
+    if isinstance(r, kinds.DatabaseResource):
+        instance = r.instance_name
+
         def database() -> tuple[bool, str]:
-            inst = w.database.get_database_instance(r.instance_name)
-            return True, f"reachable: instance {inst.name or r.instance_name}"
+            inst = w.database.get_database_instance(instance)
+            return True, f"reachable: instance {inst.name or instance}"
         return "database.get_database_instance", database
+    app_name = r.field("app_name")
 
     def app() -> tuple[bool, str]:
-        a = w.apps.get(r.app_name)
-        return True, f"reachable: {a.url or r.app_name}"
+        a = w.apps.get(app_name)
+        return True, f"reachable: {a.url or app_name}"
     return "apps.get", app
 
 
-def _reason(exc: BaseException, r: Resource | None) -> str:
+_MISSING_SCOPES = re.compile(r"does not have required scopes?:?\s*([\w.:,\s-]+)", re.I)
+
+
+def _reason(exc: BaseException, r: Resource | None, as_user: bool = False) -> str:
     from databricks.sdk.errors import DatabricksError, NotFound, PermissionDenied, Unauthenticated
 
     from mlflow_app_agent.apps.workspace.sdk_calls import sdk_message
 
     message = sdk_message(exc)
     if isinstance(exc, PermissionDenied):
+        scopes = _MISSING_SCOPES.search(message)
+        if scopes:  # the token lacks a scope: the user may well have the permission
+            names = [s.strip() for s in scopes.group(1).split(",") if s.strip()]
+            return (f"missing scope {', '.join(names)} (403: {message}); add it to the app's "
+                    "user_api_scopes (log_model(user_api_scopes=...) or deploy "
+                    "--user-api-scope) and sign in again")
+        if as_user:
+            need = f"; the user needs {r.permission} on it" if r is not None else ""
+            return f"missing permission (403): {message}{need}"
         need = f"; the app needs {r.permission} on it" if r is not None else ""
         return f"permission denied (403): {message}{need}"
     if isinstance(exc, NotFound):
@@ -115,13 +145,20 @@ def check_auth(
     client: Any = None,
     resources: Iterable[Any] | None = None,
     timeout: float = DEFAULT_TIMEOUT,
+    as_user: bool = False,
 ) -> list[CheckResult]:
     """One row for the identity (``current_user.me``), then one per declared resource (from
-    the model or app dir, plus ``resources``: Resource, dict or ``kind:key=value``)."""
+    the model or app dir, plus ``resources``: Resource, dict or ``kind:key=value``).
+
+    ``as_user``: ``client`` holds a signed-in user's token; only the ``auth: user|both``
+    resources are probed, and a 403 for a scope the token lacks reads "missing scope X",
+    apart from a missing permission."""
     from mlflow_app_agent.apps.workspace.declared import declared_resources, merge_resources
 
     declared = declared_resources(model_uri_or_dir) if model_uri_or_dir is not None else []
     targets = merge_resources(declared, resources)
+    if as_user:
+        targets = [r for r in targets if r.auth in ("user", "both")]
     if client is None:
         from mlflow_app_agent.apps.workspace.sdk_calls import workspace_client
         from mlflow_app_agent.errors import CheckAuthError
@@ -148,7 +185,7 @@ def check_auth(
         try:
             ok, reason = fn()
         except Exception as exc:  # every failure becomes a FAIL row, never a traceback
-            ok, reason = False, _reason(exc, res)
+            ok, reason = False, _reason(exc, res, as_user)
         results[i] = CheckResult(label, call, ok, reason)
 
     # daemon threads: a probe stuck in the SDK's retries cannot hold the process open

@@ -8,6 +8,7 @@ import os
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from mlflow_app_agent.deploy_spec import DeploySpec
 from mlflow_app_agent.flavor import FLAVOR_NAME
 from mlflow_app_agent.model.app_dir import MANIFEST_FILE
 from mlflow_app_agent.model.files import read_mlmodel
@@ -44,13 +45,28 @@ def resources_from_mlmodel(mlmodel: Mapping[str, Any]) -> list[Resource]:
 def declared_resources(model_uri_or_dir: str | os.PathLike[str] | Location) -> list[Resource]:
     """Resources declared by a materialized app dir, a local model dir or a model URI (of
     which only the ``MLmodel`` file is fetched)."""
+    return declared(model_uri_or_dir)[0]
+
+
+def deploy_spec_from_mlmodel(mlmodel: Mapping[str, Any]) -> DeploySpec:
+    conf = (mlmodel.get("flavors") or {}).get(FLAVOR_NAME) or {}
+    return DeploySpec.from_dict(conf.get("deploy"))
+
+
+def declared(
+    model_uri_or_dir: str | os.PathLike[str] | Location,
+) -> tuple[list[Resource], DeploySpec]:
+    """Resources and the deploy spec (scopes, compute) of an app dir, model dir or model URI:
+    MANIFEST.json first (what materialize wrote, overrides included), else the MLmodel."""
     location = Location.parse(model_uri_or_dir)
     if location.kind == "app_dir":
         assert location.path is not None
         data = json.loads((location.path / MANIFEST_FILE).read_text())
         if isinstance(data.get("resources"), list):
-            return parse_resources(data["resources"])
-    return resources_from_mlmodel(read_mlmodel(location).doc)
+            return (parse_resources(data["resources"]),
+                    DeploySpec.from_dict(data.get("deploy")))
+    doc = read_mlmodel(location).doc
+    return resources_from_mlmodel(doc), deploy_spec_from_mlmodel(doc)
 
 
 def merge_resources(declared: Iterable[Resource], extra: Iterable[Any] | None) -> list[Resource]:

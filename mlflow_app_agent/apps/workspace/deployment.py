@@ -27,10 +27,10 @@ from mlflow_app_agent.apps.workspace.upload import (
     content_hash,
     upload_dir,
 )
+from mlflow_app_agent.deploy_spec import DeploySpec, check_app_name, scopes_for
 from mlflow_app_agent.errors import ConfigError, DeployError, ModelLoadError
 from mlflow_app_agent.model.app_dir import APP_YAML, MANIFEST_FILE
 
-_APP_NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,28}[a-z0-9]$")
 _UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$", re.I)
 
 Progress = Callable[[str], None]
@@ -43,6 +43,7 @@ class DeployResult:
     deployment_id: str
     source_code_path: str
     status: str
+    spec: DeploySpec = DeploySpec()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -75,11 +76,27 @@ def parse_grant(spec: Any) -> Grant:
     return Grant(principal, "group_name", level)
 
 
-def check_arguments(app_name: str, grants: Iterable[Any] | None) -> list[Grant]:
-    """The app name and grants, checked before any call (and before looking for credentials)."""
-    if not _APP_NAME.match(app_name or ""):
-        raise ConfigError(f"app name {app_name!r}: use 2-30 lowercase letters, digits and '-'")
-    return [parse_grant(g) for g in grants or []]
+@dataclasses.dataclass(frozen=True)
+class Checked:
+    """Every deploy argument, parsed: nothing here needs the workspace."""
+    grants: list[Grant]
+    resources: list[Any]  # Resource
+    spec: DeploySpec
+
+
+def check_arguments(app_name: str, grants: Iterable[Any] | None, *,
+                    resources: Iterable[Any] | None = None,
+                    user_api_scopes: Iterable[str] | None = None,
+                    compute_size: str | None = None, instances: Any = None) -> Checked:
+    """The app name, grants, extra resources, scopes and compute, checked before any call
+    (and before looking for credentials)."""
+    from mlflow_app_agent.apps.workspace.declared import merge_resources
+
+    check_app_name(app_name)
+    return Checked(grants=[parse_grant(g) for g in grants or []],
+                   resources=merge_resources([], resources),
+                   spec=DeploySpec.build(user_api_scopes=user_api_scopes,
+                                         compute_size=compute_size, instances=instances))
 
 
 class _Deadline:
@@ -133,6 +150,9 @@ def deploy(
     app_name: str,
     resources: Iterable[Any] | None = None,
     grants: Iterable[Any] | None = None,
+    user_api_scopes: Iterable[str] | None = None,
+    compute_size: str | None = None,
+    instances: Any = None,
     client: Any = None,
     description: str | None = None,
     timeout: float | timedelta = 1200.0,
@@ -141,33 +161,89 @@ def deploy(
     """Deploy to the Databricks App ``app_name``; returns its URL and the new deployment.
 
     ``resources`` (Resource, dict or ``kind:key=value``) add to or replace, by name, the
-    resources the model declares. ``grants`` are ``PRINCIPAL:CAN_USE|CAN_MANAGE``. ``client``
-    defaults to ``WorkspaceClient()`` (the SDK's standard auth: profile, PAT, OAuth M2M).
-    ``timeout`` bounds the whole deploy, waits included.
+    resources the model declares. ``grants`` are ``PRINCIPAL:CAN_USE|CAN_MANAGE``.
+    ``user_api_scopes`` add to the scopes the model declares (and those its ``auth: user``
+    resources need); ``compute_size`` (MEDIUM, LARGE, ...) and ``instances`` (``N`` or
+    ``(min, max)``/``"MIN:MAX"``, 1-5) replace the declared ones. ``client`` defaults to
+    ``WorkspaceClient()`` (the SDK's standard auth: profile, PAT, OAuth M2M). ``timeout``
+    bounds the whole deploy, waits included.
     """
-    from mlflow_app_agent.apps.workspace.declared import declared_resources, merge_resources
+    from mlflow_app_agent.apps.workspace.declared import declared, merge_resources
 
     say: Progress = progress or (lambda _msg: None)
-    grant_list = check_arguments(app_name, grants)
+    checked = check_arguments(app_name, grants, resources=resources,
+                              user_api_scopes=user_api_scopes, compute_size=compute_size,
+                              instances=instances)
     seconds = timeout.total_seconds() if isinstance(timeout, timedelta) else float(timeout)
     deadline = _Deadline(seconds)
     with tempfile.TemporaryDirectory(prefix="mlflow-app-agent-deploy-") as tmp:
         src = _resolve_source(model_uri_or_dir, Path(tmp), say)
         files = collect_files(src)
         try:
-            declared = declared_resources(src)
+            declared_res, declared_spec = declared(src)
         except ModelLoadError:
-            declared = []  # a hand-written Apps directory without a model
-        wanted = [r.to_app_resource() for r in merge_resources(declared, resources)]
+            declared_res, declared_spec = [], DeploySpec()  # a hand-written Apps directory
+        merged = merge_resources(declared_res, checked.resources)
+        spec = declared_spec.merged(checked.spec)
+        spec = spec.model_copy(update={"user_api_scopes": tuple(
+            scopes_for(merged, spec.user_api_scopes))})
+        wanted = [r.to_app_resource() for r in merged if r.grants_app]
         if client is None:
             client = workspace_client()
-        return _deploy(client, src, files, app_name, wanted, grant_list, description,
-                       deadline, say)
+        return _deploy(client, src, files, app_name, wanted, spec, checked.grants,
+                       description, deadline, say)
+
+
+def _app_fields(spec: DeploySpec) -> dict[str, Any]:
+    """``App`` keyword arguments for what ``spec`` sets."""
+    from databricks.sdk.service.apps import App, ComputeSize
+
+    out: dict[str, Any] = {}
+    if spec.user_api_scopes:
+        out["user_api_scopes"] = list(spec.user_api_scopes)
+    if spec.compute_size:
+        out["compute_size"] = ComputeSize(spec.compute_size)
+    if spec.instances:
+        if "compute_min_instances" not in {f.name for f in dataclasses.fields(App)}:
+            raise DeployError("--instances needs a databricks-sdk whose App has "
+                              "compute_min_instances/compute_max_instances (0.167 or newer)")
+        out["compute_min_instances"], out["compute_max_instances"] = spec.instances
+    return out
+
+
+def _spec_changes(app: Any, spec: DeploySpec) -> tuple[list[str], dict[str, Any], list[str]]:
+    """(update mask fields, App fields to send, human-readable changes) for ``spec``."""
+    mask: list[str] = []
+    fields: dict[str, Any] = {}
+    said: list[str] = []
+    have_scopes = set(app.user_api_scopes or [])
+    missing = [s for s in spec.user_api_scopes if s not in have_scopes]
+    if missing:
+        # merge: keep scopes someone else added, as with resources
+        mask.append("user_api_scopes")
+        fields["user_api_scopes"] = sorted(have_scopes | set(spec.user_api_scopes))
+        said.append("user_api_scopes + " + ", ".join(missing))
+    wanted = _app_fields(spec)
+    have_size = app.compute_size.value if app.compute_size is not None else None
+    if spec.compute_size and have_size != spec.compute_size:
+        mask.append("compute_size")
+        fields["compute_size"] = wanted["compute_size"]
+        said.append(f"compute_size {have_size or 'default'} -> {spec.compute_size}")
+    if spec.instances:
+        have = (getattr(app, "compute_min_instances", None),
+                getattr(app, "compute_max_instances", None))
+        if have != spec.instances:
+            mask += ["compute_min_instances", "compute_max_instances"]
+            fields["compute_min_instances"] = wanted["compute_min_instances"]
+            fields["compute_max_instances"] = wanted["compute_max_instances"]
+            before = f"{have[0]}:{have[1]}" if have[0] is not None else "default"
+            said.append(f"instances {before} -> {spec.instances[0]}:{spec.instances[1]}")
+    return mask, fields, said
 
 
 def _deploy(w: Any, src: Path, files: list[tuple[str, Path]], app_name: str,
-            wanted: list[Any], grants: list[Grant], description: str | None,
-            deadline: _Deadline, say: Progress) -> DeployResult:
+            wanted: list[Any], spec: DeploySpec, grants: list[Grant],
+            description: str | None, deadline: _Deadline, say: Progress) -> DeployResult:
     from databricks.sdk.errors import NotFound, OperationFailed, ResourceConflict
     from databricks.sdk.service.apps import (
         App,
@@ -194,12 +270,15 @@ def _deploy(w: Any, src: Path, files: list[tuple[str, Path]], app_name: str,
     after_upload = f" The uploaded source stays at {folder}; nothing was deployed."
     if app is None:
         say(f"creating app {app_name}")
-        spec = App(name=app_name, description=description, resources=wanted or None)
+        new = App(name=app_name, description=description, resources=wanted or None,
+                  **_app_fields(spec))
+        if spec.user_api_scopes or spec.compute_size or spec.instances:
+            say(f"  with {spec.describe()}")
         need = ("the right to create apps in this workspace, and CAN_MANAGE on each declared "
                 "resource so it can be granted to the app")
         with calling(f"apps.create({app_name})", need, after_upload):
             try:
-                app = w.apps.create(spec).response
+                app = w.apps.create(new).response
             except ResourceConflict:  # created concurrently by someone else: use it
                 say(f"app {app_name} already exists (created concurrently)")
                 app = w.apps.get(app_name)
@@ -208,10 +287,13 @@ def _deploy(w: Any, src: Path, files: list[tuple[str, Path]], app_name: str,
         mask.append("resources")
     if description is not None and app.description != description:
         mask.append("description")
+    spec_mask, spec_fields, spec_said = _spec_changes(app, spec)
+    mask += spec_mask
     if mask:
         # merge: keep resources someone else added, replace same-named ones
         merged = {r.name: r for r in app.resources or []} | {r.name: r for r in wanted}
-        say(f"updating app {', '.join(mask)}")
+        changes = [m for m in mask if m in ("resources", "description")] + spec_said
+        say(f"updating app {app_name}: {'; '.join(changes)}")
         need = f"{manage} and CAN_MANAGE on each declared resource"
         with calling(f"apps.create_update({app_name}, update_mask={','.join(mask)})", need,
                       after_upload):
@@ -219,15 +301,18 @@ def _deploy(w: Any, src: Path, files: list[tuple[str, Path]], app_name: str,
                 w.apps.create_update(
                     app_name, ",".join(mask),
                     app=App(name=app_name, resources=list(merged.values()),
-                            description=description),
+                            description=description, **spec_fields),
                 ).result(timeout=deadline.left())
             except OperationFailed as exc:
-                raise DeployError(f"updating the resources of {app_name} failed: {exc}."
+                raise DeployError(f"updating {', '.join(mask)} of {app_name} failed: {exc}."
                                   f"{after_upload}") from None
             except TimeoutError:
                 raise DeployError(f"timed out after {deadline.seconds:g}s waiting for the "
-                                  f"resource update of {app_name} (apps.get_update)."
+                                  f"update of {app_name} (apps.get_update)."
                                   f"{after_upload}") from None
+        if spec_mask:  # compute changes restart the compute: read its state again
+            with calling(f"apps.get({app_name})", manage, after_upload):
+                app = w.apps.get(app_name)
 
     state = app.compute_status.state if app.compute_status else None
     if state != ComputeState.ACTIVE:
@@ -295,9 +380,15 @@ def _deploy(w: Any, src: Path, files: list[tuple[str, Path]], app_name: str,
     active = final.active_deployment.deployment_id if final.active_deployment else None
     if active != dep_id or app_state != "RUNNING":
         say(f"note: app {app_name} is {app_state} with active deployment {active}")
-    say(f"deployed {app_name} (deployment {dep_id}): {final.url or '(no URL yet)'}")
+    live = DeploySpec(
+        user_api_scopes=tuple(sorted(final.user_api_scopes or [])),
+        compute_size=final.compute_size.value if final.compute_size is not None else None,
+        min_instances=getattr(final, "compute_min_instances", None),
+        max_instances=getattr(final, "compute_max_instances", None))
+    say(f"deployed {app_name} (deployment {dep_id}): {final.url or '(no URL yet)'} "
+        f"[{live.describe()}]")
     return DeployResult(url=final.url, app_name=app_name, deployment_id=dep_id,
-                        source_code_path=folder, status=state_name)
+                        source_code_path=folder, status=state_name, spec=live)
 
 
 __all__ = [
