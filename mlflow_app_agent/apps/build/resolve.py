@@ -27,7 +27,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -252,18 +252,25 @@ def _works(python: str) -> bool:
         return False
 
 
-def lock_interpreter(target: Target) -> str | None:
-    """An interpreter inside ``uv lock``'s range (``>=3.X``): this one when it is new enough,
-    else a working ``python3.N`` on PATH (pyenv shims of unselected versions fail, so each
-    is tried), else one under ``$PYENV_ROOT/versions``. Any will do: the lock is universal."""
-    if sys.version_info[:2] >= (3, target.minor):
+def find_python(minors: Sequence[int]) -> str | None:
+    """A working CPython of one of ``minors`` (in that order of preference): this one, a
+    ``python3.N`` on PATH (pyenv shims of unselected versions fail, so each is tried), or one
+    under ``$PYENV_ROOT/versions``."""
+    if sys.version_info[1] in minors and sys.version_info[0] == 3:
         return sys.executable
-    minors = range(target.minor, _MAX_MINOR + 1)
     candidates = [found for m in minors if (found := shutil.which(f"python3.{m}"))]
     pyenv = Path(os.environ.get("PYENV_ROOT") or Path.home() / ".pyenv") / "versions"
     for m in minors:
         candidates += sorted(str(p / "bin" / "python") for p in pyenv.glob(f"3.{m}.*"))
     return next((c for c in candidates if _works(c)), None)
+
+
+def lock_interpreter(target: Target) -> str | None:
+    """An interpreter inside ``uv lock``'s range (``>=3.X``); any will do: the lock is
+    universal."""
+    if sys.version_info[:2] >= (3, target.minor):
+        return sys.executable
+    return find_python(range(target.minor, _MAX_MINOR + 1))
 
 
 def _lock_python(target: Target) -> list[str]:

@@ -19,7 +19,6 @@ import re
 import shutil
 import signal
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable
@@ -32,7 +31,12 @@ import filelock
 from mlflow_app_agent.apps.build import app_yaml
 from mlflow_app_agent.apps.build.wheel import cache_dir
 from mlflow_app_agent.apps.local import proxy
-from mlflow_app_agent.apps.local.installer import _stream, _uv_sync, requirements_key
+from mlflow_app_agent.apps.local.installer import (
+    _stream,
+    _uv_sync,
+    app_python,
+    requirements_key,
+)
 from mlflow_app_agent.errors import ManifestMismatchError, RunLocalError
 from mlflow_app_agent.model.app_dir import (
     REQUIREMENTS_FILE,
@@ -63,13 +67,6 @@ class RunLocalOptions:
     venv_root: Path | None = None
 
 
-def _base_python() -> str:
-    # a venv made from the base interpreter, not from whatever venv runs this code
-    return getattr(sys, "_base_executable", None) or sys.executable
-
-
-
-
 def ensure_venv(app_dir: Path, *, root: Path | None = None, fresh: bool = False,
                 progress: Progress | None = None) -> Path:
     """A venv with the app's requirements installed; reused while they are unchanged."""
@@ -93,7 +90,7 @@ def ensure_venv(app_dir: Path, *, root: Path | None = None, fresh: bool = False,
             (venv / _COMPLETE).write_text(key + "\n")
             say(f"  installed in {time.perf_counter() - started:.0f} s")
             return venv
-        if _stream([_base_python(), "-m", "venv", str(venv)], cwd=app_dir, env=env, say=say,
+        if _stream([app_python(app_dir), "-m", "venv", str(venv)], cwd=app_dir, env=env, say=say,
                    prefix="  venv: ", tail=tail):
             raise RunLocalError("creating the venv failed: " + " | ".join(tail))
         say("pip install -r requirements.txt (as Databricks Apps does) ...")
