@@ -1,7 +1,10 @@
 """What a Databricks Apps deploy waits for: installing the materialized app and starting it.
 
-For the quickstart's echo agent (logged as a new user would: MLflow infers its
-requirements), three materializations of the same model version:
+For two agents, the quickstart's echo agent (logged as a new user would: MLflow infers its
+requirements) and the tool-calling template agent (``init --template tool-calling``, logged
+as its project logs it, from its pinned ``requirements.txt`` but with full ``mlflow`` in
+place of ``mlflow-skinny``, as an environment with full MLflow would record it; its LLM and
+workspace are the project's own local fake), three materializations of the same model:
 
 - ``full``: pip mode with full ``mlflow`` pinned (``--installer pip --full-mlflow``), the
   baseline (what every app got before the lean runtime);
@@ -15,12 +18,13 @@ with the cache that run left (warm); then the ``app.yaml`` command is started
 The machine's pip configuration (local wheel dirs) is switched off: packages come from the
 index. Prints a table with ratios against ``full`` and writes ``--json``.
 
-    python benchmarks/deploy/bench.py [--starts 3] [--json results.json]
+    python benchmarks/deploy/bench.py [--agents echo,tool-calling] [--starts 3] [--json FILE]
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -123,18 +127,50 @@ def imported(venv: Path, app: Path) -> dict[str, bool]:
     return {m: m in names for m in ("pandas", "numpy", "git", "sklearn")}
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--starts", type=int, default=3)
-    parser.add_argument("--json", type=Path, default=None)
-    args = parser.parse_args()
-
+def echo_model(work: Path) -> Path:
     import mlflow_app_agent
-    from mlflow_app_agent.apps.build.materialize import BuildOptions, materialize
 
-    work = Path(tempfile.mkdtemp(prefix="bench-deploy-"))
     model = work / "echo-model"
     mlflow_app_agent.save_model(str(ECHO), model)  # requirements inferred by MLflow
+    return model
+
+
+def tool_calling_model(work: Path) -> Path:
+    """The template project's agent, saved as its tests log it, against its fake workspace
+    (started by :func:`start_fake_workspace`, which points DATABRICKS_HOST at it)."""
+    import mlflow_app_agent
+
+    project = work / "tool-project"
+    model = work / "tool-model"
+    pins = (project / "requirements.txt").read_text().splitlines()
+    full = [line.replace("mlflow-skinny==", "mlflow==", 1) for line in pins]
+    mlflow_app_agent.save_model(
+        str(project / "agent.py"), model, code_paths=[str(project / "agent_tools.py")],
+        model_config=str(project / "config.yaml"), pip_requirements=full, git="off")
+    return model
+
+
+def start_fake_workspace(work: Path, stack: contextlib.ExitStack) -> None:
+    import importlib.util
+
+    from mlflow_app_agent.templates import scaffold
+
+    project = work / "tool-project"
+    scaffold(project, "tool-calling")
+    spec = importlib.util.spec_from_file_location(
+        "bench_fake_databricks", project / "tests" / "fake_databricks.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    fake = stack.enter_context(module.FakeDatabricks())
+    # the app processes inherit these (clean_env keeps DATABRICKS_*), as an App's env would
+    os.environ["DATABRICKS_HOST"] = fake.url
+    os.environ["DATABRICKS_TOKEN"] = module.APP_TOKEN
+
+
+def bench_model(label: str, model: Path, work: Path, starts: int) -> dict[str, dict[str, object]]:
+    from mlflow_app_agent.apps.build.materialize import BuildOptions, materialize
+
     variants = {
         "full": BuildOptions(installer="pip", full_mlflow=True),
         "pip": BuildOptions(installer="pip"),
@@ -142,21 +178,24 @@ def main() -> None:
     }
     rows: dict[str, dict[str, object]] = {}
     for name, opts in variants.items():
-        app = materialize(str(model), work / f"app-{name}", options=opts)
-        cache = work / f"cache-{name}"
-        venv = work / f"venv-{name}"
+        app = materialize(str(model), work / f"{label}-app-{name}", options=opts)
+        cache = work / f"{label}-cache-{name}"
+        venv = work / f"{label}-venv-{name}"
         cold = install(app, opts.installer, venv, cache)
         warm = install(app, opts.installer, venv, cache)
-        ready = statistics.median(time_to_ready(app, venv) for _ in range(args.starts))
+        ready = statistics.median(time_to_ready(app, venv) for _ in range(starts))
         rows[name] = {"installer": opts.installer, "venv_mb": round(du_mb(venv), 1),
                       "install_cold_s": round(cold, 1), "install_warm_s": round(warm, 1),
                       "ready_s": round(ready, 2), "imports": imported(venv, app)}
-        print(f"{name}: {rows[name]}", file=sys.stderr, flush=True)
+        print(f"{label} {name}: {rows[name]}", file=sys.stderr, flush=True)
+        shutil.rmtree(venv, ignore_errors=True)
+        shutil.rmtree(cache, ignore_errors=True)
+    return rows
 
+
+def print_table(label: str, model: Path, rows: dict[str, dict[str, object]]) -> None:
     base = rows["full"]
-    print(f"\nmachine: {platform.platform()}, {os.cpu_count()} cores, Python "
-          f"{platform.python_version()}; model: examples/echo (requirements as MLflow "
-          f"inferred them: {(model / 'requirements.txt').read_text().split()})\n")
+    print(f"\n{label} (requirements logged: {(model / 'requirements.txt').read_text().split()})\n")
     print("| variant | installer | venv MB | x full | install cold s | x full | "
           "install warm s | x full | to /ready s | x full | imports at serve |")
     print("|---|---|---|---|---|---|---|---|---|---|---|")
@@ -167,8 +206,35 @@ def main() -> None:
         print(f"| {name} | {r['installer']} | {r['venv_mb']} | {ratio('venv_mb')} | "
               f"{r['install_cold_s']} | {ratio('install_cold_s')} | {r['install_warm_s']} | "
               f"{ratio('install_warm_s')} | {r['ready_s']} | {ratio('ready_s')} | {loaded} |")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--agents", default="echo,tool-calling",
+                        help="comma-separated: echo, tool-calling")
+    parser.add_argument("--starts", type=int, default=3)
+    parser.add_argument("--json", type=Path, default=None)
+    args = parser.parse_args()
+    agents = [a.strip() for a in args.agents.split(",") if a.strip()]
+    unknown = set(agents) - {"echo", "tool-calling"}
+    if unknown:
+        parser.error(f"unknown agent(s): {', '.join(sorted(unknown))}")
+
+    work = Path(tempfile.mkdtemp(prefix="bench-deploy-"))
+    results: dict[str, dict[str, dict[str, object]]] = {}
+    with contextlib.ExitStack() as stack:
+        models = {}
+        if "tool-calling" in agents:
+            start_fake_workspace(work, stack)
+        for label in agents:
+            models[label] = echo_model(work) if label == "echo" else tool_calling_model(work)
+            results[label] = bench_model(label, models[label], work, args.starts)
+    print(f"\nmachine: {platform.platform()}, {os.cpu_count()} cores, Python "
+          f"{platform.python_version()}")
+    for label in agents:
+        print_table(label, models[label], results[label])
     if args.json:
-        args.json.write_text(json.dumps(rows, indent=2, sort_keys=True) + "\n")
+        args.json.write_text(json.dumps(results, indent=2, sort_keys=True) + "\n")
     shutil.rmtree(work, ignore_errors=True)
 
 
