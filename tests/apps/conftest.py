@@ -15,7 +15,6 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 ECHO_AGENT = ROOT / "examples" / "echo" / "agent.py"
 PLAIN_AGENT = Path(__file__).resolve().parent / "plain_agent.py"
-EXT_AGENT_DIR = ROOT / "tests" / "server" / "ext_agent"
 
 
 def model_requirements() -> list[str]:
@@ -85,12 +84,13 @@ def plain_version(_session_tracking_uri: str) -> LoggedVersion:
     ))
 
 
+EXT_AGENT_DIR = ROOT / "tests" / "server" / "ext_agent"
+
+
 @pytest.fixture(scope="session")
-def ext_agent_version(_session_tracking_uri: str) -> LoggedVersion:
-    """The server-extension agent of ``tests/server/ext_agent`` (start-up/shutdown hooks,
-    routes, a middleware, a context hook), models from code with its support module (and
-    app factories) in ``code_paths``; same requirements as the echo agent, so a run-local
-    venv built for one serves the other."""
+def ext_version(_session_tracking_uri: str) -> LoggedVersion:
+    """The extension agent (routes, middleware, hooks) with ext_support.py in code_paths:
+    what materialize --app-factory ext_support:wrapping_factory needs."""
     import mlflow_app_agent
 
     name = f"ext-{uuid.uuid4().hex[:6]}"
@@ -99,10 +99,3 @@ def ext_agent_version(_session_tracking_uri: str) -> LoggedVersion:
         code_paths=[str(EXT_AGENT_DIR / "ext_support.py")],
         pip_requirements=model_requirements(), git="off",
     ))
-
-
-@pytest.fixture(scope="session")
-def run_local_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """An empty toolkit cache for the run-local e2e tests of one session: the first builds
-    its venv from the package index, later ones with the same requirements reuse it."""
-    return tmp_path_factory.mktemp("run-local-cache")

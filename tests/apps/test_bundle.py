@@ -124,10 +124,10 @@ def test_bad_bundle_input_writes_nothing(obo_model: Path, tmp_path: Path, args: 
 
 
 def test_bundle_app_factory_reaches_the_apps_command(
-        tracking_uri: str, ext_agent_version: LoggedVersion, tmp_path: Path) -> None:
+        tracking_uri: str, ext_version: LoggedVersion, tmp_path: Path) -> None:
     out = tmp_path / "bundle"
     result = CliRunner().invoke(main, [
-        "materialize", ext_agent_version.uri, str(out), "--bundle", "--app", "ext-app",
+        "materialize", ext_version.uri, str(out), "--bundle", "--app", "ext-app",
         "--app-factory", "ext_support:wrapping_factory"])
     assert result.exit_code == 0, result.output
     _validate(yaml.safe_load((out / "databricks.yml").read_text()))

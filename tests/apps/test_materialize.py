@@ -1,7 +1,9 @@
 from __future__ import annotations
 
+import importlib.metadata
 import json
 import os
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -9,10 +11,11 @@ import yaml
 
 from mlflow_app_agent.apps import materialize, verify
 from mlflow_app_agent.apps.build.manifest import MANIFEST_FILE
+from mlflow_app_agent.apps.build.materialize import BuildOptions
 from mlflow_app_agent.apps.build.wheel import wheel_filename
 from mlflow_app_agent.errors import MaterializeError, ModelLoadError, TargetExistsError
 
-from .conftest import LoggedVersion
+from .conftest import LoggedVersion, model_requirements
 
 
 def tree(root: Path) -> dict[str, bytes]:
@@ -31,8 +34,9 @@ def test_layout_app_yaml_requirements_and_manifest(
 ) -> None:
     out = materialize(echo_version.uri, tmp_path / "app")
     files = tree(out)
-    assert {"app.yaml", "requirements.txt", "MANIFEST.json", "README.md",
+    assert {"app.yaml", "pyproject.toml", "uv.lock", "MANIFEST.json", "README.md",
             f"wheels/{wheel_filename()}", "model/MLmodel"} <= set(files)
+    assert "requirements.txt" not in files  # it would make Apps use pip
 
     spec = yaml.safe_load(files["app.yaml"])
     assert spec["command"] == ["python", "-m", "mlflow_app_agent.serve", "."]
@@ -45,13 +49,22 @@ def test_layout_app_yaml_requirements_and_manifest(
     # a secret is only ever referenced, never written
     assert env["API_KEY"] == {"name": "API_KEY", "valueFrom": "secret-team-api-key"}
 
-    reqs = files["requirements.txt"].decode().splitlines()
-    assert f"./wheels/{wheel_filename()}" in reqs
-    assert not any(r.startswith("mlflow-app-agent") for r in reqs)
-    pinned = [r for r in reqs if r and not r.startswith(("#", "./"))]
-    assert pinned and all("==" in r for r in pinned), pinned
-    assert any(r.startswith("fastapi==") for r in reqs)
-    assert any(r.startswith("opentelemetry-exporter-otlp-proto-http==") for r in reqs)
+    project = tomllib.loads(files["pyproject.toml"].decode())
+    assert project["project"]["requires-python"] == "==3.11.*"
+    deps = project["project"]["dependencies"]
+    mlflow_version = importlib.metadata.version("mlflow")
+    # the model's own requirements, but mlflow-skinny for mlflow; the toolkit as a path
+    assert deps[:3] == [f"mlflow-skinny=={mlflow_version}",
+                        *model_requirements()[1:]]
+    assert project["tool"]["uv"]["sources"]["mlflow-app-agent"] == {
+        "path": f"wheels/{wheel_filename()}"}
+    lock = tomllib.loads(files["uv.lock"].decode())
+    assert lock["requires-python"] == "==3.11.*"
+    locked = {p["name"]: p for p in lock["package"]}
+    assert {"fastapi", "uvicorn", "mlflow-skinny", "numpy",
+            "opentelemetry-exporter-otlp-proto-http"} <= set(locked)
+    assert "mlflow" not in locked and "scikit-learn" not in locked
+    assert locked["mlflow-app-agent"]["source"] == {"path": f"wheels/{wheel_filename()}"}
 
     manifest = json.loads(files["MANIFEST.json"])
     assert manifest["source_uri"] == echo_version.uri
@@ -61,6 +74,11 @@ def test_layout_app_yaml_requirements_and_manifest(
     assert manifest["flavor"] == "mlflow_app_agent"
     assert manifest["git"]["commit"]
     assert manifest["toolkit_version"]
+    deps_record = manifest["dependencies"]
+    assert deps_record["installer"] == "uv"
+    assert deps_record["target"] == {"python": "3.11", "platform": "x86_64-manylinux_2_35"}
+    assert deps_record["exclude_newer"] == lock["options"]["exclude-newer"]
+    assert deps_record["mlflow"]["distribution"] == "mlflow-skinny"
     assert set(manifest["files"]) == set(files) - {MANIFEST_FILE}
     assert files["MANIFEST.json"].decode() == json.dumps(
         manifest, sort_keys=True, indent=2, ensure_ascii=False) + "\n"
@@ -267,32 +285,76 @@ def test_a_model_that_is_not_an_agent_is_refused(tmp_path: Path) -> None:
     assert not (tmp_path / "app").exists() and leftovers(tmp_path) == []
 
 
-def test_app_factory_goes_into_the_app_command_and_manifest(
-    tracking_uri: str, ext_agent_version: LoggedVersion, tmp_path: Path
+def test_pip_mode_pins_the_closure_for_the_target(
+    tracking_uri: str, echo_version: LoggedVersion, tmp_path: Path
 ) -> None:
-    out = materialize(ext_agent_version.uri, tmp_path / "app",
-                      app_factory="ext_support:wrapping_factory")
-    spec = yaml.safe_load((out / "app.yaml").read_text())
-    assert spec["command"] == ["python", "-m", "mlflow_app_agent.serve", ".",
-                               "--app-factory", "ext_support:wrapping_factory"]
-    manifest = json.loads((out / MANIFEST_FILE).read_text())
-    assert manifest["app_factory"] == "ext_support:wrapping_factory"
-    assert (out / "model" / "code" / "ext_support.py").is_file()
+    out = materialize(echo_version.uri, tmp_path / "app",
+                      options=BuildOptions(installer="pip"))
+    assert not (out / "pyproject.toml").exists() and not (out / "uv.lock").exists()
+    lines = (out / "requirements.txt").read_text().splitlines()
+    assert lines[0].startswith("# Generated by mlflow-app-agent materialize")
+    assert "Python 3.11 on x86_64-manylinux_2_35" in lines[1]
+    reqs = [ln for ln in lines if ln and not ln.startswith(("#", " "))]
+    assert f"./wheels/{wheel_filename()}" in reqs
+    pinned = [r for r in reqs if not r.startswith("./")]
+    assert pinned and all("==" in r for r in pinned), pinned
+    names = {r.split("==")[0] for r in pinned}
+    assert {"mlflow-skinny", "fastapi", "numpy", "opentelemetry-exporter-otlp-proto-http"} <= names
+    assert "mlflow" not in names and "scikit-learn" not in names
+    assert json.loads((out / MANIFEST_FILE).read_text())["dependencies"]["installer"] == "pip"
     assert verify(out) == []
 
 
+def test_full_mlflow_logged_or_asked_is_kept(
+    tracking_uri: str, echo_version: LoggedVersion, tmp_path: Path
+) -> None:
+    src = _model_copy(echo_version, tmp_path)
+    mlmodel = yaml.safe_load((src / "MLmodel").read_text())
+    mlmodel["flavors"]["mlflow_app_agent"]["full_mlflow"] = True
+    (src / "MLmodel").write_text(yaml.safe_dump(mlmodel))
+    out = materialize(str(src), tmp_path / "full", options=BuildOptions(installer="pip"))
+    names = {ln.split("==")[0] for ln in (out / "requirements.txt").read_text().splitlines()}
+    assert "mlflow" in names
+    record = json.loads((out / MANIFEST_FILE).read_text())["dependencies"]["mlflow"]
+    assert record == {"distribution": "mlflow", "decided_by": "log_model(full_mlflow=True)"}
+    # and materialize can override what was logged
+    lean = materialize(str(src), tmp_path / "lean",
+                       options=BuildOptions(installer="pip", full_mlflow=False))
+    names = {ln.split("==")[0] for ln in (lean / "requirements.txt").read_text().splitlines()}
+    assert "mlflow" not in names and "mlflow-skinny" in names
+
+
+def test_app_factory_and_extensions_travel_into_the_app(
+    tracking_uri: str, ext_version: LoggedVersion, tmp_path: Path
+) -> None:
+    out = materialize(ext_version.uri, tmp_path / "app",
+                      app_factory="ext_support:wrapping_factory")
+    command = yaml.safe_load((out / "app.yaml").read_text())["command"]
+    assert command[-3:] == [".", "--app-factory", "ext_support:wrapping_factory"]
+    manifest = json.loads((out / MANIFEST_FILE).read_text())
+    assert manifest["app_factory"] == "ext_support:wrapping_factory"
+    assert manifest["dependencies"]["installer"] == "uv"
+    assert (out / "pyproject.toml").is_file() and (out / "uv.lock").is_file()
+    assert (out / "model" / "code" / "ext_support.py").is_file()
+    assert verify(out) == []
+
+    with pytest.raises(MaterializeError, match="module 'elsewhere' is not part of the logged"):
+        materialize(ext_version.uri, tmp_path / "bad", app_factory="elsewhere:factory")
+    assert not (tmp_path / "bad").exists() and leftovers(tmp_path) == []
+
+
 @pytest.mark.parametrize(("factory", "message"), [
-    ("not_shipped:build", "module 'not_shipped' is not part of the logged model (its "
-                          "code_paths ship: ext_support.py)"),
     ("ext_support", "--app-factory must be MODULE:FUNCTION, got 'ext_support'"),
     ("ext-support:build", "--app-factory must be MODULE:FUNCTION"),
+    ("not_shipped:build", "module 'not_shipped' is not part of the logged model (its "
+                          "code_paths ship: ext_support.py)"),
 ])
-def test_an_app_factory_the_model_does_not_ship_is_refused(
-    tracking_uri: str, ext_agent_version: LoggedVersion, tmp_path: Path, factory: str,
+def test_a_bad_app_factory_is_refused_and_writes_nothing(
+    tracking_uri: str, ext_version: LoggedVersion, tmp_path: Path, factory: str,
     message: str,
 ) -> None:
     with pytest.raises(MaterializeError) as info:
-        materialize(ext_agent_version.uri, tmp_path / "app", app_factory=factory)
+        materialize(ext_version.uri, tmp_path / "app", app_factory=factory)
     assert message in info.value.message
     assert not (tmp_path / "app").exists() and leftovers(tmp_path) == []
 

@@ -1,8 +1,8 @@
 """The whole path a new user takes: materialize a registered version, ``run-local`` it from
-a fresh venv (a real ``pip install -r requirements.txt`` from the package index), talk to
-it through the local Apps proxy (invoke, SSE stream, the official openai client) and see
-the forwarded user reach the agent; then the same for a plain-MLflow ResponsesAgent; then an
-agent with server extensions and an app factory, materialized and run the same way."""
+a fresh venv (a real ``uv sync --frozen`` from the package index, as Apps installs a uv-mode
+app), talk to it through the local Apps proxy (invoke, SSE stream, the official openai
+client) and see the forwarded user reach the agent; then the same for a plain-MLflow
+ResponsesAgent, and the echo app in pip mode (a real ``pip install -r requirements.txt``)."""
 
 from __future__ import annotations
 
@@ -22,6 +22,7 @@ import httpx
 import pytest
 
 from mlflow_app_agent.apps import materialize, verify
+from mlflow_app_agent.apps.build.materialize import BuildOptions
 
 from .conftest import LoggedVersion
 
@@ -32,11 +33,11 @@ INSTALL_TIMEOUT = 900.0
 class RunLocal:
     """``mlflow-app-agent run-local`` as a user runs it, in its own process."""
 
-    def __init__(self, app_dir: Path, cache: Path, user: str) -> None:
+    def __init__(self, app_dir: Path, cache: Path, user: str, *args: str) -> None:
         env = {**os.environ, "MLFLOW_APP_AGENT_CACHE_DIR": str(cache)}
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "mlflow_app_agent.cli", "run-local", str(app_dir),
-             "--port", "0", "--as-user", user],
+             "--port", "0", "--as-user", user, *args],
             env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         )
         self.stdout: queue.Queue[str] = queue.Queue()
@@ -103,23 +104,22 @@ def stream_text(events: list[object]) -> str:
 
 def test_materialized_apps_run_from_a_fresh_venv(
     tracking_uri: str, echo_version: LoggedVersion, plain_version: LoggedVersion,
-    run_local_cache: Path, tmp_path: Path,
+    tmp_path: Path,
 ) -> None:
     import openai
 
-    cache = run_local_cache  # nothing cached yet (first in this file): a real venv + pip
+    cache = tmp_path / "fresh-cache"  # nothing cached: a real venv + pip install
     echo_dir = materialize(echo_version.uri, tmp_path / "echo-app")
     plain_dir = materialize(plain_version.uri, tmp_path / "plain-app")
-    assert (echo_dir / "requirements.txt").read_bytes() == (
-        plain_dir / "requirements.txt").read_bytes()
+    assert not (echo_dir / "requirements.txt").exists()
 
     app = RunLocal(echo_dir, cache, "ada@example.com")
     try:
         url = app.wait_url(INSTALL_TIMEOUT)
         log = "\n".join(app.stderr)
-        assert "Creating a fresh venv" in log and "pip install -r requirements.txt" in log
-        assert "Successfully installed" in log and "mlflow-app-agent-0.1.0" in log.replace(
-            "mlflow_app_agent-0.1.0", "mlflow-app-agent-0.1.0")
+        assert "Creating a fresh venv" in log and "uv sync --frozen" in log
+        assert "+ mlflow-app-agent==0.1.0 (from file:" in log
+        assert "+ mlflow-skinny==" in log and "+ mlflow==" not in log
         assert "API_KEY comes from app resource" in log  # valueFrom entries are explained
 
         body = {"input": [{"role": "user", "content": "hello apps"}]}
@@ -153,8 +153,8 @@ def test_materialized_apps_run_from_a_fresh_venv(
 
     plain = RunLocal(plain_dir, cache, "grace@example.com")
     try:
-        url = plain.wait_url(120)
-        assert "Reusing the venv" in "\n".join(plain.stderr)
+        url = plain.wait_url(INSTALL_TIMEOUT)
+        assert "uv sync --frozen" in "\n".join(plain.stderr)
         answer = httpx.post(f"{url}/invocations", json={
             "input": [{"role": "user", "content": "hi"}]}, timeout=30).json()
         assert answer["output"][0]["content"][0]["text"] == "plain: hi (user=grace@example.com)"
@@ -168,43 +168,47 @@ def test_materialized_apps_run_from_a_fresh_venv(
     assert verify(plain_dir) == []
 
 
-def test_extensions_travel_into_the_materialized_app(
-    tracking_uri: str, ext_agent_version: LoggedVersion, run_local_cache: Path,
-    tmp_path: Path,
+def test_pip_mode_app_installs_with_pip_and_serves_the_openai_client(
+    tracking_uri: str, echo_version: LoggedVersion, tmp_path: Path,
 ) -> None:
-    """The extension agent's routes, middleware, context hook, start-up and shutdown hooks,
-    and its ``--app-factory`` (materialize writes it into app.yaml), all working in the
-    materialized app that run-local starts from its own venv (reused from the test above
-    when run after it: same requirements)."""
-    from mlflow_app_agent.apps.build.app_yaml import read_app_spec
-    from mlflow_app_agent.apps.local.run_local import LocalApp, RunLocalOptions
+    import openai
 
-    app_dir = materialize(ext_agent_version.uri, tmp_path / "ext-app",
-                          app_factory="ext_support:wrapping_factory")
-    command = read_app_spec(app_dir).command
-    assert command[command.index("--app-factory") + 1] == "ext_support:wrapping_factory"
-    assert json.loads((app_dir / "MANIFEST.json").read_text())["app_factory"] == (
-        "ext_support:wrapping_factory")
-
-    marker = tmp_path / "marker"
-    marker.mkdir()
-    said: list[str] = []
-    options = RunLocalOptions(as_user="ada@example.com", port=0,
-                              extra_env={"EXT_MARKER_DIR": str(marker)},
-                              venv_root=run_local_cache / "venvs",
-                              ready_timeout=180)
-    app = LocalApp(app_dir, options, progress=said.append)
+    app_dir = materialize(echo_version.uri, tmp_path / "echo-pip",
+                          options=BuildOptions(installer="pip"))
+    assert not (app_dir / "pyproject.toml").exists()
+    app = RunLocal(app_dir, tmp_path / "fresh-cache", "ada@example.com")
     try:
-        url = app.start()
-        app_pid = app.process.pid if app.process else -1
-        # the extension route, with the resource its start-up hook opened and the user the
-        # local Apps proxy forwards; the factory's route beside it
+        url = app.wait_url(INSTALL_TIMEOUT)
+        log = "\n".join(app.stderr)
+        assert "pip install -r requirements.txt" in log and "Successfully installed" in log
+        client = openai.OpenAI(base_url=url, api_key="unused-locally")
+        answer = client.responses.create(model="agent", input="pip mode")
+        assert answer.output_text == "pip mode (for ada@example.com)"
+    finally:
+        assert app.stop() == 0
+    assert verify(app_dir) == []
+
+
+def test_extension_app_with_an_app_factory_runs_locally(
+    tracking_uri: str, ext_version: LoggedVersion, tmp_path: Path,
+) -> None:
+    """materialize --app-factory + the agent's extensions (route using what the start-up
+    hook opened, middleware, context hook, shutdown hook) installed by uv sync --frozen and
+    started by the app.yaml command; run-local's SIGTERM runs the shutdown hook."""
+    app_dir = materialize(ext_version.uri, tmp_path / "ext-app",
+                          app_factory="ext_support:wrapping_factory")
+    marker = tmp_path / "marker"  # outside the app dir: running it must change nothing there
+    marker.mkdir()
+    app = RunLocal(app_dir, tmp_path / "fresh-cache", "ana@example.com",
+                   "--env", f"EXT_MARKER_DIR={marker}")
+    try:
+        url = app.wait_url(INSTALL_TIMEOUT)
+        assert "uv sync --frozen" in "\n".join(app.stderr)
+        assert httpx.get(f"{url}/from-factory", timeout=30).json() == {"from": "factory"}
         ledger = httpx.get(f"{url}/ledger", timeout=30)
         assert ledger.status_code == 200, ledger.text
-        assert ledger.json() == {"hits": 1, "user": "ada@example.com", "tenant": None}
-        assert httpx.get(f"{url}/from-factory", timeout=30).json() == {"from": "factory"}
-        # the middleware stamps agent responses; the context hook's tenant reaches the agent
-        answer = httpx.post(f"{url}/invocations", headers={"x-tenant": "acme"}, timeout=30,
+        assert ledger.json() == {"hits": 1, "user": "ana@example.com", "tenant": None}
+        answer = httpx.post(f"{url}/responses", timeout=30, headers={"x-tenant": "acme"},
                             json={"input": [{"role": "user", "content": "hi"}]})
         assert answer.status_code == 200, answer.text
         assert answer.headers["x-stamp"] == "ext"
@@ -212,16 +216,16 @@ def test_extensions_travel_into_the_materialized_app(
         boom = httpx.get(f"{url}/boom", timeout=30)
         assert boom.status_code == 500 and boom.json()["error"]["code"] == "agent_error"
         info = httpx.get(f"{url}/agent/info", timeout=30).json()
-        assert info["registered_model"]["name"] == ext_agent_version.name
+        assert info["registered_model"]["name"] == ext_version.name
         assert info["extensions"]["on_shutdown"] == ["close_ledger"]
         assert [e["event"] for e in _events(marker)] == ["opened"]
     finally:
-        code = app.stop()  # SIGTERM to the app, as Apps does
+        assert app.stop() == 0
+    # run-local's SIGTERM reached the app: its shutdown hook ran, in the same process
     events = _events(marker)
-    assert [e["event"] for e in events] == ["opened", "closed"], "\n".join(said[-30:])
-    assert events[0]["pid"] == events[1]["pid"] == app_pid
-    assert code in (0, -signal.SIGTERM)  # uvicorn re-raises SIGTERM; not killed after 15 s
-    assert not any("shutdown hook" in line for line in said)  # in time, no warning
+    assert [e["event"] for e in events] == ["opened", "closed"], "\n".join(app.stderr[-30:])
+    assert events[0]["pid"] == events[1]["pid"]
+    assert not any("shutdown hook" in line for line in app.stderr)  # in time, no warning
     assert verify(app_dir) == []
 
 
