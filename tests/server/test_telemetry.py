@@ -179,7 +179,7 @@ def test_collector_down_requests_unaffected(serve: Any, agents_path: Path,
     endpoint = f"http://127.0.0.1:{_closed_port()}"
     server = serve(f"{agents_path}:echo", "--log-level", "info", "--log-format", "text",
                    env=otel_env(endpoint, protocol))
-    with httpx.Client(base_url=server.url, timeout=10) as client:
+    with httpx.Client(base_url=server.url, timeout=60) as client:
         for _i in range(20):
             r = client.post("/invocations", json={"input": [{"role": "user", "content": "x"}]})
             assert r.status_code == 200
@@ -191,11 +191,13 @@ def test_collector_down_requests_unaffected(serve: Any, agents_path: Path,
                 break
             time.sleep(0.2)
         assert otlp["exports_failed"] >= 2 and otlp["exports_ok"] == 0
-    started = time.monotonic()
+    # Bounded by design (OTLP flush <= 1 s, 5 s export timeout), not timed here (no
+    # wall-clock asserts on a shared host): the lifespan must run to its end on SIGTERM
+    # with the collector still down, rather than hang until the platform's SIGKILL.
     server.proc.send_signal(signal.SIGTERM)
-    server.proc.wait(timeout=30)
-    assert time.monotonic() - started < 15
+    assert server.proc.wait(timeout=120) in (0, -signal.SIGTERM)  # uvicorn re-raises it
     log = server.log.read_text()
+    assert "Application shutdown complete" in log, log[-3000:]
     warnings = [line for line in log.splitlines() if "OTLP export" in line and "failed" in line]
     assert len(warnings) == 1, log[-3000:]
     assert "Traceback" not in log, log[-3000:]
