@@ -38,14 +38,28 @@ agent = Agent("weather-agents-sdk", description="An OpenAI Agents SDK agent with
 
 
 def _input(request: Any) -> list[dict[str, Any]]:
-    # Responses-API input items are what the SDK takes as a conversation
-    return [item.model_dump(exclude_none=True) for item in request.input]
+    """The conversation as the SDK takes it: Responses-API input items."""
+    items = []
+    for item in request.input:
+        data = item.model_dump(exclude_none=True)
+        if data.get("role") == "assistant" and isinstance(data.get("content"), list):
+            # MLflow parses an earlier assistant turn as a plain message (its id dropped);
+            # the SDK accepts output_text parts only in a full output message: give the text
+            text = "".join(part.get("text", "") for part in data["content"])
+            data = {"role": "assistant", "content": text}
+        items.append(data)
+    return items
+
+
+def _output(run_item: Any) -> dict[str, Any]:
+    """A run item as an output item (without the SDK's replay bookkeeping)."""
+    return {k: v for k, v in run_item.to_input_item().items() if k != "provider_data"}
 
 
 @agent.invoke_method
 async def invoke(request: Any) -> dict[str, Any]:
     result = await Runner.run(weather, _input(request))
-    return {"output": [item.to_input_item() for item in result.new_items]}
+    return {"output": [_output(item) for item in result.new_items]}
 
 
 @agent.stream_method
@@ -57,7 +71,7 @@ async def stream(request: Any) -> AsyncIterator[dict[str, Any]]:
                    "delta": event.data.delta}
         elif event.type == "run_item_stream_event" and event.name in (
                 "message_output_created", "tool_called", "tool_output"):
-            yield {"type": "response.output_item.done", "item": event.item.to_input_item()}
+            yield {"type": "response.output_item.done", "item": _output(event.item)}
 
 
 mlflow.models.set_model(agent)

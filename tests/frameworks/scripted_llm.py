@@ -89,8 +89,8 @@ class ScriptedLLM:
             message = reply(body)
             finish = "tool_calls" if message.get("tool_calls") else "stop"
             created = int(time.time())
-            ident = "chatcmpl-" + hashlib.sha256(
-                json.dumps(body, sort_keys=True).encode()).hexdigest()[:16]
+            ident = "chatcmpl-" + hashlib.sha256(  # the same, streamed or not
+                json.dumps(body.get("messages"), sort_keys=True).encode()).hexdigest()[:16]
             usage = {"prompt_tokens": 7, "completion_tokens": 5, "total_tokens": 12}
             if not body.get("stream"):
                 return JSONResponse({
