@@ -47,3 +47,14 @@ class ScriptedChatModel(GenericFakeChatModel):
             {"name": c["name"], "args": json.dumps(c["args"]), "id": c["id"], "index": i}
             for i, c in enumerate(reply.tool_calls)
         ], chunk_position="last"))
+
+
+class LoopingChatModel(ScriptedChatModel):
+    """Asks for the tool again after every result: a loop only the recursion limit ends."""
+
+    def _reply(self, messages: list[BaseMessage]) -> AIMessage:
+        n = sum(1 for m in messages if isinstance(m, ToolMessage))
+        return AIMessage(content="", tool_calls=[
+            {"name": "get_weather", "args": {"city": f"again {n}"}, "id": f"call_loop_{n}",
+             "type": "tool_call"}
+        ])

@@ -21,7 +21,7 @@ TOOL_ROUND = ["function_call", "function_call_output", "message"]
 ASK = {"input": [{"role": "user", "content": "Paris"}]}
 
 
-def _agent(monkeypatch: pytest.MonkeyPatch) -> Any:
+def _agent(monkeypatch: pytest.MonkeyPatch, model: Any = None) -> Any:
     from .fake_chat_model import ScriptedChatModel
 
     # the file builds a ChatOpenAI at import (never called here); it wants a key to exist
@@ -30,7 +30,8 @@ def _agent(monkeypatch: pytest.MonkeyPatch) -> Any:
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    return as_agent(module.LangGraphResponsesAgent(module.build_graph(ScriptedChatModel())))
+    graph = module.build_graph(model or ScriptedChatModel())
+    return as_agent(module.LangGraphResponsesAgent(graph))
 
 
 def _events(text: str) -> list[dict[str, Any]]:
@@ -52,3 +53,16 @@ def test_langgraph_tool_round_is_complete_in_both_apis(monkeypatch: pytest.Monke
     assert text == completed[2]["content"][0]["text"] == "Forecast: sunny in Paris."
     added = [e["output_index"] for e in events if e["type"] == "response.output_item.added"]
     assert added == [0, 1, 2]
+
+
+def test_a_tool_loop_ends_at_the_recursion_limit_as_an_agent_error(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from .fake_chat_model import LoopingChatModel
+
+    with TestClient(create_app(_agent(monkeypatch, LoopingChatModel()), tracing=False)) as client:
+        answer = client.post("/invocations", json=ASK)
+    assert answer.status_code == 500
+    error = answer.json()["error"]
+    assert error["code"] == "agent_error"
+    assert "Recursion limit of 12 reached" in error["message"], error
