@@ -110,45 +110,17 @@ def logged(framework: Framework, _session_tracking_uri: str, llm_env: dict[str, 
 
 def _wait_ready(url: str, proc: subprocess.Popen[bytes], log: Path, timeout: float) -> None:
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"the server exited early:\n{log.read_text()}")
-        try:
-            if httpx.get(url + "/ready", timeout=2).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.1)
+    with httpx.Client(timeout=2) as client:  # one client: polling costs little CPU
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                raise RuntimeError(f"the server exited early:\n{log.read_text()}")
+            try:
+                if client.get(url + "/ready").status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.25)
     raise RuntimeError(f"the server was not ready in {timeout} s:\n{log.read_text()}")
-
-
-@pytest.fixture(scope="session")
-def served(logged: Logged, llm_env: dict[str, str],
-           tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """``python -m mlflow_app_agent.serve models:/NAME/1`` (real uvicorn) on loopback."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = int(sock.getsockname()[1])
-    workdir = tmp_path_factory.mktemp(f"serve-{logged.framework.name}")
-    log = workdir / "serve.log"
-    env = {**os.environ, "MLFLOW_TRACKING_URI": logged.tracking_uri, **llm_env}
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "mlflow_app_agent.serve", logged.uri, "--host", "127.0.0.1",
-             "--port", str(port), "--no-tracing", "--log-level", "warning"],
-            stdout=out, stderr=subprocess.STDOUT, env=env, cwd=workdir,
-        )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        _wait_ready(url, proc, log, 120)
-        yield url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 @pytest.fixture(scope="session")
@@ -181,31 +153,69 @@ def seed_venv(app_dir: Path, root: Path) -> None:
     (venv / ".mlflow-app-agent-complete").write_text(venv.name + "\n")
 
 
+@dataclass(frozen=True)
+class Stack:
+    served: str  #: ``python -m mlflow_app_agent.serve models:/NAME/1`` (real uvicorn)
+    local: str  #: ``run-local`` of the materialized app, behind the local Apps proxy
+
+
 @pytest.fixture(scope="session")
-def local_app(app_dir: Path, llm_env: dict[str, str], framework_cache: Path) -> Iterator[str]:
-    """``run-local`` of the materialized app (library form of the CLI): the app process
-    from app.yaml's command in a clean environment, behind the local Apps proxy."""
+def stack(logged: Logged, app_dir: Path, llm_env: dict[str, str], framework_cache: Path,
+          tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    """The registered version served, and its materialized app run with ``run-local``
+    (the library form of the CLI: app.yaml's command in a clean environment). Both
+    processes start at once: their start-up (imports) is most of this matrix's time."""
     from mlflow_app_agent.apps.local.run_local import LocalApp, RunLocalOptions
 
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = int(sock.getsockname()[1])
+    workdir = tmp_path_factory.mktemp(f"serve-{logged.framework.name}")
+    log = workdir / "serve.log"
+    env = {**os.environ, "MLFLOW_TRACKING_URI": logged.tracking_uri, **llm_env}
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "mlflow_app_agent.serve", logged.uri, "--host", "127.0.0.1",
+             "--port", str(port), "--no-tracing", "--log-level", "warning"],
+            stdout=out, stderr=subprocess.STDOUT, env=env, cwd=workdir,
+        )
     root = framework_cache / "venvs"
     if not REAL_INSTALL:
         seed_venv(app_dir, root)
     options = RunLocalOptions(
-        as_user="ada@example.com", port=0, venv_root=root, ready_timeout=120,
+        as_user="ada@example.com", port=0, venv_root=root, ready_timeout=300,
         extra_env={**llm_env, "MLFLOW_APP_AGENT_TRACING": "false"},
     )
     lines: list[str] = []
     app = LocalApp(app_dir, options, progress=lines.append)
-    with pytest.MonkeyPatch.context() as mp:
-        # passed through to the app (tracing is off, so nothing is written there)
-        mp.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{framework_cache / 'local-app.db'}")
-        mp.setenv("MLFLOW_APP_AGENT_CACHE_DIR", str(framework_cache))
-        try:
-            url = app.start()
-        except Exception:
-            print("\n".join(lines[-60:]))
-            raise
     try:
-        yield url
+        with pytest.MonkeyPatch.context() as mp:
+            # passed through to the app (tracing is off, so nothing is written there)
+            mp.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{framework_cache / 'local-app.db'}")
+            mp.setenv("MLFLOW_APP_AGENT_CACHE_DIR", str(framework_cache))
+            try:
+                local = app.start()
+            except Exception:
+                print("\n".join(lines[-60:]))
+                raise
+        url = f"http://127.0.0.1:{port}"
+        _wait_ready(url, proc, log, 300)
+        yield Stack(served=url, local=local)
     finally:
         app.stop()
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+@pytest.fixture(scope="session")
+def served(stack: Stack) -> str:
+    return stack.served
+
+
+@pytest.fixture(scope="session")
+def local_app(stack: Stack) -> str:
+    return stack.local
