@@ -4,7 +4,8 @@ tests together) the agent logged + registered once, served once by a real
 ``python -m mlflow_app_agent.serve`` process, materialized once and run once with
 ``run-local``.
 
-run-local's venv: by default it is *seeded* with this interpreter's packages (a venv whose
+run-local's venv: a uv-mode app (pyproject.toml + uv.lock, materialize's default) is
+installed for real with ``uv sync --frozen``. A requirements.txt app's venv is by default *seeded* with this interpreter's packages (a venv whose
 ``.pth`` adds this environment's site-packages) instead of ``pip install -r
 requirements.txt`` from the index, which takes minutes for these apps; the install itself
 is covered by tests/apps/test_run_local_e2e.py, and ``test_app_pins_match_this_environment``
@@ -180,8 +181,8 @@ def stack(logged: Logged, app_dir: Path, llm_env: dict[str, str], framework_cach
             stdout=out, stderr=subprocess.STDOUT, env=env, cwd=workdir,
         )
     root = framework_cache / "venvs"
-    if not REAL_INSTALL:
-        seed_venv(app_dir, root)
+    if not REAL_INSTALL and not (app_dir / "uv.lock").is_file():
+        seed_venv(app_dir, root)  # a uv-mode app installs for real: uv sync is quick
     options = RunLocalOptions(
         as_user="ada@example.com", port=0, venv_root=root, ready_timeout=300,
         extra_env={**llm_env, "MLFLOW_APP_AGENT_TRACING": "false"},
