@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 from mlflow_app_agent.apps.build.requirements import (
-    OTLP_EXPORTER,
+    OTLP_EXPORTERS,
     pip_roots,
     read_model_requirements,
     uv_roots,
@@ -30,7 +30,7 @@ def test_mlflow_becomes_skinny_and_the_rest_stays_as_logged(tmp_path: Path) -> N
                           "installed": "mlflow-skinny==3.1.0",
                           "decided_by": "default: serving needs only mlflow-skinny"}
     deps, sources = uv_roots(got, "./wheels/x.whl")
-    assert deps == [*got.requirements, "mlflow-app-agent", OTLP_EXPORTER]
+    assert deps == [*got.requirements, "mlflow-app-agent", *OTLP_EXPORTERS]
     assert sources == {"mlflow-app-agent": "wheels/x.whl"}
 
 
@@ -56,7 +56,7 @@ def test_constraints_and_local_files_point_into_model_pip_mode_only(tmp_path: Pa
     got = read_model_requirements(d)
     assert pip_roots(got, "./wheels/x.whl") == [
         "-c model/constraints.txt", "./model/code/dep-1.0-py3-none-any.whl", "./wheels/x.whl",
-        OTLP_EXPORTER]
+        *OTLP_EXPORTERS]
     with pytest.raises(MaterializeError, match="--installer pip"):
         uv_roots(got, "./wheels/x.whl")
 

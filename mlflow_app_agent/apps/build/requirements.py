@@ -4,7 +4,7 @@ The roots are: the model's own requirements exactly as the user declared them or
 inferred them — except that ``mlflow`` becomes ``mlflow-skinny`` at the same version
 unless the agent needs full MLflow — then this toolkit (its bundled wheel, which declares
 only the lean server runtime), then the OTLP trace exporter MLflow needs when the
-platform sets an OpenTelemetry endpoint.
+platform sets an OpenTelemetry endpoint, and the metrics/logs exporters (http and grpc).
 
 Full MLflow is kept when the model was logged with ``log_model(..., full_mlflow=True)``
 (recorded in the flavor's MLmodel entry) or ``materialize --full-mlflow`` asks for it;
@@ -23,7 +23,11 @@ from packaging.utils import canonicalize_name
 from mlflow_app_agent.apps.build.wheel import DIST_NAME
 from mlflow_app_agent.errors import MaterializeError
 
+# MLflow exports traces over OTLP when the platform sets an OTel endpoint, and the server
+# exports metrics and logs (Databricks Apps telemetry speaks grpc; http/protobuf elsewhere);
+# both exporters are optional packages of the toolkit, so the app lists them itself.
 OTLP_EXPORTER = "opentelemetry-exporter-otlp-proto-http"
+OTLP_EXPORTERS = (OTLP_EXPORTER, "opentelemetry-exporter-otlp-proto-grpc")
 SKINNY = "mlflow-skinny"
 FULL = "mlflow"
 _SELF = canonicalize_name(DIST_NAME)
@@ -116,7 +120,7 @@ def read_model_requirements(model_dir: Path, *, model_prefix: str = "model",
 def pip_roots(model: ModelRequirements, wheel_relpath: str) -> list[str]:
     """The lines ``uv pip compile`` resolves for pip mode."""
     return [*model.options, *model.requirements, *model.local_paths, wheel_relpath,
-            OTLP_EXPORTER]
+            *OTLP_EXPORTERS]
 
 
 def uv_roots(model: ModelRequirements, wheel_relpath: str) -> tuple[list[str], dict[str, str]]:
@@ -127,7 +131,7 @@ def uv_roots(model: ModelRequirements, wheel_relpath: str) -> tuple[list[str], d
             f"model requirements.txt has {what!r}, which a uv project cannot express; "
             "materialize with --installer pip"
         )
-    deps = [*model.requirements, DIST_NAME, OTLP_EXPORTER]
+    deps = [*model.requirements, DIST_NAME, *OTLP_EXPORTERS]
     return deps, {DIST_NAME: wheel_relpath.removeprefix("./")}
 
 
