@@ -6,7 +6,9 @@ Layout::
     requirements.txt  the model's requirements + the server runtime, pinned; the toolkit wheel
     wheels/           this toolkit's wheel (it is not on the package index)
     model/            the version's artifacts, verbatim
-    MANIFEST.json     provenance and the sha256 of every file (``verify`` checks it)
+    MANIFEST.json     provenance and the sha256 of every file (``verify`` checks it);
+                      its own sha256 is recorded on the registered version (``verify
+                      --registry``, :mod:`.registry_anchor`)
     README.md         what this is and how to run, verify and deploy it
 
 The directory is built in a temp dir next to the target and renamed into place, so a
@@ -24,7 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mlflow_app_agent._version import __version__
-from mlflow_app_agent.apps.build import app_yaml, requirements, wheel
+from mlflow_app_agent.apps.build import app_yaml, registry_anchor, requirements, wheel
 from mlflow_app_agent.apps.build.manifest import MANIFEST_FILE, list_files, write_manifest
 from mlflow_app_agent.deploy_spec import DeploySpec
 from mlflow_app_agent.errors import MaterializeError, TargetExistsError
@@ -179,8 +181,9 @@ mlflow-app-agent deploy . --app NAME           # upload and deploy
 """
 
 
-def _fetch_model(location: Location, tmp: Path, say: Progress) -> ModelOrigin:
-    """Download (or copy) the model into ``tmp/model``, checked and normalized."""
+def fetch_model(location: Location, tmp: Path, say: Progress) -> ModelOrigin:
+    """Download (or copy) the model into ``tmp/model``, checked and normalized (``verify
+    --registry`` fetches a version the same way to compare)."""
     from mlflow_app_agent.model.load import download_model
 
     started = time.perf_counter()
@@ -295,7 +298,7 @@ def materialize(
             f"cannot create {out}: {exc.filename or out.parent}: {exc.strerror or exc}"
         ) from None
     try:
-        source = _fetch_model(location, tmp, say)
+        source = fetch_model(location, tmp, say)
         say("Bundling the mlflow-app-agent wheel and pinning requirements ...")
         _write_app_files(tmp, source, override, app_factory)
         _swap_into_place(tmp, out)
@@ -303,4 +306,6 @@ def materialize(
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     say(f"Materialized {location.text} into {out}")
+    if not location.is_local:  # a local copy (an app dir too) is anchored where it came from
+        registry_anchor.anchor(out, source.manifest_fields(), say)
     return out
