@@ -109,6 +109,9 @@ class Workspace:
         # failure modes
         self.failures: list[Failure] = []
         self.delays: dict[str, float] = {}
+        # requests inside their delay right now, and the most seen at once (concurrency)
+        self.in_flight = 0
+        self.max_in_flight = 0
         self.deployment_outcome = "SUCCEEDED"  # or "FAILED", or "NEVER" (stays IN_PROGRESS)
         self.deployment_failure_message = (
             "Error installing packages: requirements.txt line 3: no matching distribution"
@@ -545,7 +548,14 @@ class _Handler(BaseHTTPRequestHandler):
                                 (f.match is None or f.match in where)), None)
                 delay = ws.delays.get(op, 0.0)
             if delay:
-                time.sleep(delay)
+                with ws.lock:
+                    ws.in_flight += 1
+                    ws.max_in_flight = max(ws.max_in_flight, ws.in_flight)
+                try:
+                    time.sleep(delay)
+                finally:
+                    with ws.lock:
+                        ws.in_flight -= 1
             bearer = self.headers.get("Authorization", "").removeprefix("Bearer ")
             user = ws.user_tokens.get(bearer)
             if bearer != ws.token and user is None:

@@ -70,7 +70,7 @@ def test_model_uri_option_adds_the_contract_tests(tmp_path: Path, registry: dict
 @pytest.mark.e2e
 def test_failing_property_shows_the_counterexample(tmp_path: Path, registry: dict) -> None:  # type: ignore[type-arg]
     code, out = _pytest(
-        tmp_path, "--agent-model-uri", registry["broken"], "--agent-max-examples", "10",
+        tmp_path, "--agent-model-uri", registry["broken"], "--agent-max-examples", "25",
         "--agent-nondeterministic", "-rs", "-k", "invoke or consistency",
         env={"MLFLOW_TRACKING_URI": registry["tracking_uri"]},
     )  # fmt: skip
