@@ -276,6 +276,8 @@ forking = Agent("forking")
 
 @forking.invoke_method
 def _forking_invoke(request: Any) -> dict[str, Any]:
+    if _text_of(request) != "fork":
+        return {"output": [_message("not forked")]}
     gate = Path(os.environ["FORK_DIR"])
     pid = os.fork()
     if pid == 0:  # the child: no Python clean-up, just wait (at most 5 min)
