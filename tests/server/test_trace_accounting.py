@@ -36,14 +36,14 @@ def _traced_server(serve: Any, agents_path: Path, db: Path, *args: str,
     })
     mode = env.get("MLFLOW_APP_AGENT_TRACE_EXPORT", "process")
     assert _wait_for(lambda: httpx.get(server.url + "/agent/info").json()["tracing"]["export"]
-                     == mode, timeout=60)
+                     == mode)  # the generous default: MLflow import + a new store
     return server
 
 
 def _stop(server: Any) -> str:
     writers = _writer_pids(server.proc.pid)
     server.proc.send_signal(signal.SIGTERM)
-    assert server.proc.wait(timeout=60) in (0, -signal.SIGTERM)
+    assert server.proc.wait(timeout=WRITER_EXIT_TIMEOUT) in (0, -signal.SIGTERM)
     for pid in writers:  # the writer finishes what is in its pipe, then exits
         assert _wait_for(lambda pid=pid: not Path(f"/proc/{pid}").exists(),
                          timeout=WRITER_EXIT_TIMEOUT)
