@@ -305,7 +305,7 @@ def materialize(
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    say(f"Materialized {location.text} into {out}")
     if not location.is_local:  # a local copy (an app dir too) is anchored where it came from
         registry_anchor.anchor(out, source.manifest_fields(), say)
+    say(f"Materialized {location.text} into {out}")
     return out
