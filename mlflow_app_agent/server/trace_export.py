@@ -166,9 +166,12 @@ class CountingQueue:
     def is_active(self) -> bool:
         return bool(self.inner.is_active())
 
-    def close(self, grace: float = 1.0) -> int:
+    def close(self, grace: float = 10.0) -> int:
         """Stop running queued trace tasks and give the ones being written ``grace`` seconds
-        to finish; how many were still waiting (now dropped)."""
+        to finish; how many were still waiting (now dropped). Waiting for a write in progress
+        adds no shutdown time: MLflow's own exit hook waits for it anyway; it keeps the
+        summary exact (a write still running after 1 s on a loaded box was counted as
+        dropped, and then stored)."""
         with self._lock:
             self._closed = True
             waiting, self._waiting = len(self._waiting), set()

@@ -105,7 +105,8 @@ def test_databricks_app_port_wins(serve: Any, agents_path: Path) -> None:
 
 
 def _writer_pids(server_pid: int) -> list[int]:
-    """Child processes of the server that run the trace writer (Linux /proc)."""
+    """Trace writer processes of the server (Linux /proc): its children, and writers it
+    started that outlive it (re-parented, they still carry ``--server-pid``)."""
     found = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
@@ -116,7 +117,9 @@ def _writer_pids(server_pid: int) -> list[int]:
         except OSError:
             continue
         ppid = int(stat.rsplit(")", 1)[1].split()[1])
-        if ppid == server_pid and b"mlflow_app_agent.server.trace_writer" in cmdline:
+        if b"mlflow_app_agent.server.trace_writer" not in cmdline:
+            continue
+        if ppid == server_pid or f"--server-pid\0{server_pid}\0".encode() in cmdline:
             found.append(int(entry.name))
     return found
 
