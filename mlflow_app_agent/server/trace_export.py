@@ -120,6 +120,22 @@ class _CountedTask:
             self._owner.done(self)
 
 
+class _GatedTask:
+    """A span task: skipped once the server stopped. Its trace is then counted as dropped,
+    and writing its spans would still put (part of) that trace in the store."""
+
+    def __init__(self, task: Any, owner: CountingQueue) -> None:
+        self.task = task
+        self.handler = task.handler
+        self.args = task.args
+        self.error_msg = getattr(task, "error_msg", "")
+        self._owner = owner
+
+    def handle(self) -> None:
+        if not self._owner.closed:
+            self.task.handle()
+
+
 class CountingQueue:
     """MLflow's queue API (``put``/``flush``/``activate``/``is_active``) around MLflow's own
     queue, counting each trace task once."""
@@ -134,9 +150,16 @@ class CountingQueue:
         self._closed = False
 
     def put(self, task: Any) -> None:
-        if compat.task_kind(task, self._exporter_cls) == "trace":
+        kind = compat.task_kind(task, self._exporter_cls)
+        if kind == "trace":
             task = self.counted(task)
+        elif kind == "spans":
+            task = _GatedTask(task, self)
         self.inner.put(task)
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
 
     def counted(self, task: Any) -> _CountedTask:
         counted = _CountedTask(task, self._counts, self)
