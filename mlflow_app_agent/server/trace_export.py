@@ -120,22 +120,6 @@ class _CountedTask:
             self._owner.done(self)
 
 
-class _GatedTask:
-    """A span task: skipped once the server stopped. Its trace is then counted as dropped,
-    and writing its spans would still put (part of) that trace in the store."""
-
-    def __init__(self, task: Any, owner: CountingQueue) -> None:
-        self.task = task
-        self.handler = task.handler
-        self.args = task.args
-        self.error_msg = getattr(task, "error_msg", "")
-        self._owner = owner
-
-    def handle(self) -> None:
-        if not self._owner.closed:
-            self.task.handle()
-
-
 class CountingQueue:
     """MLflow's queue API (``put``/``flush``/``activate``/``is_active``) around MLflow's own
     queue, counting each trace task once."""
@@ -150,16 +134,9 @@ class CountingQueue:
         self._closed = False
 
     def put(self, task: Any) -> None:
-        kind = compat.task_kind(task, self._exporter_cls)
-        if kind == "trace":
+        if compat.task_kind(task, self._exporter_cls) == "trace":
             task = self.counted(task)
-        elif kind == "spans":
-            task = _GatedTask(task, self)
         self.inner.put(task)
-
-    @property
-    def closed(self) -> bool:
-        return self._closed
 
     def counted(self, task: Any) -> _CountedTask:
         counted = _CountedTask(task, self._counts, self)
@@ -189,12 +166,9 @@ class CountingQueue:
     def is_active(self) -> bool:
         return bool(self.inner.is_active())
 
-    def close(self, grace: float = 10.0) -> int:
+    def close(self, grace: float = 1.0) -> int:
         """Stop running queued trace tasks and give the ones being written ``grace`` seconds
-        to finish; how many were still waiting (now dropped). Waiting for a write in progress
-        adds no shutdown time: MLflow's own exit hook waits for it anyway; it keeps the
-        summary exact (a write still running after 1 s on a loaded box was counted as
-        dropped, and then stored)."""
+        to finish; how many were still waiting (now dropped)."""
         with self._lock:
             self._closed = True
             waiting, self._waiting = len(self._waiting), set()
