@@ -261,6 +261,8 @@ def responses_requests(
     # hypothesis-jsonschema (seconds), which Hypothesis would count as slow generation
     # and fail the caller's test with a too_slow health check.
     fields = {name: field_strategy(name) for name in optional_fields}
+    for values in fields.values():
+        values.validate()  # resolves lazy strategies (hypothesis-jsonschema's) now, too
     items = input_items(max_items=max_items)
 
     @st.composite

@@ -83,6 +83,20 @@ def test_first_deploy_creates_uploads_files_verbatim_and_deploys(ws: Workspace,
     assert all(h == f"Bearer {TOKEN}" for h in ws.auth_headers)
 
 
+def test_a_uv_mode_dir_deploys_its_lock_and_no_requirements(ws: Workspace,
+                                                            tmp_path: Path) -> None:
+    app_dir = build_app_dir(tmp_path / "uv-app", mode="uv")
+    result, _ = _deploy(ws, app_dir)
+    landed = ws.deployed_files[result.deployment_id]
+    assert {"pyproject.toml", "uv.lock"} <= set(landed) and "requirements.txt" not in landed
+    # a requirements.txt added later would switch Apps to pip: refused before any call
+    (app_dir / "requirements.txt").write_text("requests\n")
+    before = len(ws.ops())
+    with pytest.raises(ManifestMismatchError, match="mode: materialized for uv mode"):
+        _deploy(ws, app_dir)
+    assert len(ws.ops()) == before
+
+
 def test_redeploy_keeps_foreign_resources_and_scopes_and_is_idempotent(
         ws: Workspace, app_dir: Path) -> None:
     foreign = {"name": "db", "sql_warehouse": {"id": "w1", "permission": "CAN_USE"}}
@@ -295,7 +309,8 @@ def test_deploy_a_registered_version(ws: Workspace, echo_version: Any, tracking_
     text = "\n".join(lines)
     assert f"materializing {echo_version.uri}" in text
     landed = ws.files_under(result.source_code_path)
-    assert {"app.yaml", "requirements.txt", "MANIFEST.json", "model/MLmodel"} <= set(landed)
+    assert {"app.yaml", "pyproject.toml", "uv.lock", "MANIFEST.json",
+            "model/MLmodel"} <= set(landed)  # uv mode, the default
     assert any(p.startswith("wheels/") and p.endswith(".whl") for p in landed)
     assert all(o["object_type"] == "FILE" for o in landed.values())
     kinds = sorted(next(k for k in r if k not in ("name", "description"))
