@@ -122,19 +122,44 @@ def materialize_command(model: str, out_dir: str, force: bool, installer: str,
 @click.argument("app_dir", type=click.Path(file_okay=False))
 @click.option("--installer", type=click.Choice(["uv", "pip"]), default=None,
               help="Also require this install mode (default: the one materialized).")
-def verify_command(app_dir: str, installer: str | None) -> None:
+@click.option("--registry", "against_registry", is_flag=True,
+              help="Also check APP_DIR against the model registry (the current tracking/"
+                   "registry URI): MANIFEST.json must be one materialize recorded on the "
+                   "version it names, and model/ must equal that version's artifacts.")
+@click.option("--registry-timeout", type=click.FloatRange(min=1), default=5.0,
+              show_default=True, help="With --registry: seconds per call to the registry.")
+@click.option("--registry-retries", type=click.IntRange(min=0), default=3, show_default=True,
+              help="With --registry: retries of a failed registry call.")
+def verify_command(app_dir: str, installer: str | None, against_registry: bool,
+                   registry_timeout: float, registry_retries: int) -> None:
     """Check APP_DIR against its MANIFEST.json; exit 1 naming each changed, missing or extra
-    file."""
+    file. Without --registry this is self-consistency only: whoever can edit the directory
+    can edit the manifest too."""
     from mlflow_app_agent.apps.build.manifest import read_manifest, verify
 
     try:
-        verify(app_dir, installer=installer)
+        if against_registry:
+            if installer is not None:
+                verify(app_dir, installer=installer)
+            from mlflow_app_agent import registry_budget
+            from mlflow_app_agent.apps.build.registry_anchor import verify_against_registry
+
+            with registry_budget.bounded(registry_timeout, registry_retries):
+                uri = verify_against_registry(app_dir, progress=say)
+        else:
+            verify(app_dir, installer=installer)
     except ManifestMismatchError as exc:
         for problem in exc.problems:
             click.echo(problem, err=True)
         raise Failure(exc.message) from None
     files = read_manifest(app_dir)["files"]
-    click.echo(f"OK: {app_dir} matches its MANIFEST.json ({len(files)} files)")
+    if against_registry:
+        click.echo(f"OK: {app_dir} matches its MANIFEST.json ({len(files)} files), which is "
+                   f"the one materialize recorded on {uri}; model/ equals its artifacts")
+    else:
+        click.echo(f"OK: {app_dir} matches its MANIFEST.json ({len(files)} files). "
+                   "Self-consistency only: the manifest itself was not checked "
+                   "(verify --registry checks it against the registry)")
 
 
 @command("run-local")

@@ -6,7 +6,7 @@ MLflow's exporter keeps deciding *what* to write; only its async queue is replac
 * :class:`CountingQueue` (``thread``): MLflow's own in-process export threads, with every
   trace task counted as written or failed when it runs;
 * :class:`ProcessExportQueue` (``process``): each task is pickled and sent over a pipe to
-  ``python -m mlflow_app_agent.server.trace_export``, a child running MLflow's exporter
+  ``python -m mlflow_app_agent.server.trace_writer``, a child running MLflow's exporter
   synchronously against the same tracking URI, which acknowledges every trace. With a local
   store (sqlite, files) writing a trace costs ~20-26 ms of CPU under the GIL; in the child it
   never holds the server's.
@@ -17,7 +17,8 @@ then every trace the server traced is counted once in :class:`TraceCounts` — w
 dropped (with the reason) or failed — except those already in the writer's pipe, which the
 child writes after the server exits and reports in its own log line. If the child dies,
 export falls back to MLflow's in-process queue. The child ignores SIGINT/SIGTERM and exits
-when its pipe closes. All state lives on the :class:`ExportHook` the app's tracer owns.
+when its pipe closes, or once the server is gone and nothing is left to read (see
+:mod:`.trace_writer`). All state lives on the :class:`ExportHook` the app's tracer owns.
 """
 
 from __future__ import annotations

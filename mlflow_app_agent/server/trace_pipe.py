@@ -70,7 +70,8 @@ class ProcessExportQueue:
         env = {**os.environ, "MLFLOW_TRACKING_URI": self.tracking_uri,
                "MLFLOW_ENABLE_ASYNC_TRACE_LOGGING": "false"}
         self._proc = subprocess.Popen(
-            [sys.executable, "-m", "mlflow_app_agent.server.trace_writer"],
+            [sys.executable, "-m", "mlflow_app_agent.server.trace_writer",
+             "--server-pid", str(os.getpid())],  # it stops once this process is gone
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env,
         )
         _widen_pipe(self._proc.stdin)

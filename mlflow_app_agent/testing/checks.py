@@ -122,6 +122,17 @@ def normalize(value: Any) -> Any:
     return value
 
 
+def custom_outputs_of(answer: Mapping[str, Any]) -> Any:
+    """An answer's ``custom_outputs`` for comparison, ``None`` when it has none: absent,
+    ``None`` and ``{}`` (also once ``None`` fields are dropped) are the same. MLflow treats
+    them alike: its stream reducer (``responses_agent_output_reducer``) keeps no
+    custom_outputs and dumps with ``exclude_none``, and its documented agents return
+    ``custom_outputs=request.custom_inputs`` from ``predict`` only (``{}`` when the caller
+    sent ``{}``)."""
+    value = normalize(answer.get("custom_outputs"))
+    return None if value == {} else value
+
+
 def consistency_problems(response: Mapping[str, Any], events: list[Any]) -> list[str]:
     """(c) the done items of the stream, in order (and its custom_outputs), equal invoke's
     output, ignoring volatile ids."""
@@ -135,8 +146,8 @@ def consistency_problems(response: Mapping[str, Any], events: list[Any]) -> list
             f"the stream's done items differ from invoke's output:\n"
             f"      invoke: {_short(want, 400)}\n      stream: {_short(got, 400)}"
         )
-    want_co = normalize(response.get("custom_outputs"))
-    got_co = normalize(reduced.get("custom_outputs"))
+    want_co = custom_outputs_of(response)
+    got_co = custom_outputs_of(reduced)
     if want_co != got_co:
         problems.append(f"custom_outputs differ: invoke {_short(want_co)}, stream {_short(got_co)}")
     return problems

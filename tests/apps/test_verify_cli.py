@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 from click.testing import CliRunner
@@ -102,3 +103,94 @@ def test_materialize_cli(tracking_uri: str, echo_version: LoggedVersion, tmp_pat
     code, out = run("materialize", "models:/missing-model/3", str(tmp_path / "other"))
     assert code == 1 and "missing-model" in out and "Traceback" not in out
     assert not (tmp_path / "other").exists()
+
+
+# --- anchored in the registry (issue 14 item 9) ---------------------------------------------
+
+
+def _edit_manifest(app: Path, **changes: Any) -> None:
+    """What an attacker with write access to the directory can do: rewrite the manifest."""
+    path = app / "MANIFEST.json"
+    doc = json.loads(path.read_text())
+    for key, value in changes.items():
+        if key == "git_commit":
+            doc.setdefault("git", {})["commit"] = value
+        else:
+            doc[key] = value
+    path.write_text(json.dumps(doc, sort_keys=True, indent=2) + "\n")
+
+
+def test_materialize_records_the_manifest_digest_on_the_version(
+    app: Path, echo_version: LoggedVersion
+) -> None:
+    import hashlib
+
+    import mlflow
+
+    from mlflow_app_agent.apps.build.registry_anchor import DIGEST_TAG
+
+    tags = mlflow.MlflowClient().get_model_version(echo_version.name, echo_version.version).tags
+    digest = hashlib.sha256((app / "MANIFEST.json").read_bytes()).hexdigest()
+    assert digest in tags[DIGEST_TAG].split()
+    code, out = run("verify", str(app), "--registry")
+    assert code == 0, out
+    assert f"recorded on models:/{echo_version.name}/{echo_version.version}" in out
+    assert "model/ equals its artifacts" in out
+
+
+@pytest.mark.parametrize("edit", [
+    {"registered_version": "99"},
+    {"git_commit": "0" * 40},
+    {"run_id": "not-the-run"},
+])
+def test_verify_registry_catches_an_edited_manifest_that_plain_verify_accepts(
+    app: Path, edit: dict[str, Any]
+) -> None:
+    _edit_manifest(app, **edit)
+    code, out = run("verify", str(app))
+    assert code == 0 and "Self-consistency only" in out  # the files still match it
+    code, out = run("verify", str(app), "--registry")
+    assert code == 1 and "Traceback" not in out
+    if "registered_version" in edit:
+        assert "models:/" in out and "/99" in out and "cannot be read from the registry" in out
+    else:
+        assert "changed: MANIFEST.json (not a manifest materialize recorded on" in out
+
+
+def test_verify_registry_catches_a_model_file_rehashed_into_the_manifest(app: Path) -> None:
+    """The attacker edits a model file and writes its new sha256 into the manifest: the
+    directory is self-consistent, but neither the manifest nor model/ is the registry's."""
+    from mlflow_app_agent.apps.build.manifest import file_entries
+
+    agent = app / "model" / "data" / "agent" / "agent.py"
+    agent.write_text(agent.read_text() + "\n# changed\n")
+    doc = json.loads((app / "MANIFEST.json").read_text())
+    doc["files"] = file_entries(app)
+    (app / "MANIFEST.json").write_text(json.dumps(doc, sort_keys=True, indent=2) + "\n")
+    assert verify(app, raise_on_mismatch=False) == []
+    code, out = run("verify", str(app), "--registry")
+    assert code == 1
+    assert "changed: MANIFEST.json" in out
+    assert "changed: model/data/agent/agent.py (differs from the registry's artifact)" in out
+
+
+def test_verify_registry_without_a_registered_version_or_tag(
+    app: Path, echo_version: LoggedVersion, tmp_path: Path
+) -> None:
+    import mlflow
+
+    from mlflow_app_agent.apps.build.registry_anchor import DIGEST_TAG
+
+    local = materialize(app, tmp_path / "from-local")  # a local copy: not re-anchored
+    assert verify(local) == []
+    client = mlflow.MlflowClient()
+    saved = client.get_model_version(echo_version.name, echo_version.version).tags[DIGEST_TAG]
+    client.delete_model_version_tag(echo_version.name, echo_version.version, DIGEST_TAG)
+    try:
+        code, out = run("verify", str(app), "--registry")
+        assert code == 1 and f"has no {DIGEST_TAG} tag" in out
+    finally:
+        client.set_model_version_tag(echo_version.name, echo_version.version, DIGEST_TAG, saved)
+    _edit_manifest(app, registered_name=None, registered_version=None)
+    code, out = run("verify", str(app), "--registry")
+    assert code == 1 and "names no registered model version" in out and "Traceback" not in out

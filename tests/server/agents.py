@@ -267,3 +267,23 @@ def _forwarder_stream(request: Any):
     yield {"type": "response.output_text.delta", "item_id": "msg_2", "output_index": 0,
            "content_index": 0, "delta": "done"}
     yield {"type": "response.output_item.done", "output_index": 0, "item": _message("done", "msg_2")}
+
+
+# --- forking: forks a child (as a multiprocessing "fork" pool would) that holds every fd the
+# server has, the trace writer's pipe too, until $FORK_DIR/release appears ------------------
+forking = Agent("forking")
+
+
+@forking.invoke_method
+def _forking_invoke(request: Any) -> dict[str, Any]:
+    if _text_of(request) != "fork":
+        return {"output": [_message("not forked")]}
+    gate = Path(os.environ["FORK_DIR"])
+    pid = os.fork()
+    if pid == 0:  # the child: no Python clean-up, just wait (at most 5 min)
+        deadline = time.monotonic() + 300
+        while not (gate / "release").exists() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        os._exit(0)
+    (gate / "child.pid").write_text(str(pid))
+    return {"output": [_message(f"forked {pid}")]}

@@ -133,6 +133,32 @@ def test_consistency_ignores_ids_but_not_text_or_custom_outputs() -> None:
     assert problems[1] == 'custom_outputs differ: invoke {"n": 1}, stream null'
 
 
+@pytest.mark.parametrize("invoke_co", [{}, None, "absent", {"n": None}])
+@pytest.mark.parametrize("stream_co", [{}, None, "absent"])
+def test_consistency_treats_absent_none_and_empty_custom_outputs_alike(
+    invoke_co: Any, stream_co: Any
+) -> None:
+    """Issue 14 item 10: ``custom_outputs=request.custom_inputs`` in predict only (as MLflow
+    documents) gave "custom_outputs differ: invoke {}, stream null"."""
+    response: dict[str, Any] = {"output": [message("hi", "a")]}
+    if invoke_co != "absent":
+        response["custom_outputs"] = invoke_co
+    last: dict[str, Any] = done(message("hi", "b"))
+    if stream_co != "absent":
+        last["custom_outputs"] = stream_co
+    assert consistency_problems(response, [delta("hi", "b"), last]) == []
+
+
+def test_consistency_still_names_custom_outputs_only_one_side_has() -> None:
+    events = [done(message("hi", "b"))]
+    problems = consistency_problems({"output": [message("hi")], "custom_outputs": {"n": 0}},
+                                    events)
+    assert problems == ['custom_outputs differ: invoke {"n": 0}, stream null']
+    problems = consistency_problems({"output": [message("hi")], "custom_outputs": {}},
+                                    [{**events[0], "custom_outputs": {"n": 0}}])
+    assert problems == ['custom_outputs differ: invoke null, stream {"n": 0}']
+
+
 # --- (d) answers to malformed bodies -------------------------------------------------------
 
 

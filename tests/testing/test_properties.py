@@ -134,3 +134,32 @@ def test_check_agent_reports_a_custom_target_by_its_description() -> None:
     assert report.target == "custom target"
     assert [r.name for r in report.failures] == ["malformed"]
     assert "malformed" in report.format() and "was accepted" in report.format()
+
+
+def test_a_responses_agent_written_as_mlflow_documents_passes() -> None:
+    """Issue 14 item 10: predict returns ``custom_outputs=request.custom_inputs`` and
+    predict_stream none, as MLflow's ResponsesAgent guide writes it; a request with
+    ``custom_inputs: {}`` made validate report "custom_outputs differ: invoke {}, stream
+    null"."""
+    from mlflow.pyfunc import ResponsesAgent
+    from mlflow.types.responses import ResponsesAgentResponse, ResponsesAgentStreamEvent
+
+    class Documented(ResponsesAgent):
+        def predict(self, request: Any) -> ResponsesAgentResponse:  # type: ignore[override]
+            outputs = [event.item for event in self.predict_stream(request)
+                       if event.type == "response.output_item.done"]
+            return ResponsesAgentResponse(output=outputs, custom_outputs=request.custom_inputs)
+
+        def predict_stream(self, request: Any) -> Any:  # type: ignore[override]
+            text = agents.last_text(request) or "hello"
+            yield ResponsesAgentStreamEvent(**self.create_text_delta(delta=text, item_id="m"))
+            yield ResponsesAgentStreamEvent(  # type: ignore[call-arg]
+                type="response.output_item.done",
+                item=self.create_text_output_item(text=text, id="m"))
+
+    agent = Documented()
+    report = check_agent(agent, max_examples=40, raise_on_failure=False)
+    assert report.ok, report.format()
+    # the request that used to fail, on its own
+    result = agent.predict({"input": [{"role": "user", "content": "x"}], "custom_inputs": {}})
+    assert result.custom_outputs == {}

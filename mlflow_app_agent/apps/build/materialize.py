@@ -8,7 +8,9 @@ Layout::
     requirements.txt  pip mode (``--installer pip``) instead: the same closure, pinned
     wheels/           this toolkit's wheel (it is not on the package index)
     model/            the version's artifacts, verbatim
-    MANIFEST.json     provenance and the sha256 of every file (``verify`` checks it)
+    MANIFEST.json     provenance and the sha256 of every file (``verify`` checks it);
+                      its own sha256 is recorded on the registered version (``verify
+                      --registry``, :mod:`.registry_anchor`)
     README.md         what this is and how to run, verify and deploy it
 
 The directory is built in a temp dir next to the target and renamed into place, so a
@@ -28,7 +30,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mlflow_app_agent._version import __version__
-from mlflow_app_agent.apps.build import app_yaml, install, resolve, wheel
+from mlflow_app_agent.apps.build import app_yaml, install, registry_anchor, resolve, wheel
 from mlflow_app_agent.apps.build.install import INSTALLERS, BuildOptions
 from mlflow_app_agent.apps.build.manifest import MANIFEST_FILE, list_files, write_manifest
 from mlflow_app_agent.deploy_spec import DeploySpec
@@ -183,8 +185,9 @@ mlflow-app-agent deploy . --app NAME           # upload and deploy
 """
 
 
-def _fetch_model(location: Location, tmp: Path, say: Progress) -> ModelOrigin:
-    """Download (or copy) the model into ``tmp/model``, checked and normalized."""
+def fetch_model(location: Location, tmp: Path, say: Progress) -> ModelOrigin:
+    """Download (or copy) the model into ``tmp/model``, checked and normalized (``verify
+    --registry`` fetches a version the same way to compare)."""
     from mlflow_app_agent.model.load import download_model
 
     started = time.perf_counter()
@@ -332,12 +335,14 @@ def materialize(
             f"cannot create {out}: {exc.filename or out.parent}: {exc.strerror or exc}"
         ) from None
     try:
-        source = _fetch_model(location, tmp, say)
+        source = fetch_model(location, tmp, say)
         say("Bundling the mlflow-app-agent wheel ...")
         _write_app_files(tmp, source, opts, target, say, override, app_factory)
         _swap_into_place(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    if not location.is_local:  # a local copy (an app dir too) is anchored where it came from
+        registry_anchor.anchor(out, source.manifest_fields(), say)
     say(f"Materialized {location.text} into {out}")
     return out
