@@ -64,6 +64,13 @@ def _restore_registry_uri() -> object:
         utils._registry_uri = None  # type: ignore[attr-defined]
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    # pytest-xdist otherwise hands out the files with the most tests first (--loadscope-reorder),
+    # which would undo the slow-first order below.
+    if hasattr(config.option, "loadscopereorder"):
+        config.option.loadscopereorder = False
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Files holding ``slow`` tests first, then files with ``e2e`` tests, then the rest, each
     file kept whole and in its own order. Serially this only reorders; on two workers (README:
