@@ -278,13 +278,14 @@ def as_agent(obj: Any) -> Agent:
     if isinstance(obj, Agent):
         obj.check()
         return obj
-    responses_agent_cls = _responses_agent_class()
-    if isinstance(obj, type) and issubclass(obj, responses_agent_cls):
-        obj = obj()
-    if isinstance(obj, responses_agent_cls):
-        agent = from_responses_agent(obj)  # type: ignore[arg-type]
-        agent.check()
-        return agent
+    responses_agent_cls = loaded_responses_agent_class()
+    if responses_agent_cls is not None:
+        if isinstance(obj, type) and issubclass(obj, responses_agent_cls):
+            obj = obj()
+        if isinstance(obj, responses_agent_cls):
+            agent = from_responses_agent(obj)  # type: ignore[arg-type]
+            agent.check()
+            return agent
     raise AgentDefinitionError(
         "expected a mlflow_app_agent.Agent, an mlflow.pyfunc.ResponsesAgent, or a path to a "
         f"Python file defining one; got {type(obj).__name__}"
@@ -295,6 +296,17 @@ def _responses_agent_class() -> type:
     from mlflow.pyfunc import ResponsesAgent
 
     return ResponsesAgent
+
+
+def loaded_responses_agent_class() -> type | None:
+    """``mlflow.pyfunc.ResponsesAgent`` if ``mlflow.pyfunc`` is imported, else None: an
+    object can only be a ResponsesAgent once it is, and importing it here would import
+    pandas, which the lean app runtime does not install."""
+    import sys
+
+    pyfunc = sys.modules.get("mlflow.pyfunc")
+    cls = getattr(pyfunc, "ResponsesAgent", None) if pyfunc is not None else None
+    return cls if isinstance(cls, type) else None
 
 
 def from_responses_agent(responses_agent: ResponsesAgent, name: str | None = None) -> Agent:

@@ -7,7 +7,9 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextvars
+import os
 import threading
+import time
 from collections.abc import AsyncGenerator, Iterator
 from typing import TYPE_CHECKING, Any
 
@@ -15,12 +17,76 @@ if TYPE_CHECKING:
     import anyio
 
 
-def run_coroutine(coro: Any) -> Any:
-    """Run a coroutine to completion from sync code, even inside a running loop (notebooks)."""
+class _SyncLoop:
+    """The one event loop on which sync callers (notebooks, ``pyfunc``, ``log_model``'s
+    output check) run an agent's async code, in a daemon thread, for the whole process.
+
+    One loop, not a fresh one per call: agents keep async clients (``AsyncOpenAI``,
+    ``httpx.AsyncClient``) at module level, and their pooled connections belong to the loop
+    that opened them; a second call on a new loop would reuse them after their loop closed
+    ("Event loop is closed"). Contextvars follow each call, as with ``asyncio.run``.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._pid = 0
+
+    def get(self) -> asyncio.AbstractEventLoop:
+        with self._lock:
+            # a forked child has the loop object but not the thread that runs it
+            if self._loop is None or self._loop.is_closed() or self._pid != os.getpid():
+                loop = asyncio.new_event_loop()
+                threading.Thread(target=loop.run_forever, name="mlflow-app-agent-sync-loop",
+                                 daemon=True).start()
+                self._loop, self._pid = loop, os.getpid()
+            return self._loop
+
+    def run(self, coro: Any) -> Any:
+        """Run ``coro`` on the loop and wait for it; Ctrl-C cancels it."""
+        future = asyncio.run_coroutine_threadsafe(coro, self.get())
+        try:
+            return future.result()
+        except BaseException:
+            future.cancel()
+            raise
+
+    def close(self) -> None:
+        """Stop and close the loop (for a private one; the process's loop lives on)."""
+        with self._lock:
+            loop, self._loop = self._loop, None
+        if loop is None:
+            return
+        done = threading.Event()
+
+        def stop() -> None:
+            loop.stop()
+            done.set()
+
+        loop.call_soon_threadsafe(stop)
+        done.wait(10)
+        deadline = time.monotonic() + 10
+        while loop.is_running() and time.monotonic() < deadline:
+            time.sleep(0.001)
+        if not loop.is_running():
+            loop.close()
+
+
+_SYNC_LOOP = _SyncLoop()
+
+
+def _on_sync_loop() -> bool:
     try:
-        asyncio.get_running_loop()
+        return asyncio.get_running_loop() is _SYNC_LOOP.get()
     except RuntimeError:
-        return asyncio.run(coro)
+        return False
+
+
+def run_coroutine(coro: Any) -> Any:
+    """Run a coroutine to completion from sync code, even inside a running loop (notebooks):
+    on the process's sync-bridge loop, or (called from that loop itself) a private one."""
+    if not _on_sync_loop():
+        return _SYNC_LOOP.run(coro)
     result: dict[str, Any] = {}
     ctx = contextvars.copy_context()
 
@@ -38,21 +104,32 @@ def run_coroutine(coro: Any) -> Any:
     return result["value"]
 
 
+async def _anext(agen: Any) -> Any:
+    return await agen.__anext__()
+
+
+async def _aclose(agen: Any) -> None:
+    await agen.aclose()
+
+
 def iterate_async_gen(agen: Any) -> Iterator[Any]:
-    """Drive an async generator from sync code, one event at a time, in its own loop."""
-    loop = asyncio.new_event_loop()
+    """Drive an async generator from sync code, one event at a time, on the sync-bridge
+    loop (the same loop for every call, see :class:`_SyncLoop`); re-entered from async code
+    running on that loop, on a private loop in its own thread."""
+    runner = _SyncLoop() if _on_sync_loop() else _SYNC_LOOP
     try:
         while True:
             try:
-                event = loop.run_until_complete(agen.__anext__())
+                event = runner.run(_anext(agen))
             except StopAsyncIteration:
                 return
             yield event
     finally:
         try:
-            loop.run_until_complete(agen.aclose())
+            runner.run(_aclose(agen))
         finally:
-            loop.close()
+            if runner is not _SYNC_LOOP:
+                runner.close()
 
 
 async def threaded_iter(

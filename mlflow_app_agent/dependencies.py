@@ -21,14 +21,14 @@ import importlib.util
 import pickletools
 import sys
 import sysconfig
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import canonicalize_name
 
 from mlflow_app_agent._version import DIST_NAME, __version__
-from mlflow_app_agent.errors import MissingDependencyError
+from mlflow_app_agent.errors import AgentDefinitionError, MissingDependencyError
 
 
 def imported_modules_of_source(source: str) -> set[str]:
@@ -198,3 +198,34 @@ def direct_requirements(modules: Iterable[str], *, given: Iterable[str] = ()) ->
     toolkit = canonicalize_name(DIST_NAME)
     order = [toolkit, *sorted(n for n in pins if n != toolkit)]
     return [pins[n] for n in order if n not in named]
+
+
+def requirements_args(
+    imports: Iterable[str],
+    pip_requirements: Sequence[str] | str | None,
+    extra_pip_requirements: Sequence[str] | str | None,
+) -> tuple[list[str] | None, list[str] | None]:
+    """``(pip_requirements, extra_pip_requirements)`` for MLflow, given the top-level modules
+    the agent imports: the toolkit is always in; when MLflow infers (no ``pip_requirements``),
+    what the agent imports directly is recorded beside its inference, pinned. Packages the
+    caller names keep the caller's line. A requirements file path is read as MLflow reads it
+    (lines; ``-r``/``-c`` from the cwd)."""
+    if pip_requirements is not None:
+        given = requirement_lines(pip_requirements)
+        return given + direct_requirements((), given=given), None
+    extra = requirement_lines(extra_pip_requirements)
+    return None, direct_requirements(imports, given=extra) + extra
+
+
+def requirement_lines(requirements: Sequence[str] | str | None) -> list[str]:
+    """The lines of a requirements list, or of the file a string names."""
+    if requirements is None:
+        return []
+    if isinstance(requirements, str):
+        try:
+            return Path(requirements).read_text().splitlines()
+        except OSError as exc:
+            raise AgentDefinitionError(
+                f"requirements file {requirements!r} cannot be read: {exc.strerror or exc}"
+            ) from None
+    return [str(line) for line in requirements]

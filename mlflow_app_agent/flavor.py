@@ -20,14 +20,14 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mlflow_app_agent import agent_config as config
 from mlflow_app_agent import dependencies, provenance, signature
 from mlflow_app_agent._version import __version__
-from mlflow_app_agent.authoring import Agent, as_agent, dump
+from mlflow_app_agent.authoring import Agent, as_agent
 from mlflow_app_agent.deploy_spec import DeploySpec, scopes_for
 from mlflow_app_agent.errors import AgentDefinitionError, ModelLoadError, UnknownArgumentError
 from mlflow_app_agent.model.python_file import load_python_file
@@ -59,6 +59,7 @@ def save_model(
     metadata: dict[str, Any] | None = None,
     model_config: Any = None,
     mlflow_model: Model | None = None,
+    full_mlflow: bool = False,
     user_api_scopes: Sequence[str] | None = None,
     compute_size: str | None = None,
     instances: Any = None,
@@ -66,6 +67,7 @@ def save_model(
 ) -> None:
     """Save ``agent`` (an Agent, a ResponsesAgent, or a path to a models-from-code file) as
     an MLflow model directory at ``path``. Validates the agent's real output first.
+    ``full_mlflow``: as for :func:`log_model`.
 
     Any other keyword argument is refused (:class:`UnknownArgumentError`), not dropped."""
     if unknown:
@@ -87,6 +89,7 @@ def save_model(
         compute_size=compute_size,
         instances=instances,
     )
+    prepared.full_mlflow = full_mlflow
     _write(
         prepared,
         Path(path),
@@ -109,6 +112,7 @@ class Prepared:
         self.git: provenance.GitInfo | None = fields["git"]
         self.check: signature.ContractCheck = fields["check"]
         self.model_config: dict[str, Any] | None = fields["model_config"]
+        self.full_mlflow: bool = bool(fields.get("full_mlflow", False))
         self.deploy: DeploySpec = fields.get("deploy") or DeploySpec()
         # top-level modules the agent imports directly (code file + code_paths, or pickle)
         self.imports: set[str] = fields["imports"]
@@ -188,35 +192,6 @@ def prepare(
     )
 
 
-def requirements_args(
-    prepared: Prepared,
-    pip_requirements: Sequence[str] | str | None,
-    extra_pip_requirements: Sequence[str] | str | None,
-) -> tuple[list[str] | None, list[str] | None]:
-    """``(pip_requirements, extra_pip_requirements)`` for MLflow: the toolkit is always in;
-    when MLflow infers (no ``pip_requirements``), what the agent imports directly is recorded
-    beside its inference, pinned. Packages the caller names keep the caller's line. A
-    requirements file path is read as MLflow reads it (lines; ``-r``/``-c`` from the cwd)."""
-    if pip_requirements is not None:
-        given = _lines(pip_requirements)
-        return given + dependencies.direct_requirements((), given=given), None
-    extra = _lines(extra_pip_requirements)
-    return None, dependencies.direct_requirements(prepared.imports, given=extra) + extra
-
-
-def _lines(requirements: Sequence[str] | str | None) -> list[str]:
-    if requirements is None:
-        return []
-    if isinstance(requirements, str):
-        try:
-            return Path(requirements).read_text().splitlines()
-        except OSError as exc:
-            raise AgentDefinitionError(
-                f"requirements file {requirements!r} cannot be read: {exc.strerror or exc}"
-            ) from None
-    return [str(line) for line in requirements]
-
-
 def _flavor_conf(prepared: Prepared) -> dict[str, Any]:
     import mlflow
 
@@ -233,6 +208,8 @@ def _flavor_conf(prepared: Prepared) -> dict[str, Any]:
         "server_entrypoint": SERVER_ENTRYPOINT,
         "resources": [r.to_dict() for r in prepared.resources],
         "git": prepared.git.summary() if prepared.git else None,
+        # materialize installs mlflow-skinny in place of a logged mlflow==X unless True
+        "full_mlflow": prepared.full_mlflow,
         **({"deploy": prepared.deploy.to_dict()} if prepared.deploy.to_dict() else {}),
     }
 
@@ -261,8 +238,8 @@ def _write(
     mlflow_model.metadata = {**(mlflow_model.metadata or {}), **(metadata or {}),
                              "task": signature.TASK}
     mlflow_model.add_flavor(FLAVOR_NAME, **_flavor_conf(prepared))
-    pip_requirements, extra_pip_requirements = requirements_args(
-        prepared, pip_requirements, extra_pip_requirements
+    pip_requirements, extra_pip_requirements = dependencies.requirements_args(
+        prepared.imports, pip_requirements, extra_pip_requirements
     )
     with tempfile.TemporaryDirectory(prefix="mlflow-app-agent-") as tmp:
         data = Path(tmp, AGENT_DIR)
@@ -306,12 +283,17 @@ def log_model(
     model_config: Any = None,
     tags: dict[str, Any] | None = None,
     await_registration_for: int = 300,
+    full_mlflow: bool = False,
     user_api_scopes: Sequence[str] | None = None,
     compute_size: str | None = None,
     instances: Any = None,
 ) -> ModelInfo:
     """Log ``agent`` as an MLflow LoggedModel (optionally registering it) and return the
-    ``ModelInfo``. Every check runs before anything reaches the tracking store."""
+    ``ModelInfo``. Every check runs before anything reaches the tracking store.
+
+    ``full_mlflow=True``: the materialized app installs the full ``mlflow`` the model
+    recorded (say, the agent uses the tracking server's stores); by default it installs
+    ``mlflow-skinny`` at the same version, which is all serving needs."""
     import mlflow
     from mlflow.models import Model
 
@@ -326,9 +308,10 @@ def log_model(
         compute_size=compute_size,
         instances=instances,
     )
+    prepared.full_mlflow = full_mlflow
     # resolved now (idempotent in _write): a bad requirements file fails before logging
-    pip_requirements, extra_pip_requirements = requirements_args(
-        prepared, pip_requirements, extra_pip_requirements
+    pip_requirements, extra_pip_requirements = dependencies.requirements_args(
+        prepared.imports, pip_requirements, extra_pip_requirements
     )
     all_tags = {**(tags or {}), **(prepared.git.tags() if prepared.git else {})}
     all_tags["mlflow_app_agent.agent_name"] = prepared.agent.name
@@ -380,51 +363,9 @@ def load_model(model_uri: str, dst_path: str | None = None) -> Agent:
     return load_agent(model_uri, dst_path=dst_path).agent
 
 
-def _load_pyfunc(data_path: str, model_config: dict[str, Any] | None = None) -> _PyfuncWrapper:
-    """MLflow's python_function loader: ``data_path`` is ``<model>/data/agent``."""
-    from mlflow_app_agent.model.files import agent_from_model_dir
+def _load_pyfunc(data_path: str, model_config: dict[str, Any] | None = None) -> Any:
+    """MLflow's python_function loader (``loader_module`` is this module): ``data_path`` is
+    ``<model>/data/agent``; see :mod:`mlflow_app_agent.model.pyfunc`."""
+    from mlflow_app_agent.model.pyfunc import load_pyfunc
 
-    model_dir = Path(data_path).resolve()
-    while not (model_dir / "MLmodel").exists():
-        if model_dir.parent == model_dir:
-            raise ModelLoadError(f"no MLmodel above {data_path}")
-        model_dir = model_dir.parent
-    return _PyfuncWrapper(agent_from_model_dir(model_dir, model_config))
-
-
-class _PyfuncWrapper:
-    """``predict(dict) -> dict`` and ``predict_stream(dict) -> Iterator[dict]``; the agent is
-    ``python_model`` (what ``PyFuncModel.unwrap_python_model()`` returns)."""
-
-    def __init__(self, agent: Agent) -> None:
-        self.agent = agent
-
-    @property
-    def python_model(self) -> Agent:
-        return self.agent
-
-    def get_raw_model(self) -> Agent:
-        return self.agent
-
-    @staticmethod
-    def _to_dict(model_input: Any) -> Any:
-        try:
-            import pandas
-        except ImportError:  # pragma: no cover
-            return model_input
-        if isinstance(model_input, pandas.DataFrame):
-            from mlflow_app_agent._mlflow_compat import llm_ndarray_to_list
-
-            return {
-                k: llm_ndarray_to_list(v[0])
-                for k, v in model_input.to_dict(orient="list").items()
-            }
-        return model_input
-
-    def predict(self, model_input: Any, params: dict[str, Any] | None = None) -> dict[str, Any]:
-        return dump(self.agent.invoke(self._to_dict(model_input)))
-
-    def predict_stream(
-        self, model_input: Any, params: dict[str, Any] | None = None
-    ) -> Iterator[dict[str, Any]]:
-        yield from self.agent.stream(self._to_dict(model_input))
+    return load_pyfunc(data_path, model_config)

@@ -10,8 +10,9 @@ windows. Both agent servers trace into one sqlite store (one experiment each):
 AgentServer every request (MLflow's defaults), ``ours`` by its default policy (every
 request, at most 5 traces/s, written by its trace-writer child process),
 ``ours-thread-export`` the same policy written by MLflow's in-process export thread,
-``ours-trace-all`` every request, ``ours-no-trace`` none. A server's CPU, for the idle
-check between windows, includes its child processes (our trace writer).
+``ours-trace-all`` every request, ``ours-no-trace`` none; ``ours-no-metrics`` is ``ours``
+with metrics off. A server's CPU, for the idle check between windows, includes its child
+processes (our trace writer).
 Scenarios:
   (a) sync agent sleeping 20 ms, 32 concurrent clients: requests/s
   (b) async echo, 32 concurrent clients: requests/s
@@ -77,6 +78,8 @@ def server_env(server: str, tracking_uri: str, experiment_id: str) -> dict[str, 
         env["MLFLOW_APP_AGENT_TRACE_MAX_PER_SECOND"] = "0"  # trace every request
     if server.startswith("ours-cap"):  # e.g. ours-cap2: at most 2 traces/s
         env["MLFLOW_APP_AGENT_TRACE_MAX_PER_SECOND"] = server.removeprefix("ours-cap")
+    if server == "ours-no-metrics":  # metrics (GET /metrics, OTel instruments) off
+        env["MLFLOW_APP_AGENT_METRICS"] = "false"
     if server == "ours-no-trace":
         env["MLFLOW_APP_AGENT_TRACING"] = "false"
     if server == "ours-thread-export":  # the previous default: MLflow's export thread
@@ -373,7 +376,8 @@ def ratio(a: float | None, b: float | None) -> float | None:
     return None if not a or not b else a / b
 
 
-ALL_SERVERS = ["ours", "ours-thread-export", "ours-trace-all", "ours-no-trace", "agentserver",
+ALL_SERVERS = ["ours", "ours-no-metrics", "ours-thread-export", "ours-trace-all", "ours-no-trace",
+               "agentserver",
                "starlette"]
 AGENT_SERVERS = ["agentserver", "agentserver-default-exp"]
 
@@ -400,8 +404,10 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
                                             "sleepy", uri, logs, experiments, w, rounds, 32)
     if "b" in args.scenarios:
         step("(b) async echo")
-        results["b"] = await run_throughput([*ALL_SERVERS, "agentserver-default-exp"], "echo",
-                                            uri, logs, experiments, w, rounds, 32)
+        names = [*ALL_SERVERS, "agentserver-default-exp"]
+        if args.servers:
+            names = [n for n in names if n in args.servers.split(",")]
+        results["b"] = await run_throughput(names, "echo", uri, logs, experiments, w, rounds, 32)
     if "c" in args.scenarios:
         step("(c) one stream of 1,000 deltas")
         results["c"] = await run_stream(["ours", "agentserver", "starlette"], uri, logs,
@@ -433,6 +439,9 @@ def main() -> None:
     parser.add_argument("--stream-repeats", type=int, default=15)
     parser.add_argument("--cold-repeats", type=int, default=5)
     parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument("--servers", default="",
+                        help="comma-separated servers for (b) (default: all), e.g. "
+                             "ours,ours-no-metrics,starlette")
     args = parser.parse_args()
     info = machine()
     t0 = time.time()
@@ -455,8 +464,14 @@ def summary(r: dict[str, Any]) -> dict[str, Any]:
     if "a" in r:
         out["a_vs_agentserver"] = ratio(r["a"]["ours"]["rps"], best_agentserver(r["a"], "rps"))
     if "b" in r:
-        out["b_vs_agentserver"] = ratio(r["b"]["ours"]["rps"], best_agentserver(r["b"], "rps"))
-        out["b_vs_starlette"] = ratio(r["b"]["ours"]["rps"], r["b"]["starlette"]["rps"])
+        if any(k.startswith("agentserver") for k in r["b"]):
+            out["b_vs_agentserver"] = ratio(r["b"]["ours"]["rps"],
+                                            best_agentserver(r["b"], "rps"))
+        if "starlette" in r["b"]:
+            out["b_vs_starlette"] = ratio(r["b"]["ours"]["rps"], r["b"]["starlette"]["rps"])
+        if "ours-no-metrics" in r["b"]:
+            out["b_metrics_on_vs_off"] = ratio(r["b"]["ours"]["rps"],
+                                               r["b"]["ours-no-metrics"]["rps"])
     if "c" in r:
         out["c_vs_agentserver"] = ratio(r["c"]["ours"]["events_per_s"],
                                         r["c"]["agentserver"]["events_per_s"])

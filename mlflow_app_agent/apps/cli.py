@@ -24,6 +24,21 @@ from mlflow_app_agent.errors import ManifestMismatchError
 @model_argument()
 @click.argument("out_dir", type=click.Path(file_okay=False))
 @click.option("--force", is_flag=True, help="Replace OUT_DIR if it is not empty.")
+@click.option("--installer", type=click.Choice(["uv", "pip"]), default="uv", show_default=True,
+              help="uv: pyproject.toml + uv.lock (Apps installs with uv, no preinstalled "
+                   "libraries); pip: a pinned requirements.txt.")
+@click.option("--python", "python", default="3.11", show_default=True,
+              help="The target CPython the app runs on.")
+@click.option("--platform", default="x86_64-manylinux_2_35", show_default=True,
+              help="The target platform (Apps: Ubuntu 22.04 x86_64).")
+@click.option("--exclude-newer", default=None, metavar="DATE",
+              help="Resolve against the index as of DATE (default: the model's creation time).")
+@click.option("--timeout", default=300.0, show_default=True,
+              type=click.FloatRange(min=0, min_open=True),
+              help="Seconds the resolution may take (index unreachable: an error then).")
+@click.option("--index-url", default=None, help="Package index to resolve against.")
+@click.option("--full-mlflow/--no-full-mlflow", default=None,
+              help="Install full mlflow instead of mlflow-skinny (default: as logged).")
 @click.option("--registry-timeout", type=click.FloatRange(min=1), default=5.0,
               show_default=True, help="Seconds per call to the tracking/registry server.")
 @click.option("--registry-retries", type=click.IntRange(min=0), default=3, show_default=True,
@@ -43,14 +58,19 @@ from mlflow_app_agent.errors import ManifestMismatchError
 @click.option("--app-factory", metavar="MODULE:FUNCTION", default=None,
               help="The app's command serves FUNCTION(app) from the model's code_paths "
                    "(serve --app-factory); checked to ship with the model.")
-def materialize_command(model: str, out_dir: str, force: bool, registry_timeout: float,
+def materialize_command(model: str, out_dir: str, force: bool, installer: str,
+                        python: str, platform: str, exclude_newer: str | None,
+                        timeout: float, index_url: str | None,
+                        full_mlflow: bool | None, registry_timeout: float,
                         registry_retries: int, user_api_scopes: tuple[str, ...],
                         compute_size: str | None, instances: str | None, bundle: bool,
                         app_name: str | None, app_factory: str | None) -> None:
     """Write the Databricks Apps source directory for MODEL into OUT_DIR."""
+    import signal
+
     from mlflow_app_agent import registry_budget
     from mlflow_app_agent.apps.build.bundle import APP_SUBDIR, materialize_bundle
-    from mlflow_app_agent.apps.build.materialize import materialize
+    from mlflow_app_agent.apps.build.materialize import BuildOptions, materialize
 
     deploy: dict[str, Any] = {"user_api_scopes": list(user_api_scopes),
                               "compute_size": compute_size,
@@ -60,26 +80,37 @@ def materialize_command(model: str, out_dir: str, force: bool, registry_timeout:
         raise click.UsageError("--app goes with --bundle")
     if bundle and app_name is None:
         raise click.UsageError("--bundle needs --app NAME (the Databricks App name)")
+    options = BuildOptions(installer=installer, python=python, platform=platform,
+                           exclude_newer=exclude_newer, timeout=timeout,
+                           index_url=index_url, full_mlflow=full_mlflow)
 
     def build() -> Path:
         if bundle:
             assert app_name is not None
             return materialize_bundle(model, out_dir, app_name=app_name, force=force,
-                                      progress=say, **deploy)
-        return materialize(model, out_dir, force=force, progress=say, **deploy)
+                                      progress=say, options=options, **deploy)
+        return materialize(model, out_dir, force=force, progress=say, options=options,
+                           **deploy)
 
+    def _terminate(_sig: int, _frame: object) -> None:
+        raise KeyboardInterrupt  # unwinds through materialize's cleanup of its staging dir
+
+    signal.signal(signal.SIGTERM, _terminate)
     started = time.perf_counter()
-    with registry_budget.bounded(registry_timeout, registry_retries):
-        if ":" in model and not model.startswith("file:"):
-            import mlflow
+    try:
+        with registry_budget.bounded(registry_timeout, registry_retries):
+            if ":" in model and not model.startswith("file:"):
+                import mlflow
 
-            host = registry_budget.public_host(mlflow.get_registry_uri())
-            say(f"fetching {model} from {host} (each call: {registry_timeout:g} s "
-                f"timeout, {registry_retries} retries)")
-            with registry_budget.progress(model, host, registry_retries):
+                host = registry_budget.public_host(mlflow.get_registry_uri())
+                say(f"fetching {model} from {host} (each call: {registry_timeout:g} s "
+                    f"timeout, {registry_retries} retries)")
+                with registry_budget.progress(model, host, registry_retries):
+                    root = build()
+            else:
                 root = build()
-        else:
-            root = build()
+    except KeyboardInterrupt:
+        raise Failure("interrupted; nothing was written") from None
     out = root / APP_SUBDIR if bundle else root
     say(f"Done in {time.perf_counter() - started:.1f} s. Next: mlflow-app-agent run-local {out}")
     if bundle:
@@ -89,13 +120,15 @@ def materialize_command(model: str, out_dir: str, force: bool, registry_timeout:
 
 @command("verify")
 @click.argument("app_dir", type=click.Path(file_okay=False))
-def verify_command(app_dir: str) -> None:
+@click.option("--installer", type=click.Choice(["uv", "pip"]), default=None,
+              help="Also require this install mode (default: the one materialized).")
+def verify_command(app_dir: str, installer: str | None) -> None:
     """Check APP_DIR against its MANIFEST.json; exit 1 naming each changed, missing or extra
     file."""
     from mlflow_app_agent.apps.build.manifest import read_manifest, verify
 
     try:
-        verify(app_dir)
+        verify(app_dir, installer=installer)
     except ManifestMismatchError as exc:
         for problem in exc.problems:
             click.echo(problem, err=True)
@@ -126,8 +159,8 @@ def run_local_command(
     access_token_env: str | None, extra_env: tuple[tuple[str, str], ...], fresh: bool,
     ready_timeout: float,
 ) -> None:
-    """Run APP_DIR as Databricks Apps would: a fresh venv, pip install -r requirements.txt,
-    the app.yaml command with the Apps environment, behind a proxy adding the Apps headers."""
+    """Run APP_DIR as Databricks Apps would: a fresh venv, uv sync --frozen (uv mode) or pip
+    install -r requirements.txt (pip mode), the app.yaml command with the Apps environment, behind a proxy adding the Apps headers."""
     from mlflow_app_agent.apps.local.run_local import RunLocalOptions, run_local
 
     env = dict(extra_env)

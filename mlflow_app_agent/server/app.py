@@ -21,7 +21,7 @@ from starlette.responses import Response
 from mlflow_app_agent._version import __version__
 from mlflow_app_agent.errors import ConfigError, MlflowAppAgentError
 from mlflow_app_agent.model.load import LoadedAgent
-from mlflow_app_agent.server import routes
+from mlflow_app_agent.server import logs, routes
 from mlflow_app_agent.server.auth import request_id_from
 from mlflow_app_agent.server.errors import error_body, shutdown_error
 from mlflow_app_agent.server.extensions import (
@@ -30,6 +30,15 @@ from mlflow_app_agent.server.extensions import (
     install_routes,
     run_shutdown_hooks,
     run_startup_hooks,
+)
+from mlflow_app_agent.server.metrics import RequestRecord
+from mlflow_app_agent.server.observe import (
+    RECORD_KEY,
+    Observer,
+    RouteLabels,
+    WireCounter,
+    observing_send,
+    record_of,
 )
 from mlflow_app_agent.server.openapi import install_openapi
 from mlflow_app_agent.server.redact import request_secrets
@@ -79,9 +88,15 @@ def create_app(
         raise ConfigError("pass either settings= or individual setting overrides, not both")
     _quiet_request_warnings()
     runtime = Runtime(agent_or_model_uri, settings)
+    from mlflow_app_agent.server.observe import install_telemetry
+
+    telemetry = install_telemetry(runtime)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        telemetry.start()
+        logs.start_line(settings, agent_or_model_uri, telemetry.metrics is not None,
+                        runtime.errors.redactor)
         runtime.start()
         try:
             yield
@@ -91,6 +106,7 @@ def create_app(
             # the agent's shutdown hooks (if it was served) beside the trace flush
             await asyncio.gather(run_shutdown_hooks(runtime.extensions, app.state),
                                  runtime.shutdown())
+            await telemetry.shutdown(app.state.observer if isinstance(app, AgentApp) else None)
 
     app = AgentApp(
         title="mlflow-app-agent server",
@@ -100,6 +116,9 @@ def create_app(
         redoc_url=None,
     )
     app.state.runtime = runtime
+    app.state.telemetry = telemetry
+    app.state.observer = telemetry.observer
+    app.observer = telemetry.observer
     # Plain Starlette routes: no dependency injection on the hot path, and a streaming
     # handler may return any ASGI callable.
     for path, endpoint in (("/invocations", routes.invocations), ("/responses", routes.responses)):
@@ -108,6 +127,8 @@ def create_app(
         app.router.add_route(path, routes.health, methods=["GET"])
     app.router.add_route("/ready", routes.ready, methods=["GET"])
     app.router.add_route("/agent/info", routes.info, methods=["GET"])
+    if telemetry.metrics is not None:
+        app.router.add_route("/metrics", routes.metrics, methods=["GET"])
     _install_browser_routes(app, settings)
     _install_error_handlers(app)
     install_openapi(app)
@@ -180,12 +201,16 @@ class AgentApp(FastAPI):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.inflight: set[asyncio.Task[Any] | None] = set()  # agent calls on the fast path
+        #: metrics + access log; None when both are off
+        self.observer: Observer | None = None
         #: the agent's own middleware around :meth:`dispatch`, once it is served
         self.extension_stack: Any = None
+        #: the ``route`` label of a request: a route's path template, or ``other``
+        self.route_labels = RouteLabels(self.router)
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
-            await self._dispatch(scope, receive, send)
+            await super().__call__(scope, receive, send)
             return
         # Every request starts from an empty context. uvicorn creates a request's task from
         # the context its connection's read callback runs in, and asyncio re-registers that
@@ -198,41 +223,69 @@ class AgentApp(FastAPI):
         await task
 
     async def _dispatch(self, scope: Any, receive: Any, send: Any) -> None:
+        observer = self.observer
         stack = self.extension_stack  # the agent's own middleware, around everything
-        if stack is not None and scope["type"] != "lifespan":
-            await stack(scope, receive, send)
+        if observer is None:
+            await (self.dispatch if stack is None else stack)(scope, receive, send)
             return
-        await self.dispatch(scope, receive, send)
+        rec = RequestRecord(self.route_labels.of(scope), scope["method"], scope["path"],
+                            scope["headers"])
+        scope[RECORD_KEY] = rec
+        observer.started(rec)
+        try:
+            if stack is None:
+                await self.dispatch(scope, receive, send)
+            else:
+                # the agent's middleware may answer itself or rewrite our response: what
+                # went on the wire is what counts
+                wire = WireCounter(send, rec)
+                try:
+                    await stack(scope, receive, wire)
+                finally:
+                    wire.settle(rec)
+        finally:
+            observer.finished(rec)
 
     async def dispatch(self, scope: Any, receive: Any, send: Any) -> None:
-        if (
-            scope["type"] == "http"
-            and scope["method"] == "POST"
-            and not self.user_middleware
-            and not self.root_path
-        ):
+        handler = None
+        if scope["method"] == "POST" and not self.user_middleware and not self.root_path:
             handler = self._FAST.get(scope["path"])
-            if handler is not None:
-                scope["app"] = self
-                task = asyncio.current_task()
-                self.inflight.add(task)
-                try:
-                    await self._agent_call(handler, scope, receive, send)
-                finally:
-                    self.inflight.discard(task)
-                return
-        await super().__call__(scope, receive, send)
+        rec = scope.get(RECORD_KEY)
+        if handler is not None:
+            await self._fast_call(handler, scope, receive, send, rec)
+        elif rec is not None:
+            await super().__call__(scope, receive, observing_send(send, rec))
+        else:
+            await super().__call__(scope, receive, send)
 
-    async def _agent_call(self, handler: Any, scope: Any, receive: Any, send: Any) -> None:
+    async def _fast_call(self, handler: Any, scope: Any, receive: Any, send: Any,
+                         rec: RequestRecord | None) -> None:
+        scope["app"] = self
+        task = asyncio.current_task()
+        self.inflight.add(task)
+        try:
+            await self._agent_call(handler, scope, receive, send, rec)
+        finally:
+            self.inflight.discard(task)
+
+    async def _agent_call(self, handler: Any, scope: Any, receive: Any, send: Any,
+                          rec: RequestRecord | None = None) -> None:
         try:
             response = await handler(Request(scope, receive, send))
         except asyncio.CancelledError:
             # uvicorn cancels what still runs when its graceful shutdown ends
+            if rec is not None:
+                rec.status, rec.code = 503, "shutdown"
             await _answer_cut_short(scope, receive, send)
             return
         except Exception as exc:  # a bug of ours: still the error contract
             status, body = self.state.runtime.errors.body(exc, None)
-            response = routes.JSONBody(body, status)
+            response = routes.JSONBody(body, status, code="internal_error")
+        if rec is not None and type(response) is routes.JSONBody:
+            rec.status = response.status
+            rec.bytes_out = len(response.body)
+            if response.code:
+                rec.code = response.code
         await response(scope, receive, send)
 
     async def finish_cut_requests(self) -> None:
@@ -262,6 +315,9 @@ def _install_error_handlers(app: FastAPI) -> None:
         code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
         err = MlflowAppAgentError(_http_message(request, exc), code=code,
                                   status_code=exc.status_code)
+        rec = record_of(request.scope)
+        if rec is not None:
+            rec.code = code
         request_id = request_id_from(request.headers)
         status, body = error_body(err, request_id)
         headers = dict(exc.headers or {})
@@ -270,6 +326,9 @@ def _install_error_handlers(app: FastAPI) -> None:
                         headers=headers)
 
     async def unexpected(request: Request, exc: Exception) -> Response:
+        rec = record_of(request.scope)
+        if rec is not None:
+            rec.code = "internal_error"
         status, body = app.state.runtime.errors.body(exc, request.headers.get("x-request-id"),
                                                      request_secrets(request.headers))
         return Response(body, status_code=status, media_type="application/json")
@@ -279,7 +338,7 @@ def _install_error_handlers(app: FastAPI) -> None:
 
 
 _ROUTES = ("POST /invocations, POST /responses, POST /feedback, GET /health, /ready, "
-           "/agent/info, /openapi.json (and the chat page at / for browsers)")
+           "/agent/info, /metrics, /openapi.json (and the chat page at / for browsers)")
 
 
 def _http_message(request: Request, exc: StarletteHTTPException) -> str:

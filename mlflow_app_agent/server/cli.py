@@ -14,6 +14,8 @@ from mlflow_app_agent.server.settings import (
     ENV_APP_FACTORY,
     ENV_MODEL,
     ERROR_DETAILS,
+    LOG_FORMATS,
+    TRACE_DESTINATIONS,
     TRACE_EXPORT_MODES,
     env_name,
 )
@@ -59,19 +61,6 @@ _STORAGE_SCHEMES = ("file", "dbfs", "s3", "s3a", "gs", "wasbs", "abfss", "hdfs",
                     "https", "mlflow-artifacts", "uc", "models", "runs")
 
 
-def configure_logging(level: str) -> None:
-    """The CLI owns its process: show the toolkit's own log lines (loading progress, the
-    shutdown trace summary) at ``level`` on stderr."""
-    import logging
-
-    toolkit = logging.getLogger("mlflow_app_agent")
-    if not toolkit.handlers:
-        handler = logging.StreamHandler()
-        handler.setFormatter(logging.Formatter("%(levelname)s:     %(name)s: %(message)s"))
-        toolkit.addHandler(handler)
-    toolkit.setLevel(level.upper())
-
-
 @command("serve")
 @model_argument(required=False)
 @click.option("--host", default="0.0.0.0", show_default=True, help="Interface to listen on.")
@@ -90,6 +79,15 @@ def configure_logging(level: str) -> None:
 @click.option("--trace-export", type=click.Choice(TRACE_EXPORT_MODES), default=None,
               help="Write traces from a child process or MLflow's export thread (default "
                    "auto: a process for sqlite/file stores).")
+@click.option("--trace-destination", type=click.Choice(TRACE_DESTINATIONS), default=None,
+              help="With OTEL_EXPORTER_OTLP_ENDPOINT set: traces to the MLflow experiment "
+                   "(default), the OTLP collector, or both.")
+@click.option("--metrics/--no-metrics", default=None,
+              help="GET /metrics and OTLP metric export (default on; env "
+                   "MLFLOW_APP_AGENT_METRICS).")
+@click.option("--log-format", type=click.Choice(LOG_FORMATS), default=None,
+              help="Access and lifecycle log lines: json, text, or auto (default: JSON "
+                   "unless stderr is a terminal).")
 @click.option("--timeout", "request_timeout", type=click.FloatRange(min=0), default=None,
               metavar="SECONDS",
               help="Seconds one request may take (an invoke, or a whole stream) before a 504 "
@@ -134,7 +132,7 @@ def serve_command(model: str | None, host: str, port: int | None, workers: int,
         raise click.UsageError(f"give MODEL or set {ENV_MODEL}")
     chosen = {k: v for k, v in settings.items() if v is not None}
     try:
-        ServerSettings.from_env(**chosen)  # fail fast on bad values, before binding
+        log_format = ServerSettings.from_env(**chosen).log_format  # fail fast, before binding
     except ConfigError as exc:
         raise click.UsageError(exc.message) from None
     problem = location_problem(location)
@@ -146,11 +144,17 @@ def serve_command(model: str | None, host: str, port: int | None, workers: int,
         os.environ[env_name(key)] = str(value).lower() if isinstance(
             value, bool) else str(value)
     bind_port = resolve_port(port)
-    configure_logging(log_level)
+    # uvicorn applies this in every worker: its lines, ours and the rest of the toolkit's
+    # (loading progress, the shutdown trace summary) in one format on stderr at log_level
+    from mlflow_app_agent.server.logs import uvicorn_log_config
+
     common: dict[str, Any] = {
         "host": host,
         "port": bind_port,
         "log_level": log_level,
+        # our access log (one line per request, JSON or text) replaces uvicorn's
+        "log_config": uvicorn_log_config(log_format, log_level),
+        "access_log": False,
         "timeout_graceful_shutdown": GRACEFUL_SHUTDOWN_SECONDS,
     }
     app_factory = app_factory or os.environ.get(ENV_APP_FACTORY) or None

@@ -24,7 +24,7 @@ def _version(*dists: str) -> str | None:
     return None
 
 
-def agent_info(runtime: Runtime) -> dict[str, Any]:
+def agent_info(runtime: Runtime, telemetry: dict[str, Any] | None = None) -> dict[str, Any]:
     served = runtime.served
     assert served is not None
     agent = served.agent
@@ -61,6 +61,7 @@ def agent_info(runtime: Runtime) -> dict[str, Any]:
             "max_concurrency": settings.max_concurrency,
         },
         "tracing": runtime.tracer.stats(),
+        "telemetry": telemetry,
         "extensions": agent.server_extensions.describe(),
         # what deploy sets on the app (declared with the model or at materialize time)
         "deploy": {"user_api_scopes": [], **read_deploy_spec(served.local_path).to_dict()},

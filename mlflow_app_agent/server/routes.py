@@ -23,9 +23,15 @@ from mlflow_app_agent.server.body import (
     require_json,
     wants_stream,
 )
-from mlflow_app_agent.server.errors import error_body, request_timeout_error, to_app_error
+from mlflow_app_agent.server.errors import (
+    ErrorPolicy,
+    error_body,
+    request_timeout_error,
+    to_app_error,
+)
 from mlflow_app_agent.server.extensions import enrich_context
 from mlflow_app_agent.server.info import agent_info
+from mlflow_app_agent.server.observe import record_of
 from mlflow_app_agent.server.openai_compat import ResponsesShaper, envelope
 from mlflow_app_agent.server.redact import encodable_tree, request_secrets
 from mlflow_app_agent.server.runtime import NotReadyError, Runtime, not_ready_error
@@ -40,14 +46,15 @@ class JSONBody:
     """A pre-encoded JSON response as a bare ASGI callable: the agent routes are the hot path
     and Starlette's Response adds header bookkeeping we do not need."""
 
-    __slots__ = ("body", "status", "request_id", "trace_id")
+    __slots__ = ("body", "status", "request_id", "trace_id", "code")
 
     def __init__(self, body: bytes, status: int = 200, request_id: str | None = None,
-                 trace_id: str | None = None) -> None:
+                 trace_id: str | None = None, code: str = "") -> None:
         self.body = body
         self.status = status
         self.request_id = request_id
         self.trace_id = trace_id
+        self.code = code  # the error code of an error response (for metrics and the log)
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         headers = [
@@ -88,16 +95,24 @@ async def _handle(request: Request, *, openai: bool) -> Any:
     ctx = context_from(headers, request_id)
     secrets = request_secrets(headers)
     errors = runtime.errors
+    rec = record_of(request.scope)
+    if rec is not None:
+        rec.request_id = request_id
+        rec.user = ctx.user
     try:
         if runtime.settings.require_auth:
             require_identity(ctx)
         require_json(headers.get("content-type"))
         raw = await read_body(request, runtime.settings.max_body_bytes,
                               runtime.settings.body_read_timeout)
+        if rec is not None:
+            rec.bytes_in = len(raw)
         data = parse_json_object(raw)
         if openai:
             data = normalize_openai_input(data)
         stream = wants_stream(data, headers.get("accept"))
+        if rec is not None:
+            rec.mode = "stream" if stream else "invoke"
         try:
             served = await runtime.agent()
         except NotReadyError:
@@ -109,8 +124,7 @@ async def _handle(request: Request, *, openai: bool) -> Any:
             # Well-formed JSON with the wrong shape: 422, naming the fields.
             raise RequestError(exc.message, code="invalid_request", status_code=422) from None
     except Exception as exc:
-        status, body = errors.body(exc, request_id, secrets)
-        return JSONBody(body, status, request_id)
+        return _error(errors, exc, request_id, secrets)
 
     agent = served.agent
     model = str(data.get("model") or agent.name)
@@ -131,6 +145,7 @@ async def _handle(request: Request, *, openai: bool) -> Any:
             headers={HEADER_REQUEST_ID: request_id},
             errors=errors,
             secrets=secrets,
+            record=rec,
         )
 
     token = set_request_context(ctx)
@@ -148,11 +163,12 @@ async def _handle(request: Request, *, openai: bool) -> Any:
                 errors.log(exc, request_id, secrets)
                 err = to_app_error(exc)
                 span.set_error(err.code, errors.trace_message(err, secrets))
-                status, body = errors.body(err, request_id, secrets)
-                return JSONBody(body, status, request_id, span.trace_id)
+                return _error(errors, err, request_id, secrets, span.trace_id)
             span.set_outputs(result)
     finally:
         reset_request_context(token)
+        if rec is not None and span.active:
+            rec.trace_id, rec.span_id = span.trace_id, span.span_id
     if openai:
         result = envelope(result, model=model)
     try:
@@ -160,8 +176,16 @@ async def _handle(request: Request, *, openai: bool) -> Any:
     except (TypeError, ValueError) as exc:
         err = AgentExecutionError(f"the agent returned a response that is not JSON: {exc}")
         errors.log(err, request_id, secrets)
-        status, body = errors.body(err, request_id, secrets)
-        return JSONBody(body, status, request_id)
+        return _error(errors, err, request_id, secrets)
+
+
+def _error(errors: ErrorPolicy, exc: BaseException, request_id: str,
+           secrets: tuple[str, ...], trace_id: str | None = None) -> JSONBody:
+    """The error response (with the trace id header when traced), carrying its code for the
+    metrics and the access log."""
+    err = to_app_error(exc)
+    status, body = errors.body(err, request_id, secrets)
+    return JSONBody(body, status, request_id, trace_id, err.code)
 
 
 def _check_result(result: Any) -> dict[str, Any]:
@@ -198,4 +222,12 @@ async def info(request: Request) -> Any:
         from mlflow_app_agent.server.source import working_tree_git
 
         served.git = await anyio.to_thread.run_sync(working_tree_git, served.source_file)
-    return _json(agent_info(runtime))
+    return _json(agent_info(runtime, request.app.state.telemetry.stats()))
+
+
+async def metrics(request: Request) -> Any:
+    """Prometheus text exposition of the app's metrics."""
+    from prometheus_client import CONTENT_TYPE_LATEST
+
+    body = request.app.state.telemetry.metrics.prometheus_text()
+    return Response(body, media_type=CONTENT_TYPE_LATEST)

@@ -20,6 +20,7 @@ from mlflow_app_agent.errors import MlflowAppAgentError, ModelLoadError
 from mlflow_app_agent.extensions import AgentExtensions
 from mlflow_app_agent.model.load import LoadedAgent
 from mlflow_app_agent.server.errors import ErrorPolicy
+from mlflow_app_agent.server.logs import lifecycle
 from mlflow_app_agent.server.redact import Redactor, app_secrets
 from mlflow_app_agent.server.settings import ServerSettings
 from mlflow_app_agent.server.source import is_deferred, resolve
@@ -40,6 +41,8 @@ class Runtime:
         self.source = source
         self.served: LoadedAgent | None = None
         self.load_error: str | None = None
+        #: seconds the agent took to load (None until loaded)
+        self.load_seconds: float | None = None
         self.started_at = time.time()
         # who answers: with several app instances (or --workers) behind one URL, each
         # process has its own counters, trace cap and caches; this id tells them apart
@@ -62,7 +65,9 @@ class Runtime:
         self.on_loaded: Callable[[LoadedAgent], Awaitable[None]] | None = None
         self._pending: LoadedAgent | None = None
         if not is_deferred(source):
+            t0 = time.perf_counter()
             served = resolve(source)
+            self.load_seconds = time.perf_counter() - t0
             if served.agent.server_extensions.startup:
                 self._pending = served  # served once its start-up hooks ran
             else:
@@ -101,7 +106,9 @@ class Runtime:
             try:
                 pending = self._pending
                 if pending is None:
+                    t0 = time.perf_counter()
                     served = await anyio.to_thread.run_sync(self._resolve_bounded)
+                    self.load_seconds = time.perf_counter() - t0
                 else:
                     served = pending
                 if self.on_loaded is not None:
@@ -119,10 +126,21 @@ class Runtime:
                 logger.error("loading the agent from %s failed: %s%s", self.source,
                              self.load_error, detail)
                 return
+        loaded = self.served
+        assert loaded is not None
+        lifecycle("model_loaded",
+                  f"agent {loaded.agent.name!r} loaded in {self.load_seconds or 0:.2f} s",
+                  agent=loaded.agent.name,
+                  model_uri=self.errors.redactor(loaded.model_uri) if loaded.model_uri else None,
+                  registered_model=loaded.registered_name,
+                  version=loaded.registered_version, model_id=loaded.model_id,
+                  load_seconds=round(self.load_seconds or 0.0, 3))
         # After the agent is ready (so /ready is not slowed down): import MLflow for request
         # validation and tracing in the background.
         self._warm = asyncio.ensure_future(anyio.to_thread.run_sync(self._import_heavy))
         await self._warm
+        lifecycle("ready", "ready: serving requests", tracing=self.tracer.enabled,
+                  trace_export=self.tracer.export)
 
     def _resolve_bounded(self) -> LoadedAgent:
         """Load the agent; calls to a tracking/registry server get the registry budget, and

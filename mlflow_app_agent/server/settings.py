@@ -9,7 +9,7 @@ own model configuration (``AGENT_CONFIG_*``) is :mod:`mlflow_app_agent.agent_con
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, Literal, get_args
+from typing import Any, Literal, get_args, get_origin
 
 import pydantic
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
@@ -25,6 +25,12 @@ ENV_PREFIX = "MLFLOW_APP_AGENT_"
 TraceExport = Literal["auto", "process", "thread"]
 #: values of ``trace_export`` (see :mod:`mlflow_app_agent.server.trace_export`)
 TRACE_EXPORT_MODES: tuple[str, ...] = get_args(TraceExport)
+LogFormat = Literal["auto", "json", "text"]
+#: values of ``log_format``: ``auto`` is JSON unless stderr is a terminal
+LOG_FORMATS: tuple[str, ...] = get_args(LogFormat)
+TraceDestination = Literal["experiment", "otlp", "both"]
+#: values of ``trace_destination`` (see :mod:`mlflow_app_agent.server.telemetry`)
+TRACE_DESTINATIONS: tuple[str, ...] = get_args(TraceDestination)
 ErrorDetail = Literal["message", "none"]
 #: values of ``error_detail`` (see :mod:`mlflow_app_agent.server.errors`)
 ERROR_DETAILS: tuple[str, ...] = get_args(ErrorDetail)
@@ -66,6 +72,15 @@ class ServerSettings(BaseSettings):
     #: hold the server's GIL), ``thread`` (MLflow's in-process export threads) or ``auto``
     #: (``process`` for local sqlite/file stores, ``thread`` for tracking servers).
     trace_export: TraceExport = "auto"
+    #: Request metrics: ``GET /metrics`` (Prometheus text) and, when
+    #: ``OTEL_EXPORTER_OTLP_ENDPOINT`` is set, OTLP export. ``false`` turns both off.
+    metrics: bool = True
+    #: Server log lines (access log, lifecycle): ``json`` (one object a line), ``text``, or
+    #: ``auto`` (JSON unless stderr is a terminal).
+    log_format: LogFormat = "auto"
+    #: Where MLflow traces go when ``OTEL_EXPORTER_OTLP_ENDPOINT`` is set: the MLflow
+    #: ``experiment`` (default), the ``otlp`` collector (Apps telemetry), or ``both``.
+    trace_destination: TraceDestination = "experiment"
     #: What a caller sees of an agent's failure: ``message`` (its scrubbed text) or ``none``
     #: (a generic message and the request id; the detail stays in the log and the trace).
     error_detail: ErrorDetail = "message"
@@ -167,9 +182,12 @@ def _rule(field: str, err: Any) -> str:
     if kind in ("less_than_equal", "less_than"):
         return f"{field} must be between 0 and 1" if field == "trace_sample_ratio" else (
             f"{field} must be <= {_num(ctx.get('le', ctx.get('lt')))}")
-    if kind == "literal_error" or field in ("trace_export", "error_detail"):
-        modes = ERROR_DETAILS if field == "error_detail" else TRACE_EXPORT_MODES
-        return f"{field} must be one of {', '.join(modes)} (got {err.get('input')!r})"
+    # every Literal field (trace_export, error_detail, log_format, ...) lists its own choices,
+    # whatever the error's kind
+    choices = get_args(annotation) if get_origin(annotation) is Literal else ()
+    if kind == "literal_error" or choices:
+        choices = choices or TRACE_EXPORT_MODES
+        return f"{field} must be one of {', '.join(choices)} (got {err.get('input')!r})"
     if annotation is bool:
         return (f"is not a valid bool (use one of {', '.join(_TRUE)} or "
                 f"{', '.join(f for f in _FALSE if f)}, or leave it empty for off)")

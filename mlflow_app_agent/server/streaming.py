@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -27,6 +28,7 @@ from mlflow_app_agent.server.errors import (
     shutdown_error,
     to_app_error,
 )
+from mlflow_app_agent.server.metrics import RequestRecord
 from mlflow_app_agent.server.tracing import HEADER_TRACE_ID, RequestSpan
 
 logger = logging.getLogger("mlflow_app_agent.server")
@@ -74,7 +76,9 @@ class AgentEventStream:
         headers: dict[str, str],
         errors: ErrorPolicy | None = None,
         secrets: tuple[str, ...] = (),
+        record: RequestRecord | None = None,
     ) -> None:
+        self._rec = record
         self._events = events
         self._shaper = shaper
         self._span = span
@@ -92,6 +96,9 @@ class AgentEventStream:
         deadline = anyio.current_time() + self._timeout if self._timeout else None
         try:
             with self._span:
+                rec = self._rec
+                if rec is not None and self._span.active:
+                    rec.trace_id, rec.span_id = self._span.trace_id, self._span.span_id
                 await self._run(receive, send, deadline)
         except asyncio.CancelledError:
             # uvicorn cancels what still runs when its graceful shutdown ends (the generator
@@ -103,6 +110,8 @@ class AgentEventStream:
     async def _end_cut_short(self, send: Send) -> None:
         err = shutdown_error()
         logger.warning("request %s: %s", self._ctx.request_id, err.message)
+        if self._rec is not None:
+            self._rec.code = err.code
         with anyio.CancelScope(shield=True), anyio.move_on_after(_CLOSE_GRACE):
             try:
                 if not self._started:
@@ -121,6 +130,8 @@ class AgentEventStream:
         try:
             with anyio.fail_after(_remaining(deadline)) as waiting:
                 first = await self._events.__anext__()
+            if self._rec is not None:
+                self._rec.ttfe = time.perf_counter() - self._rec.start
         except StopAsyncIteration:
             first = None
         except Exception as exc:
@@ -128,6 +139,8 @@ class AgentEventStream:
             await self._send_error_response(send, self._timeout_or(exc, waiting))
             return
         self._started = True
+        if self._rec is not None:
+            self._rec.status = 200
         await send(
             {
                 "type": "http.response.start",
@@ -148,8 +161,8 @@ class AgentEventStream:
             pending.extend(self._frames(first))
         try:
             async with anyio.create_task_group() as tg:
-                pump = _Pump(send, pending)
-                tg.start_soon(self._watch_disconnect, receive, tg.cancel_scope)
+                pump = _Pump(send, pending, self._rec)
+                tg.start_soon(self._watch_disconnect, receive, tg.cancel_scope, pump)
                 tg.start_soon(pump.sender)
                 await self._produce(pump, deadline, first is None)
                 await pump.finished()
@@ -173,6 +186,8 @@ class AgentEventStream:
             _, body = self._errors.payload(err, self._ctx.request_id, self._secrets)
             self._span.set_error(body["error"]["code"],
                                  self._errors.trace_message(to_app_error(err), self._secrets))
+            if self._rec is not None:
+                self._rec.code = body["error"]["code"]
             await pump.put([encode_frame(e) for e in self._shaper.error(body["error"])])
         await pump.put([DONE_FRAME], last=True)
 
@@ -188,15 +203,22 @@ class AgentEventStream:
         return exc
 
     def _frames(self, event: dict[str, Any]) -> list[bytes]:
+        if self._rec is not None:
+            self._rec.events += 1
         if self._span.active:
             self._collected.append(event)
         return [encode_frame(e) for e in self._shaper.event(event)]
 
-    async def _watch_disconnect(self, receive: Receive, scope: anyio.CancelScope) -> None:
+    async def _watch_disconnect(self, receive: Receive, scope: anyio.CancelScope,
+                                pump: _Pump) -> None:
         while True:
             message = await receive()
             if message["type"] == "http.disconnect":
+                if pump.complete:  # uvicorn reports a disconnect once the response is sent
+                    return
                 self.closed_by_client = True
+                if self._rec is not None:
+                    self._rec.disconnected = True
                 scope.cancel()
                 return
 
@@ -216,6 +238,9 @@ class AgentEventStream:
         self._span.set_error(payload["error"]["code"],
                              self._errors.trace_message(to_app_error(exc), self._secrets))
         body = json.dumps(payload).encode()
+        if self._rec is not None:
+            self._rec.status, self._rec.code = status, payload["error"]["code"]
+            self._rec.bytes_out += len(body)
         headers = {**self._headers, **self._trace_header(), "content-type": "application/json"}
         await send({"type": "http.response.start", "status": status, "headers": _raw_headers(headers)})
         await send({"type": "http.response.body", "body": body})
@@ -224,8 +249,10 @@ class AgentEventStream:
 class _Pump:
     """Frames produced by the agent side, written by a separate sender task in batches."""
 
-    def __init__(self, send: Send, initial: list[bytes]) -> None:
+    def __init__(self, send: Send, initial: list[bytes],
+                 record: RequestRecord | None = None) -> None:
         self._send = send
+        self._rec = record
         self._buf: list[bytes] = list(initial)
         self._ready = anyio.Event()
         self._drained = anyio.Event()
@@ -252,8 +279,11 @@ class _Pump:
             last = self._last
             self._drained.set()
             if batch:
+                chunk = b"".join(batch)
+                if self._rec is not None:
+                    self._rec.bytes_out += len(chunk)
                 await self._send(
-                    {"type": "http.response.body", "body": b"".join(batch), "more_body": not last}
+                    {"type": "http.response.body", "body": chunk, "more_body": not last}
                 )
             elif last:
                 await self._send({"type": "http.response.body", "body": b"", "more_body": False})
@@ -263,6 +293,11 @@ class _Pump:
 
     async def finished(self) -> None:
         await self._done.wait()
+
+    @property
+    def complete(self) -> bool:
+        """The last frame was handed to the server."""
+        return self._done.is_set()
 
 
 def _remaining(deadline: float | None) -> float | None:

@@ -218,6 +218,10 @@ class RequestSpan:
     def trace_id(self) -> str | None:
         return getattr(self._span, "trace_id", None)
 
+    @property
+    def span_id(self) -> str | None:
+        return getattr(self._span, "span_id", None)
+
     def __enter__(self) -> RequestSpan:
         if self._mlflow is None:
             return self

@@ -59,12 +59,16 @@ def item_text(item: Mapping[str, Any]) -> str:
 def stream_problems(events: list[Any]) -> list[str]:
     """(b) every event is a valid ``ResponsesAgentStreamEvent``, there is at least one done
     item, no ``error`` event, and the text deltas of each item add up to its done item's text
-    and come before it."""
+    and come before it.
+
+    Items are told apart the way the server's ``/responses`` tells them apart: an item is
+    open from its first delta until the done event with its id. Ids are not unique in
+    practice (the OpenAI Agents SDK gives every item ``"__fake_id__"``), so a delta after a
+    done item with the same id starts the next item; it is not merged into the closed one."""
     from mlflow.types.responses import ResponsesAgentStreamEvent
 
     problems: list[str] = []
-    deltas: dict[str, list[str]] = {}
-    done_ids: set[str] = set()
+    open_deltas: dict[str, list[str]] = {}  # item id -> the deltas of the item being streamed
     n_done = 0
     for i, event in enumerate(events):
         if not isinstance(event, Mapping):
@@ -79,30 +83,26 @@ def stream_problems(events: list[Any]) -> list[str]:
             problems.append(f"event {i} is an error event: {event.get('message')!r}")
         elif kind == DELTA:
             item_id = str(event.get("item_id"))
-            if item_id in done_ids:
-                problems.append(f"event {i}: text delta for item {item_id!r} after its done event")
-            deltas.setdefault(item_id, []).append(str(event.get("delta", "")))
+            open_deltas.setdefault(item_id, []).append(str(event.get("delta", "")))
         elif kind == DONE:
             n_done += 1
             item = event.get("item") or {}
             if item.get("id") is None:
                 continue
             item_id = str(item["id"])
-            done_ids.add(item_id)
-            if item_id in deltas:
-                streamed = "".join(deltas[item_id])
+            if item_id in open_deltas:
+                streamed = "".join(open_deltas.pop(item_id))
                 text = item_text(item)
                 if streamed != text:
                     problems.append(
                         f"event {i}: the text deltas of item {item_id!r} add up to "
                         f"{_short(streamed)} but its done item says {_short(text)}"
                     )
-    for item_id in deltas:
-        if item_id not in done_ids:
-            problems.append(
-                f"text deltas for item {item_id!r} but no {DONE!r} event for it "
-                "(a stream must end each item with a done event)"
-            )
+    for item_id in open_deltas:
+        problems.append(
+            f"text deltas for item {item_id!r} but no {DONE!r} event after them "
+            "(a stream must end each item with a done event)"
+        )
     if n_done == 0 and not problems:
         problems.append(f"the stream has no {DONE!r} event (the agent did not answer)")
     return problems

@@ -246,22 +246,32 @@ def unanswered_calls(items: list[Any]) -> list[str]:
     return problems
 
 
-@st.composite
 def responses_requests(
-    draw: st.DrawFn,
     *,
     max_items: int = 6,
     optional_fields: tuple[str, ...] = tuple(_SCHEMA_FIELDS),
-) -> dict[str, Any]:
+) -> st.SearchStrategy[dict[str, Any]]:
     """Valid ``ResponsesAgentRequest`` dicts (never with ``stream``; the caller picks the mode).
 
     >>> from hypothesis import given
     >>> @given(responses_requests())
     ... def test_answers(request): ...
     """
-    request: dict[str, Any] = {"input": draw(input_items(max_items=max_items))}
-    for name in optional_fields:
-        # Each optional field in about a quarter of requests; absent is what shrinks to 0.
-        if draw(st.integers(0, 3)) == 3:
-            request[name] = draw(field_strategy(name))
-    return request
+    # Built here, not on the first draw: building imports MLflow's request model and
+    # hypothesis-jsonschema (seconds), which Hypothesis would count as slow generation
+    # and fail the caller's test with a too_slow health check.
+    fields = {name: field_strategy(name) for name in optional_fields}
+    for values in fields.values():
+        values.validate()  # resolves lazy strategies (hypothesis-jsonschema's) now, too
+    items = input_items(max_items=max_items)
+
+    @st.composite
+    def requests(draw: st.DrawFn) -> dict[str, Any]:
+        request: dict[str, Any] = {"input": draw(items)}
+        for name, values in fields.items():
+            # Each optional field in about a quarter of requests; absent shrinks to 0.
+            if draw(st.integers(0, 3)) == 3:
+                request[name] = draw(values)
+        return request
+
+    return requests()

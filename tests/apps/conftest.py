@@ -82,3 +82,20 @@ def plain_version(_session_tracking_uri: str) -> LoggedVersion:
         name="agent", python_model=str(PLAIN_AGENT), registered_model_name=name,
         pip_requirements=model_requirements(),
     ))
+
+
+EXT_AGENT_DIR = ROOT / "tests" / "server" / "ext_agent"
+
+
+@pytest.fixture(scope="session")
+def ext_version(_session_tracking_uri: str) -> LoggedVersion:
+    """The extension agent (routes, middleware, hooks) with ext_support.py in code_paths:
+    what materialize --app-factory ext_support:wrapping_factory needs."""
+    import mlflow_app_agent
+
+    name = f"ext-{uuid.uuid4().hex[:6]}"
+    return _log(_session_tracking_uri, name, lambda: mlflow_app_agent.log_model(
+        str(EXT_AGENT_DIR / "agent.py"), name="agent", registered_model_name=name,
+        code_paths=[str(EXT_AGENT_DIR / "ext_support.py")],
+        pip_requirements=model_requirements(), git="off",
+    ))

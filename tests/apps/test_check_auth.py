@@ -4,7 +4,6 @@ server; FAIL rows for 403, 404, missing secret keys, timeouts; never a secret va
 from __future__ import annotations
 
 import os
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -109,19 +108,15 @@ def test_uc_function_and_deleted_experiment(ws: Workspace) -> None:
 
 def test_probes_run_concurrently(ws: Workspace) -> None:
     for op in PROBE_OPS:
-        ws.delays[op] = 0.6  # one after the other would take 3.6 s
-    started = time.monotonic()
+        ws.delays[op] = 1.0  # long enough that concurrent probes overlap on a busy machine
     rows = _rows(ws)
-    elapsed = time.monotonic() - started
     assert all(r.ok for r in rows)
-    assert elapsed < 2.0, elapsed
+    assert ws.max_in_flight > 1, "the probes ran one after the other"
 
 
 def test_a_probe_that_hangs_times_out_and_the_check_still_ends(ws: Workspace) -> None:
     ws.delays["warehouses.get"] = 6.0
-    started = time.monotonic()
-    rows = {r.check: r for r in _rows(ws, timeout=1.0)}
-    assert time.monotonic() - started < 2.5
+    rows = {r.check: r for r in _rows(ws, timeout=1.0)}  # pytest-timeout catches a hang
     assert rows["warehouses.get"].reason == "no answer within 1s"
     assert rows["serving_endpoints.get"].ok
 

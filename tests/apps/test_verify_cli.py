@@ -51,11 +51,28 @@ def test_verify_same_size_edit_and_symlink(app: Path) -> None:
     target = app / "app.yaml"
     text = target.read_text()
     target.write_text(text.replace("databricks", "databrickz"))
-    target2 = app / "requirements.txt"
+    target2 = app / "uv.lock"
     target2.unlink()
     target2.symlink_to(app / "README.md")
     problems = verify(app, raise_on_mismatch=False)
-    assert problems == ["changed: app.yaml", "changed: requirements.txt (is a symlink)"]
+    assert problems == ["changed: app.yaml", "changed: uv.lock (is a symlink)"]
+
+
+def test_verify_names_the_install_mode(app: Path) -> None:
+    code, out = run("verify", str(app), "--installer", "uv")
+    assert code == 0, out
+    code, out = run("verify", str(app), "--installer", "pip")
+    assert code == 1
+    assert out.strip().splitlines() == [
+        f"mode: {app} is a uv mode (pyproject.toml + uv.lock) app directory, not pip mode "
+        "(requirements.txt)",
+        f"Error: {app} is a uv mode (pyproject.toml + uv.lock) app directory, not pip mode "
+        "(requirements.txt)"]
+    # a requirements.txt added later would make Apps install the dir with pip
+    (app / "requirements.txt").write_text("requests\n")
+    assert verify(app, raise_on_mismatch=False) == [
+        "mode: materialized for uv mode (pyproject.toml + uv.lock), but Apps would install it "
+        "as pip mode (requirements.txt)", "extra: requirements.txt"]
 
 
 def test_verify_edited_or_missing_manifest(app: Path, tmp_path: Path) -> None:

@@ -109,6 +109,9 @@ class Workspace:
         # failure modes
         self.failures: list[Failure] = []
         self.delays: dict[str, float] = {}
+        # requests inside their delay right now, and the most seen at once (concurrency)
+        self.in_flight = 0
+        self.max_in_flight = 0
         self.deployment_outcome = "SUCCEEDED"  # or "FAILED", or "NEVER" (stays IN_PROGRESS)
         self.deployment_failure_message = (
             "Error installing packages: requirements.txt line 3: no matching distribution"
@@ -545,7 +548,14 @@ class _Handler(BaseHTTPRequestHandler):
                                 (f.match is None or f.match in where)), None)
                 delay = ws.delays.get(op, 0.0)
             if delay:
-                time.sleep(delay)
+                with ws.lock:
+                    ws.in_flight += 1
+                    ws.max_in_flight = max(ws.max_in_flight, ws.in_flight)
+                try:
+                    time.sleep(delay)
+                finally:
+                    with ws.lock:
+                        ws.in_flight -= 1
             bearer = self.headers.get("Authorization", "").removeprefix("Bearer ")
             user = ws.user_tokens.get(bearer)
             if bearer != ws.token and user is None:
@@ -620,7 +630,8 @@ def client_for(ws: Workspace, **config: Any) -> Any:
     return WorkspaceClient(host=ws.host, token=ws.token, auth_type="pat", **config)
 
 
-def build_app_dir(root: Any, resources: list[dict[str, Any]] | None = None) -> Any:
+def build_app_dir(root: Any, resources: list[dict[str, Any]] | None = None,
+                  mode: str = "pip") -> Any:
     """A small materialized app directory, built by hand (MANIFEST.json included), whose
     ``model/code/agent.py`` starts with the notebook header a wrong import format converts."""
     from pathlib import Path
@@ -637,7 +648,10 @@ def build_app_dir(root: Any, resources: list[dict[str, Any]] | None = None) -> A
     ]
     files = {
         "app.yaml": "command: [python, -m, mlflow_app_agent.server, --model, model]\n",
-        "requirements.txt": "mlflow-skinny==3.6.0\n",
+        **({"requirements.txt": "mlflow-skinny==3.6.0\n"} if mode == "pip" else {
+            "pyproject.toml": '[project]\nname = "app"\nversion = "0.0.0"\n'
+                              'requires-python = "==3.11.*"\ndependencies = []\n',
+            "uv.lock": 'version = 1\nrequires-python = "==3.11.*"\n'}),
         "README.md": "# app\n",
         "model/MLmodel": yaml.safe_dump({"flavors": {
             "mlflow_app_agent": {"resources": declared},
@@ -648,5 +662,6 @@ def build_app_dir(root: Any, resources: list[dict[str, Any]] | None = None) -> A
     for rel, text in files.items():
         (root / rel).parent.mkdir(parents=True, exist_ok=True)
         (root / rel).write_text(text)
-    write_manifest(root, {"source_uri": "models:/demo/1", "resources": declared})
+    write_manifest(root, {"source_uri": "models:/demo/1", "resources": declared,
+                          "dependencies": {"installer": mode}})
     return root

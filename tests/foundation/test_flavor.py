@@ -328,6 +328,16 @@ def test_model_config_is_stored_validated_and_overridable(
         config.deactivate_config()
 
 
+def test_full_mlflow_is_recorded_for_materialize(tmp_path: Path) -> None:
+    echo = Path(__file__).resolve().parents[2] / "examples" / "echo" / "agent.py"
+    for full in (False, True):
+        path = tmp_path / f"m-{full}"
+        mlflow_app_agent.save_model(str(echo), path, git="off", full_mlflow=full,
+                                    pip_requirements=["mlflow", "cloudpickle"])
+        conf = yaml.safe_load((path / "MLmodel").read_text())["flavors"]["mlflow_app_agent"]
+        assert conf["full_mlflow"] is full
+
+
 def test_scopes_and_compute_are_recorded_for_deploy(tmp_path: Path) -> None:
     echo = Path(__file__).resolve().parents[2] / "examples" / "echo" / "agent.py"
     mlflow_app_agent.save_model(

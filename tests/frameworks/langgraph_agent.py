@@ -1,20 +1,19 @@
-"""A LangGraph agent wrapped as an MLflow ResponsesAgent the way MLflow's docs show (the
-wrapper is the one docs/authoring.md gives), with a scripted chat model in place of an LLM.
+"""A LangGraph agent wrapped as an MLflow ResponsesAgent the way MLflow's docs show: the
+models-from-code file docs/authoring.md gives ("LangGraph"). The graph is the usual tool
+loop, model -> tools -> model, with ``langchain-openai``'s ``ChatOpenAI`` as the model.
 
-The graph is the usual tool loop: model -> tools -> model. The scripted model asks for
-``get_weather(city=<the user's text>)`` and then answers from the tool's result.
+The LLM is whatever OpenAI-compatible endpoint ``OPENAI_BASE_URL`` / ``OPENAI_API_KEY``
+name (the openai client's own variables); the tests point them at ``scripted_llm``.
 """
 
-import hashlib
-import json
-from collections.abc import Generator, Iterator
+import os
+from collections.abc import Generator
 from typing import Any
 
 import mlflow
-from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
-from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage, ToolMessage
-from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
+from langchain_core.messages import AIMessageChunk
 from langchain_core.tools import tool
+from langchain_openai import ChatOpenAI
 from langgraph.graph import END, START, MessagesState, StateGraph
 from langgraph.prebuilt import ToolNode, tools_condition
 from mlflow.pyfunc import ResponsesAgent
@@ -25,48 +24,6 @@ from mlflow.types.responses import (
     output_to_responses_items_stream,
     to_chat_completions_input,
 )
-from pydantic import Field
-
-
-def _text(content: Any) -> str:
-    if isinstance(content, str):
-        return content
-    return "".join(p.get("text", "") for p in content if isinstance(p, dict))
-
-
-class ScriptedChatModel(GenericFakeChatModel):
-    """A fake chat model that supports ``bind_tools`` and answers from the conversation."""
-
-    messages: Iterator[AIMessage | str] = Field(default_factory=lambda: iter(()))
-
-    def bind_tools(self, tools: Any, **kwargs: Any) -> "ScriptedChatModel":
-        return self
-
-    def _reply(self, messages: list[BaseMessage]) -> AIMessage:
-        last = messages[-1]
-        users = [m for m in messages if m.type == "human"]
-        asked = _text(users[-1].content) if users else ""
-        if isinstance(last, ToolMessage):
-            return AIMessage(content=f"Forecast: {_text(last.content)}.")
-        call_id = "call_" + hashlib.sha256(asked.encode()).hexdigest()[:12]
-        return AIMessage(content="", tool_calls=[
-            {"name": "get_weather", "args": {"city": asked}, "id": call_id, "type": "tool_call"}
-        ])
-
-    def _generate(self, messages: list[BaseMessage], stop: Any = None, run_manager: Any = None,
-                  **kwargs: Any) -> ChatResult:
-        return ChatResult(generations=[ChatGeneration(message=self._reply(messages))])
-
-    def _stream(self, messages: list[BaseMessage], stop: Any = None, run_manager: Any = None,
-                **kwargs: Any) -> Iterator[ChatGenerationChunk]:
-        reply = self._reply(messages)
-        if not reply.tool_calls:
-            yield from super()._stream(messages, stop, run_manager, **kwargs)
-            return
-        yield ChatGenerationChunk(message=AIMessageChunk(content="", tool_call_chunks=[
-            {"name": c["name"], "args": json.dumps(c["args"]), "id": c["id"], "index": i}
-            for i, c in enumerate(reply.tool_calls)
-        ], chunk_position="last"))
 
 
 @tool
@@ -90,7 +47,6 @@ def build_graph(model: Any) -> Any:
     return graph.compile()
 
 
-# --- the wrapper a user copies (docs/authoring.md) --------------------------------------------
 class LangGraphResponsesAgent(ResponsesAgent):
     def __init__(self, graph: Any) -> None:
         self.graph = graph
@@ -108,7 +64,9 @@ class LangGraphResponsesAgent(ResponsesAgent):
     ) -> Generator[ResponsesAgentStreamEvent, None, None]:
         messages = to_chat_completions_input([i.model_dump() for i in request.input])
         for mode, data in self.graph.stream(
-            {"messages": messages}, stream_mode=["updates", "messages"]
+            {"messages": messages},
+            {"recursion_limit": 12},  # a model that keeps calling tools fails, not hangs
+            stream_mode=["updates", "messages"],
         ):
             if mode == "updates":  # a node finished: its messages become output items
                 for update in data.values():
@@ -123,4 +81,5 @@ class LangGraphResponsesAgent(ResponsesAgent):
                     )
 
 
-mlflow.models.set_model(LangGraphResponsesAgent(build_graph(ScriptedChatModel())))
+model = ChatOpenAI(model=os.environ.get("LLM_MODEL", "scripted-llm"), temperature=0)
+mlflow.models.set_model(LangGraphResponsesAgent(build_graph(model)))

@@ -15,17 +15,23 @@ from mlflow_app_agent.authoring import as_agent
 from mlflow_app_agent.server import create_app
 
 pytest.importorskip("langgraph")
+pytest.importorskip("langchain_openai")
 AGENT_FILE = Path(__file__).with_name("langgraph_agent.py")
 TOOL_ROUND = ["function_call", "function_call_output", "message"]
 ASK = {"input": [{"role": "user", "content": "Paris"}]}
 
 
-def _agent() -> Any:
+def _agent(monkeypatch: pytest.MonkeyPatch, model: Any = None) -> Any:
+    from .fake_chat_model import ScriptedChatModel
+
+    # the file builds a ChatOpenAI at import (never called here); it wants a key to exist
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-unused-in-process")
     spec = importlib.util.spec_from_file_location("_langgraph_agent", AGENT_FILE)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    return as_agent(module.LangGraphResponsesAgent(module.build_graph(module.ScriptedChatModel())))
+    graph = module.build_graph(model or ScriptedChatModel())
+    return as_agent(module.LangGraphResponsesAgent(graph))
 
 
 def _events(text: str) -> list[dict[str, Any]]:
@@ -34,8 +40,8 @@ def _events(text: str) -> list[dict[str, Any]]:
     return [json.loads(f) for f in frames[:-1]]
 
 
-def test_langgraph_tool_round_is_complete_in_both_apis() -> None:
-    with TestClient(create_app(_agent(), tracing=False)) as client:
+def test_langgraph_tool_round_is_complete_in_both_apis(monkeypatch: pytest.MonkeyPatch) -> None:
+    with TestClient(create_app(_agent(monkeypatch), tracing=False)) as client:
         invoked = client.post("/invocations", json=ASK).json()
         assert [i["type"] for i in invoked["output"]] == TOOL_ROUND
         call = invoked["output"][0]
@@ -47,3 +53,16 @@ def test_langgraph_tool_round_is_complete_in_both_apis() -> None:
     assert text == completed[2]["content"][0]["text"] == "Forecast: sunny in Paris."
     added = [e["output_index"] for e in events if e["type"] == "response.output_item.added"]
     assert added == [0, 1, 2]
+
+
+def test_a_tool_loop_ends_at_the_recursion_limit_as_an_agent_error(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from .fake_chat_model import LoopingChatModel
+
+    with TestClient(create_app(_agent(monkeypatch, LoopingChatModel()), tracing=False)) as client:
+        answer = client.post("/invocations", json=ASK)
+    assert answer.status_code == 500
+    error = answer.json()["error"]
+    assert error["code"] == "agent_error"
+    assert "Recursion limit of 12 reached" in error["message"], error

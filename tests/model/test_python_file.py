@@ -6,38 +6,14 @@ were. (Moved from tests/server/test_source.py.)"""
 from __future__ import annotations
 
 import sys
-import textwrap
 from pathlib import Path
 
 import pytest
 
-from mlflow_app_agent import Agent
 from mlflow_app_agent.errors import AgentDefinitionError, ModelLoadError
 from mlflow_app_agent.model.load import load_agent
 from mlflow_app_agent.model.python_file import load_python_file
-
-HELLO = {"input": [{"role": "user", "content": "hello there"}]}
-
-AGENT_FILE = """
-from mlflow_app_agent import Agent
-
-{name} = Agent({label!r})
-
-
-@{name}.invoke_method
-def _invoke(request):
-    return {{"output": [{{"type": "message", "id": "m1", "role": "assistant",
-                         "content": [{{"type": "output_text", "text": {label!r}}}]}}]}}
-"""
-
-
-def write(path: Path, source: str) -> Path:
-    path.write_text(textwrap.dedent(source))
-    return path
-
-
-def answer(agent: Agent) -> str:
-    return str(agent.invoke(HELLO)["output"][0]["content"][0]["text"])
+from tests.model.agent_files import AGENT_FILE, answer, write
 
 
 def test_a_file_with_one_agent_is_served_without_naming_it(tmp_path: Path) -> None:

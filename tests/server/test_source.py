@@ -5,7 +5,6 @@
 from __future__ import annotations
 
 import importlib.metadata
-import textwrap
 from pathlib import Path
 from typing import Any
 
@@ -15,30 +14,9 @@ from mlflow_app_agent import Agent
 from mlflow_app_agent.errors import ModelLoadError
 from mlflow_app_agent.model.load import LoadedAgent
 from mlflow_app_agent.server.source import is_deferred, resolve
+from tests.model.agent_files import AGENT_FILE, answer, write
 
 ECHO = Path(__file__).resolve().parents[2] / "examples" / "echo" / "agent.py"
-HELLO = {"input": [{"role": "user", "content": "hello there"}]}
-
-AGENT_FILE = """
-from mlflow_app_agent import Agent
-
-{name} = Agent({label!r})
-
-
-@{name}.invoke_method
-def _invoke(request):
-    return {{"output": [{{"type": "message", "id": "m1", "role": "assistant",
-                         "content": [{{"type": "output_text", "text": {label!r}}}]}}]}}
-"""
-
-
-def write(path: Path, source: str) -> Path:
-    path.write_text(textwrap.dedent(source))
-    return path
-
-
-def answer(agent: Agent) -> str:
-    return str(agent.invoke(HELLO)["output"][0]["content"][0]["text"])
 
 
 def test_objects_resolve_at_once_and_locations_are_deferred(tmp_path: Path) -> None:

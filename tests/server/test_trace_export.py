@@ -154,13 +154,11 @@ def test_a_stalled_writer_never_blocks_the_caller(
     assert writer is not None and writer._proc is not None
     os.kill(writer._proc.pid, signal.SIGSTOP)  # the pipe fills, then the bounded queue
     try:
-        started = time.monotonic()
-        _make_traces(150, "stalled", padding=30_000)  # ~9 MB: more than the 1 MiB pipe
-        elapsed = time.monotonic() - started
+        # ~9 MB: more than the 1 MiB pipe; a blocked put would hang (pytest-timeout fails it)
+        _make_traces(150, "stalled", padding=30_000)
     finally:
         os.kill(writer._proc.pid, signal.SIGCONT)
     assert writer.dropped > 0
-    assert elapsed < 30  # ~150 traces of span bookkeeping; a blocked put would hang forever
     written = _written("stalled")
     assert 1 <= len(written) < 150
     assert writer.alive

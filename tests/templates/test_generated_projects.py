@@ -237,3 +237,42 @@ def _server(cmd: list[str], env: dict[str, str], port: int, cwd: Path) -> Iterat
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+@pytest.fixture(scope="session")
+def wheelhouse(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The toolkit built as it would be published (``python -m build``), checked by twine."""
+    root = Path(__file__).resolve().parents[2]
+    house = tmp_path_factory.mktemp("wheelhouse")
+    subprocess.run([sys.executable, "-m", "build", "--wheel", "--outdir", str(house),
+                    str(root)], check=True, capture_output=True, timeout=600)
+    twine = subprocess.run([sys.executable, "-m", "twine", "check", "--strict",
+                            *map(str, house.glob("*.whl"))],
+                           capture_output=True, text=True, timeout=120)
+    assert twine.returncode == 0, twine.stdout + twine.stderr
+    return house
+
+
+def test_a_generated_project_installs_in_a_fresh_venv_from_index_and_wheelhouse(
+    tmp_path: Path, wheelhouse: Path
+) -> None:
+    """What a new user runs, before the toolkit is on the index: a fresh venv,
+    ``pip install -r requirements-dev.txt --find-links WHEELHOUSE``, the project's tests."""
+    project = tmp_path / "proj"
+    scaffold(project, "echo")
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=300)
+    python = str(venv / "bin" / "python")
+    install = subprocess.run(
+        [python, "-m", "pip", "install", "-q", "--disable-pip-version-check",
+         "-r", "requirements-dev.txt", "--find-links", str(wheelhouse)],
+        cwd=project, capture_output=True, text=True, timeout=1500, env=_clean_env(),
+    )
+    assert install.returncode == 0, install.stdout[-3000:] + install.stderr[-3000:]
+    where = subprocess.run([python, "-c", "import mlflow_app_agent; print(mlflow_app_agent.__file__)"],
+                           cwd=project, capture_output=True, text=True, check=True).stdout
+    assert str(venv) in where  # the wheelhouse's wheel, not this checkout
+    tests = subprocess.run([python, "-m", "pytest", "-q", "-p", "no:cacheprovider"],
+                           cwd=project, env=_clean_env(), capture_output=True, text=True,
+                           timeout=600)
+    assert tests.returncode == 0, tests.stdout[-4000:] + tests.stderr[-2000:]

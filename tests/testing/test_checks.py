@@ -83,10 +83,27 @@ def test_stream_problems_are_each_reported() -> None:
     assert problems[2] == "event 2 is an error event: 'upstream failed'"
     assert problems[3] == ("event 4: the text deltas of item 'm1' add up to \"hel\" but its "
                            "done item says \"hello\"")
-    assert problems[4] == "event 5: text delta for item 'm1' after its done event"
+    # "lo" after m1's done starts another item m1 (ids are not unique), which never ends
+    assert problems[4].startswith("text deltas for item 'm1' but no "
+                                  "'response.output_item.done' event after them")
     assert problems[5].startswith("text deltas for item 'm2' but no "
-                                  "'response.output_item.done' event for it")
+                                  "'response.output_item.done' event after them")
     assert len(problems) == 6
+
+
+def test_items_sharing_an_id_are_checked_one_after_the_other() -> None:
+    """The OpenAI Agents SDK gives every item the id "__fake_id__": a tool call, then a
+    streamed message, then another streamed message, all with that id."""
+    fake = "__fake_id__"
+    call = {"type": "function_call", "id": fake, "call_id": "c1", "name": "f", "arguments": "{}"}
+    events = [done(call), delta("hel", item_id=fake), delta("lo", item_id=fake),
+              done({**message("hello"), "id": fake}), delta("bye", item_id=fake),
+              done({**message("bye"), "id": fake})]
+    assert stream_problems(events) == []
+    wrong = [*events[:3], done({**message("help"), "id": fake})]
+    assert stream_problems(wrong) == [
+        "event 3: the text deltas of item '__fake_id__' add up to \"hello\" but its done "
+        "item says \"help\""]
 
 
 def test_an_empty_stream_did_not_answer_and_id_less_items_count_as_done() -> None:

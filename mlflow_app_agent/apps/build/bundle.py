@@ -84,16 +84,18 @@ def write_bundle(app_dir: Path, bundle_root: Path, *, app_name: str,
 
 def materialize_bundle(model_uri: str | os.PathLike[str], out_dir: str | os.PathLike[str], *,
                        app_name: str, force: bool = False, description: str | None = None,
-                       progress: Any = None, **deploy: Any) -> Path:
+                       progress: Any = None, options: Any = None, **deploy: Any) -> Path:
     """``out_dir/app`` (the materialized app) and ``out_dir/databricks.yml``, built in a
     temporary directory next to ``out_dir`` and renamed into place (nothing half-written).
     ``deploy``: ``user_api_scopes``, ``compute_size``, ``instances`` (and ``app_factory``)
-    as for materialize."""
+    and ``options`` (a ``BuildOptions``) as for materialize."""
     import shutil
     import tempfile
 
     from mlflow_app_agent.apps.build.materialize import (
+        _clean_stale_staging,
         _prepare_target,
+        _staging_prefix,
         _swap_into_place,
         materialize,
     )
@@ -104,9 +106,12 @@ def materialize_bundle(model_uri: str | os.PathLike[str], out_dir: str | os.Path
     out = Path(out_dir).absolute()
     _prepare_target(out, force)
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    _clean_stale_staging(out)
+    tmp = Path(tempfile.mkdtemp(prefix=f"{_staging_prefix(out)}{os.getpid()}-",
+                                dir=out.parent))
     try:
-        materialize(model_uri, tmp / APP_SUBDIR, progress=progress, **deploy)
+        materialize(model_uri, tmp / APP_SUBDIR, progress=progress, options=options,
+                    **deploy)
         write_bundle(tmp / APP_SUBDIR, tmp, app_name=app_name, description=description)
         os.chmod(tmp, 0o755)
         _swap_into_place(tmp, out)

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from mlflow_app_agent.errors import ManifestMismatchError
-from mlflow_app_agent.model.app_dir import MANIFEST_FILE
+from mlflow_app_agent.model.app_dir import MANIFEST_FILE, install_mode
 
 MANIFEST_VERSION = 1
 
@@ -79,18 +79,41 @@ def read_manifest(app_dir: str | os.PathLike[str]) -> dict[str, Any]:
     return doc
 
 
-def verify(app_dir: str | os.PathLike[str], *, raise_on_mismatch: bool = True) -> list[str]:
+def _mode_problem(root: Path, manifest: dict[str, Any], expected: str | None) -> str | None:
+    """How Apps would install the dir vs the manifest's (and the caller's) installer."""
+    recorded = (manifest.get("dependencies") or {}).get("installer")
+    actual = install_mode(root)
+    names = {"pip": "pip mode (requirements.txt)", "uv": "uv mode (pyproject.toml + uv.lock)",
+             None: "no install files"}
+    if expected is not None and actual != expected:
+        return (f"mode: {root} is a {names.get(actual, actual)} app directory, not "
+                f"{names[expected]}")
+    if recorded is not None and actual != recorded:
+        return (f"mode: materialized for {names.get(recorded, recorded)}, but Apps would "
+                f"install it as {names.get(actual, actual)}")
+    return None
+
+
+def verify(app_dir: str | os.PathLike[str], *, raise_on_mismatch: bool = True,
+           installer: str | None = None) -> list[str]:
     """Check ``app_dir`` against its ``MANIFEST.json``.
 
     Returns the problems, one per file (``changed: path``, ``missing: path``,
     ``extra: path``); empty when the directory is intact. With ``raise_on_mismatch`` (the
     default) a non-empty result raises :class:`ManifestMismatchError` naming the files.
+    ``installer`` (``"uv"``/``"pip"``): also require that install mode; and the mode the
+    files imply must be the one the manifest recorded (a ``requirements.txt`` added to a
+    uv-mode dir would make Apps install it with pip).
     """
     root = Path(app_dir)
     if not root.is_dir():
         raise ManifestMismatchError(f"{app_dir} is not a directory", problems=[])
-    expected: dict[str, Any] = read_manifest(root)["files"]
-    problems = []
+    manifest = read_manifest(root)
+    mode = _mode_problem(root, manifest, installer)
+    if mode is not None and installer is not None and raise_on_mismatch:
+        raise ManifestMismatchError(mode.removeprefix("mode: "), problems=[mode])
+    expected: dict[str, Any] = manifest["files"]
+    problems = [mode] if mode else []
     present = set(list_files(root))
     for rel in sorted(set(expected) | present):
         path = root / rel

@@ -3,14 +3,18 @@
 Layout::
 
     app.yaml          command running the bundled server; env from declared resources
-    requirements.txt  the model's requirements + the server runtime, pinned; the toolkit wheel
+    pyproject.toml    uv mode (default): the model's requirements + the toolkit (path source)
+    uv.lock             + the server runtime, locked for the target by uv
+    requirements.txt  pip mode (``--installer pip``) instead: the same closure, pinned
     wheels/           this toolkit's wheel (it is not on the package index)
     model/            the version's artifacts, verbatim
     MANIFEST.json     provenance and the sha256 of every file (``verify`` checks it)
     README.md         what this is and how to run, verify and deploy it
 
 The directory is built in a temp dir next to the target and renamed into place, so a
-failure leaves nothing behind; the same version always yields a byte-identical tree.
+failure (or SIGINT/SIGTERM) leaves nothing behind, and a run removes staging directories
+that killed runs left; the same version always yields a byte-identical tree: dependencies
+are resolved for the target (see ``resolve.py``), not from this machine.
 """
 
 from __future__ import annotations
@@ -24,7 +28,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mlflow_app_agent._version import __version__
-from mlflow_app_agent.apps.build import app_yaml, requirements, wheel
+from mlflow_app_agent.apps.build import app_yaml, install, resolve, wheel
+from mlflow_app_agent.apps.build.install import INSTALLERS, BuildOptions
 from mlflow_app_agent.apps.build.manifest import MANIFEST_FILE, list_files, write_manifest
 from mlflow_app_agent.deploy_spec import DeploySpec
 from mlflow_app_agent.errors import MaterializeError, TargetExistsError
@@ -32,7 +37,6 @@ from mlflow_app_agent.flavor import FLAVOR_NAME
 from mlflow_app_agent.model.app_dir import (
     MAX_FILE_BYTES,
     MODEL_DIR,
-    REQUIREMENTS_FILE,
     WHEELS_DIR,
 )
 from mlflow_app_agent.model.files import read_mlmodel
@@ -213,9 +217,10 @@ def _fetch_model(location: Location, tmp: Path, say: Progress) -> ModelOrigin:
     return source
 
 
-def _write_app_files(tmp: Path, source: ModelOrigin, override: DeploySpec,
+def _write_app_files(tmp: Path, source: ModelOrigin, opts: BuildOptions,
+                     target: resolve.Target, say: Progress, override: DeploySpec,
                      app_factory: str | None = None) -> None:
-    """Everything next to ``model/``: wheel, requirements, app.yaml, README, MANIFEST."""
+    """Everything next to ``model/``: wheel, dependencies, app.yaml, README, MANIFEST."""
     flavor, resources, entrypoint, declared = _agent_facts(tmp / MODEL_DIR)
     if app_factory:
         app_yaml.check_app_factory(tmp / MODEL_DIR, app_factory)
@@ -224,9 +229,7 @@ def _write_app_files(tmp: Path, source: ModelOrigin, override: DeploySpec,
     (tmp / WHEELS_DIR).mkdir()
     shutil.copyfile(built, tmp / WHEELS_DIR / built.name)
     wheel_rel = f"./{WHEELS_DIR}/{built.name}"
-    (tmp / REQUIREMENTS_FILE).write_text(
-        requirements.build_requirements(tmp / MODEL_DIR, wheel_rel, model_prefix=MODEL_DIR)
-    )
+    dep_files, dep_record = install.write_install_files(tmp, wheel_rel, opts, target, say)
     spec = app_yaml.build_app_spec(
         # the app dir itself: the server then reads MANIFEST.json for name/version
         model_location=".", model_id=source.model_id, resources=resources,
@@ -239,17 +242,38 @@ def _write_app_files(tmp: Path, source: ModelOrigin, override: DeploySpec,
         "git": source.git,
         "toolkit_version": __version__,
         "resources": [r.to_dict() for r in resources],
+        "dependencies": dep_record,
         **({"deploy": deploy.to_dict()} if deploy.to_dict() else {}),
         **({"app_factory": app_factory} if app_factory else {}),
     }
     (tmp / "README.md").write_text(_readme(meta, spec))
-    for name in (f"{WHEELS_DIR}/{built.name}", REQUIREMENTS_FILE, app_yaml.APP_YAML,
-                 "README.md"):
+    for name in (f"{WHEELS_DIR}/{built.name}", *dep_files, app_yaml.APP_YAML, "README.md"):
         os.chmod(tmp / name, 0o644)
     _check_sizes(tmp)
     write_manifest(tmp, meta)
     os.chmod(tmp / MANIFEST_FILE, 0o644)
     os.chmod(tmp, 0o755)
+
+
+def _staging_prefix(out: Path) -> str:
+    return f".{out.name}.tmp-"
+
+
+def _clean_stale_staging(out: Path) -> None:
+    """Remove staging dirs of runs that were killed (their pid, in the name, is gone)."""
+    if not out.parent.is_dir():
+        return
+    for entry in out.parent.glob(_staging_prefix(out) + "*"):
+        pid_text = entry.name[len(_staging_prefix(out)):].split("-")[0]
+        if not pid_text.isdigit():
+            shutil.rmtree(entry, ignore_errors=True)  # an older run's (no pid in the name)
+            continue
+        try:
+            os.kill(int(pid_text), 0)
+        except ProcessLookupError:
+            shutil.rmtree(entry, ignore_errors=True)
+        except PermissionError:
+            pass  # alive, someone else's
 
 
 def materialize(
@@ -258,6 +282,7 @@ def materialize(
     *,
     force: bool = False,
     progress: Progress | None = None,
+    options: BuildOptions | None = None,
     user_api_scopes: Sequence[str] | None = None,
     compute_size: str | None = None,
     instances: Any = None,
@@ -270,12 +295,22 @@ def materialize(
 
     ``model_uri``: ``models:/name/version``, ``models:/name@alias``, ``models:/m-<id>``,
     ``runs:/<run>/<path>``, a local model directory, or a materialized app directory.
+    ``options``: installer (``uv`` default, or ``pip``), target Python and platform, index
+    snapshot, timeout (see :class:`BuildOptions`).
     ``app_factory``: ``module:function`` from the model's ``code_paths`` that the app's
     command passes to ``serve --app-factory``. Refuses a non-empty ``out_dir`` unless
     ``force``. Raises :class:`MaterializeError`
     (or :class:`TargetExistsError`, :class:`ModelLoadError`) naming what is wrong.
     """
     say = progress or (lambda _msg: None)
+    opts = options or BuildOptions()
+    if opts.installer not in INSTALLERS:
+        raise MaterializeError(
+            f"--installer {opts.installer!r}: choose one of {', '.join(INSTALLERS)}"
+        )
+    target = resolve.parse_target(opts.python, opts.platform)
+    if opts.exclude_newer:
+        resolve.parse_exclude_newer(opts.exclude_newer)
     override = DeploySpec.build(user_api_scopes=user_api_scopes, compute_size=compute_size,
                                 instances=instances)
     location = Location.parse(model_uri)
@@ -288,16 +323,18 @@ def materialize(
         )
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
+        _clean_stale_staging(out)
         # built next to the target so the final rename stays on one filesystem
-        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+        tmp = Path(tempfile.mkdtemp(prefix=f"{_staging_prefix(out)}{os.getpid()}-",
+                                    dir=out.parent))
     except OSError as exc:  # e.g. a parent that is a file, or no write permission
         raise MaterializeError(
             f"cannot create {out}: {exc.filename or out.parent}: {exc.strerror or exc}"
         ) from None
     try:
         source = _fetch_model(location, tmp, say)
-        say("Bundling the mlflow-app-agent wheel and pinning requirements ...")
-        _write_app_files(tmp, source, override, app_factory)
+        say("Bundling the mlflow-app-agent wheel ...")
+        _write_app_files(tmp, source, opts, target, say, override, app_factory)
         _swap_into_place(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -1,5 +1,8 @@
 """Build this toolkit's own wheel so a materialized app installs it without the index.
 
+The bundled wheel declares only the lean server runtime (the ``[serve]`` extra), not the
+authoring dependencies a notebook install gets (:func:`app_requires`).
+
 The wheel is written directly with :mod:`zipfile` (no build backend, no network): sorted
 entries, a fixed 1980-01-01 timestamp and fixed permissions, so the same source always
 yields the same bytes and two materializations of one version are byte-identical.
@@ -117,16 +120,32 @@ def read_dist_info(root: Path | None = None) -> DistInfo:
     )
 
 
+SERVE_EXTRA = "serve"
+_SERVE_MARKER = f'; extra == "{SERVE_EXTRA}"'
+
+
+def app_requires(info: DistInfo) -> list[str]:
+    """Requires-Dist of the wheel bundled into an app: the ``[serve]`` extra unconditionally
+    (the lean server runtime), the other extras as extras, and nothing else — the default
+    install's authoring dependencies (pandas, GitPython, uv) are opt-in there (``[log]``)."""
+    serve = [r[: -len(_SERVE_MARKER)] for r in info.requires if r.endswith(_SERVE_MARKER)]
+    if not serve:  # metadata without the split (an old install): all of it
+        return list(info.requires)
+    return serve + [r for r in info.requires if 'extra == "' in r and r not in
+                    {s + _SERVE_MARKER for s in serve}]
+
+
 def _metadata_text(info: DistInfo) -> str:
     lines = ["Metadata-Version: 2.1", f"Name: {DIST_NAME}", f"Version: {__version__}"]
     if info.summary:
         lines.append(f"Summary: {info.summary}")
     if info.python_requires:
         lines.append(f"Requires-Python: {info.python_requires}")
-    extras = sorted({r.split('extra == "')[1].rstrip('"') for r in info.requires
+    requires = app_requires(info)
+    extras = sorted({r.split('extra == "')[1].rstrip('"') for r in requires
                      if 'extra == "' in r})
     lines += [f"Provides-Extra: {e}" for e in extras]
-    lines += [f"Requires-Dist: {r}" for r in info.requires]
+    lines += [f"Requires-Dist: {r}" for r in requires]
     return "\n".join(lines) + "\n"
 
 

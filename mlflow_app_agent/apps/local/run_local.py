@@ -1,7 +1,9 @@
 """``run-local``: run a materialized app directory the way Databricks Apps would.
 
-1. a fresh virtualenv (cached per requirements hash; ``fresh=True`` rebuilds it),
-2. ``pip install -r requirements.txt`` from the app directory (pip's output is shown),
+1. a fresh virtualenv (cached per hash of the install files; ``fresh=True`` rebuilds it),
+2. the install Apps would run, by the app's mode: ``uv sync --frozen`` (pyproject.toml +
+   uv.lock, on the Python ``requires-python`` names) or ``pip install -r requirements.txt``
+   (the output is shown),
 3. the ``app.yaml`` command, without a shell, with ``$DATABRICKS_APP_PORT`` substituted and
    the environment Apps sets (``DATABRICKS_APP_PORT``, ``DATABRICKS_APP_NAME``, ...),
 4. wait for ``/ready``, then a local proxy adding the headers the Apps proxy adds.
@@ -12,13 +14,11 @@ The app gets a clean environment, not this process's: what works here works on A
 from __future__ import annotations
 
 import collections
-import hashlib
 import os
 import re
 import shutil
 import signal
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable
@@ -31,8 +31,17 @@ import filelock
 from mlflow_app_agent.apps.build import app_yaml
 from mlflow_app_agent.apps.build.wheel import cache_dir
 from mlflow_app_agent.apps.local import proxy
+from mlflow_app_agent.apps.local.installer import (
+    _stream,
+    _uv_sync,
+    app_python,
+    requirements_key,
+)
 from mlflow_app_agent.errors import ManifestMismatchError, RunLocalError
-from mlflow_app_agent.model.app_dir import REQUIREMENTS_FILE
+from mlflow_app_agent.model.app_dir import (
+    REQUIREMENTS_FILE,
+    install_mode,
+)
 
 Progress = Callable[[str], None]
 _COMPLETE = ".mlflow-app-agent-complete"
@@ -58,52 +67,6 @@ class RunLocalOptions:
     venv_root: Path | None = None
 
 
-def _local_refs(app_dir: Path, text: str) -> list[Path]:
-    """Files the requirements refer to by relative path (the bundled wheel, -c files)."""
-    refs = []
-    for line in text.splitlines():
-        token = line.split("#")[0].strip().split(" ")[-1]
-        if token.startswith(("./", "model/", "wheels/")) and (app_dir / token).is_file():
-            refs.append(app_dir / token)
-    return refs
-
-
-def requirements_key(app_dir: Path) -> str:
-    """Cache key of a venv: the requirements, every local file they name, the interpreter."""
-    req = app_dir / REQUIREMENTS_FILE
-    if not req.is_file():
-        raise RunLocalError(f"{app_dir} has no requirements.txt; materialize it first")
-    text = req.read_text()
-    digest = hashlib.sha256(text.encode())
-    for ref in _local_refs(app_dir, text):
-        digest.update(hashlib.sha256(ref.read_bytes()).digest())
-    digest.update(sys.version.encode())
-    return digest.hexdigest()[:24]
-
-
-def _base_python() -> str:
-    # a venv made from the base interpreter, not from whatever venv runs this code
-    return getattr(sys, "_base_executable", None) or sys.executable
-
-
-def _stream(cmd: list[str], *, cwd: Path, env: dict[str, str], say: Progress, prefix: str,
-            tail: collections.deque[str]) -> int:
-    proc = subprocess.Popen(
-        cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-    )
-    assert proc.stdout is not None
-    try:
-        for line in proc.stdout:
-            line = line.rstrip()
-            tail.append(line)
-            say(f"{prefix}{line}")
-        return proc.wait()
-    except BaseException:  # Ctrl-C / SIGTERM: never leave pip running behind us
-        proc.kill()
-        proc.wait()
-        raise
-
-
 def ensure_venv(app_dir: Path, *, root: Path | None = None, fresh: bool = False,
                 progress: Progress | None = None) -> Path:
     """A venv with the app's requirements installed; reused while they are unchanged."""
@@ -121,10 +84,15 @@ def ensure_venv(app_dir: Path, *, root: Path | None = None, fresh: bool = False,
         say(f"Creating a fresh venv: {venv}")
         env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
         tail: collections.deque[str] = collections.deque(maxlen=30)
-        if _stream([_base_python(), "-m", "venv", str(venv)], cwd=app_dir, env=env, say=say,
+        started = time.perf_counter()
+        if install_mode(app_dir) == "uv":
+            _uv_sync(app_dir, venv, env, say, tail)
+            (venv / _COMPLETE).write_text(key + "\n")
+            say(f"  installed in {time.perf_counter() - started:.0f} s")
+            return venv
+        if _stream([app_python(app_dir), "-m", "venv", str(venv)], cwd=app_dir, env=env, say=say,
                    prefix="  venv: ", tail=tail):
             raise RunLocalError("creating the venv failed: " + " | ".join(tail))
-        started = time.perf_counter()
         say("pip install -r requirements.txt (as Databricks Apps does) ...")
         python = str(venv / "bin" / "python")
         code = _stream(

@@ -4,7 +4,7 @@ assessment on that answer's trace, with the signed-in user as its HUMAN source.
 Body: ``{"request_id": "..."}`` or ``{"trace_id": "..."}``, ``"value": true|false`` and an
 optional ``"comment"``. The source is the forwarded identity (email, else username), never
 the token. The same user giving feedback on the same answer again updates their assessment
-instead of adding one. An id this server did not trace (unknown, sampled out, another
+instead of adding one; an update without a comment keeps the comment given before. An id this server did not trace (unknown, sampled out, another
 user's) is a 404; traces are written in the background, so a feedback that arrives first
 waits a few seconds for its trace to land.
 """
@@ -127,8 +127,11 @@ def _record(runtime: Runtime, fb: FeedbackRequest, user: str) -> dict[str, Any]:
                 if a.name == FEEDBACK_NAME and a.source is not None
                 and a.source.source_type == AssessmentSourceType.HUMAN
                 and a.source.source_id == user]
+        comment = fb.comment
         if mine:
-            updated = Feedback(name=FEEDBACK_NAME, value=fb.value, rationale=fb.comment or "")
+            # a value-only update (a thumb click) keeps the comment already given
+            comment = fb.comment if fb.comment is not None else (mine[-1].rationale or None)
+            updated = Feedback(name=FEEDBACK_NAME, value=fb.value, rationale=comment or "")
             saved = mlflow.update_assessment(trace_id=info.trace_id,
                                              assessment_id=mine[-1].assessment_id,
                                              assessment=updated)
@@ -140,7 +143,7 @@ def _record(runtime: Runtime, fb: FeedbackRequest, user: str) -> dict[str, Any]:
                                         source_id=user),
             )
     return {"trace_id": info.trace_id, "assessment_id": saved.assessment_id,
-            "name": FEEDBACK_NAME, "value": fb.value, "comment": fb.comment,
+            "name": FEEDBACK_NAME, "value": fb.value, "comment": comment,
             "source": {"type": "HUMAN", "id": user}, "updated": bool(mine)}
 
 

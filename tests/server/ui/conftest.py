@@ -79,8 +79,10 @@ def chat_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ChatServer
         server.stop()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
+    # module, not session: Playwright's sync API keeps an event loop running on the main
+    # thread while it is started, which breaks every later test that runs its own loop
     try:
         from playwright.sync_api import sync_playwright
     except ImportError:

@@ -170,6 +170,7 @@ def test_feedback_lands_on_the_trace_as_the_signed_in_user(chat_server: ChatServ
     [up] = feedback()  # updated, not a second assessment
     assert up.assessment_id == down.assessment_id
     assert up.feedback.value is True and up.source.source_id == USER
+    assert up.rationale == "A-1002 was delivered yesterday"  # a thumb click keeps the comment
     assert turn.locator(".thumb.up").get_attribute("aria-pressed") == "true"
 
 

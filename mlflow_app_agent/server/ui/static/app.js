@@ -447,8 +447,15 @@
     commentForm.append(label, area, submit);
 
     let value = null;
-    async function post(v, comment) {
+    // one request at a time, in click order: a thumbs-down still in flight must not land
+    // after (and overwrite) the comment sent right behind it
+    let queue = Promise.resolve();
+    function post(v, comment) {
       value = v;
+      queue = queue.then(() => send(v, comment));
+      return queue;
+    }
+    async function send(v, comment) {
       up.setAttribute("aria-pressed", String(v === true));
       down.setAttribute("aria-pressed", String(v === false));
       status.textContent = "Saving…";
