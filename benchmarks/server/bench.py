@@ -11,7 +11,7 @@ AgentServer every request (MLflow's defaults), ``ours`` by its default policy (e
 request, at most 5 traces/s, written by its trace-writer child process),
 ``ours-thread-export`` the same policy written by MLflow's in-process export thread,
 ``ours-trace-all`` every request, ``ours-no-trace`` none; ``ours-no-metrics`` is ``ours``
-with metrics off. A server's CPU, for the idle check between windows, includes its child
+with metrics off, ``ours-access-log`` is ``ours`` writing its JSON access line per request. A server's CPU, for the idle check between windows, includes its child
 processes (our trace writer).
 Scenarios:
   (a) sync agent sleeping 20 ms, 32 concurrent clients: requests/s
@@ -56,8 +56,12 @@ def free_port() -> int:
 
 def server_cmd(server: str, kind: str, port: int) -> list[str]:
     if server.startswith("ours"):
+        # ours-access-log: the production default, one JSON access line per request (to the
+        # server's log file); the others at warning, without access lines
+        level = ["--log-level", "info", "--log-format", "json"] if (
+            server == "ours-access-log") else ["--log-level", "warning"]
         return [PY, "-m", "mlflow_app_agent.serve", f"{HERE / 'agents.py'}:{kind}",
-                "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"]
+                "--host", "127.0.0.1", "--port", str(port), *level]
     if server.startswith("agentserver"):
         return [PY, str(HERE / "agentserver_app.py"), kind, str(port)]
     if server == "starlette":
@@ -376,7 +380,7 @@ def ratio(a: float | None, b: float | None) -> float | None:
     return None if not a or not b else a / b
 
 
-ALL_SERVERS = ["ours", "ours-no-metrics", "ours-thread-export", "ours-trace-all", "ours-no-trace",
+ALL_SERVERS = ["ours", "ours-no-metrics", "ours-access-log", "ours-thread-export", "ours-trace-all", "ours-no-trace",
                "agentserver",
                "starlette"]
 AGENT_SERVERS = ["agentserver", "agentserver-default-exp"]
@@ -472,6 +476,9 @@ def summary(r: dict[str, Any]) -> dict[str, Any]:
         if "ours-no-metrics" in r["b"]:
             out["b_metrics_on_vs_off"] = ratio(r["b"]["ours"]["rps"],
                                                r["b"]["ours-no-metrics"]["rps"])
+        if "ours-access-log" in r["b"]:
+            out["b_access_log_vs_none"] = ratio(r["b"]["ours-access-log"]["rps"],
+                                                r["b"]["ours"]["rps"])
     if "c" in r:
         out["c_vs_agentserver"] = ratio(r["c"]["ours"]["events_per_s"],
                                         r["c"]["agentserver"]["events_per_s"])

@@ -286,4 +286,46 @@ def route_traces(destination: str, env: dict[str, str] | Any = None) -> str | No
     env.setdefault(ENV_TRACES_PROTOCOL, protocol)
     if destination == "both":
         env[ENV_DUAL_EXPORT] = "true"
+    tags_survive_span_end()
     return str(env[ENV_TRACES_ENDPOINT])
+
+
+def tags_survive_span_end() -> None:
+    """Work around an MLflow/OTel SDK mismatch that would lose every OTLP-exported trace.
+
+    MLflow's ``OtelSpanProcessor.on_end`` (3.17) copies a trace's own tags (the server tags
+    each trace with its request id and endpoint) into the ended root span's attributes,
+    but the OTel SDK (>= 1.37) freezes a span's attributes *before* ``on_end``: the copy
+    raises ("Cannot mutate immutable BoundedAttributes"), MLflow logs "Failed to end span",
+    and the root span is never exported. Around that one method, this thaws the ended
+    span's attributes so MLflow's copy lands as it intends, then freezes them again.
+    Applied once, only when traces go to OTLP, and only if MLflow still does the copy."""
+    try:
+        from mlflow.tracing.processor.otel import OtelSpanProcessor
+    except ImportError:  # pragma: no cover - an MLflow without it exports no OTLP traces
+        return
+    original = OtelSpanProcessor.on_end
+    if getattr(original, "_thaws_attributes", False):
+        return
+    import inspect
+
+    try:
+        copies_tags = "span._attributes[" in inspect.getsource(original)
+    except (OSError, TypeError):  # pragma: no cover - no source: assume the copy
+        copies_tags = True
+    if not copies_tags:
+        return
+
+    def on_end(self: Any, span: Any) -> None:
+        attrs: Any = getattr(span, "_attributes", None)
+        frozen = getattr(attrs, "_immutable", False) is True
+        if frozen:
+            attrs._immutable = False
+        try:
+            original(self, span)
+        finally:
+            if frozen:
+                attrs._immutable = True
+
+    on_end._thaws_attributes = True  # type: ignore[attr-defined]
+    OtelSpanProcessor.on_end = on_end  # type: ignore[method-assign]

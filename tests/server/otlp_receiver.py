@@ -86,6 +86,13 @@ class Recorded:
                         })
         return out
 
+    def span_trace_ids(self) -> set[str]:
+        """Hex trace ids of the spans received."""
+        with self.lock:
+            requests = list(self.traces)
+        return {sp.trace_id.hex() for req in requests for rs in req.resource_spans
+                for ss in rs.scope_spans for sp in ss.spans}
+
     def wait_for(self, predicate: Any, timeout: float = 60.0) -> bool:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
