@@ -62,3 +62,68 @@ def _restore_registry_uri() -> object:
     utils = sys.modules.get("mlflow.tracking._model_registry.utils")
     if utils is not None:
         utils._registry_uri = None  # type: ignore[attr-defined]
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # pytest-xdist otherwise hands out the files with the most tests first (--loadscope-reorder),
+    # which would undo the slow-first order below.
+    if hasattr(config.option, "loadscopereorder"):
+        config.option.loadscopereorder = False
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Files holding ``slow`` tests first, then files with ``e2e`` tests, then the rest, each
+    file kept whole and in its own order. Serially this only reorders; on two workers (README:
+    ``-n 2 --dist loadfile``) the long files start first, so none is left for the end while
+    the other worker idles."""
+    rank: dict[object, int] = {}
+    for item in items:
+        mark = 0 if item.get_closest_marker("slow") else 1 if item.get_closest_marker("e2e") else 2
+        rank[item.path] = min(rank.get(item.path, 2), mark)
+    items.sort(key=lambda item: rank[item.path])  # stable: files and tests keep their order
+
+
+def _trace_writers() -> set[int]:
+    """This process's ``trace_writer`` children (Linux /proc; empty elsewhere)."""
+    import os
+    from pathlib import Path
+
+    me, found = os.getpid(), set()
+    try:
+        entries = list(Path("/proc").iterdir())
+    except OSError:
+        return found
+    for entry in entries:
+        if not entry.name.isdigit():
+            continue
+        try:
+            ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            if ppid == me and b"mlflow_app_agent.server.trace_writer" in (
+                    entry / "cmdline").read_bytes():
+                found.add(int(entry.name))
+        except (OSError, IndexError, ValueError):
+            continue
+    return found
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _no_trace_writer_outlives_its_module() -> object:
+    """In-process servers with process trace export start a writer child of this process.
+    One still running 10 s after its module's fixtures are gone (the known issue-14
+    regression: it then spins at full CPU and ignores SIGTERM) is killed here, so it cannot
+    slow the rest of the suite. Tests that check the writer's own shutdown still see it."""
+    import os
+    import signal
+    import time
+
+    before = _trace_writers()
+    yield
+    deadline = time.monotonic() + 10
+    while (left := _trace_writers() - before) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    for pid in left:
+        try:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+        except (ProcessLookupError, ChildProcessError, PermissionError):
+            pass

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -50,7 +51,27 @@ class ServerProcess:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
+        self._reap_group()
         return self.log.read_text()
+
+    def _reap_group(self, grace: float = 10.0) -> None:
+        """Servers start in their own session (``start_new_session``): whatever they started
+        (the trace writer) and still runs ``grace`` s after the server exited is killed, so a
+        process that outlives its server (a bug its own test reports) cannot spin on for the
+        rest of the suite and slow every later test."""
+        deadline = time.monotonic() + grace
+        while True:
+            try:
+                os.killpg(self.proc.pid, 0)
+            except (ProcessLookupError, PermissionError):
+                return  # the group is empty
+            if time.monotonic() > deadline:
+                break
+            time.sleep(0.1)
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
 
 
 @pytest.fixture
@@ -78,6 +99,7 @@ def serve(tmp_path: Path) -> Iterator:
                 [sys.executable, "-m", "mlflow_app_agent.serve", location,
                  "--host", "127.0.0.1", "--port", str(port), *args],
                 stdout=out, stderr=subprocess.STDOUT, env=full_env, cwd=tmp_path,
+                start_new_session=True,  # its own process group: see ServerProcess._reap_group
             )
         server = ServerProcess(proc, port, log)
         started.append(server)

@@ -26,7 +26,9 @@ def test_answer_is_a_single_message(agent_target, request):
 
 def _pytest(cwd: Path, *args: str, env: dict[str, str] | None = None) -> tuple[int, str]:
     proc = subprocess.run(
-        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", *args],
+        # langsmith's plugin (frameworks extra) is unrelated to ours and slow to import
+        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-p", "no:langsmith_plugin",
+         *args],
         cwd=cwd, capture_output=True, text=True, timeout=300,
         env={**os.environ, **(env or {})},
     )  # fmt: skip

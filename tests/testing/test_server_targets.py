@@ -17,7 +17,9 @@ pytestmark = pytest.mark.e2e
 
 
 def test_echo_server_passes_every_property(echo_server_url: str) -> None:
-    report = check_agent(echo_server_url, max_examples=60)
+    # each example is HTTP round trips to a live server; 20 per property (derandomized) keep
+    # every property and both endpoints, at a third of the cost of 60
+    report = check_agent(echo_server_url, max_examples=20)
     assert report.ok, report.format()
     assert report.target == f"server {echo_server_url}"
 
@@ -52,7 +54,7 @@ def test_naive_server_that_500s_on_bad_json_fails_with_the_body(echo_agent) -> N
 
 def test_tidy_naive_server_passes(echo_agent) -> None:  # type: ignore[no-untyped-def]
     with serve(naive_app(echo_agent, crash_on_bad_json=False)) as url:
-        report = check_agent(url, max_examples=40, properties=["malformed"])
+        report = check_agent(url, max_examples=20, properties=["malformed"])
     assert report.ok, report.format()
 
 

@@ -58,7 +58,8 @@ def start_server(tmp: Path, *args: str, tracing: bool = True) -> tuple[ServerPro
         proc = subprocess.Popen(
             [sys.executable, "-m", "mlflow_app_agent.serve", f"{AGENTS}:chat",
              "--host", "127.0.0.1", "--port", str(port), *args],
-            stdout=out, stderr=subprocess.STDOUT, env=env, cwd=tmp)
+            stdout=out, stderr=subprocess.STDOUT, env=env, cwd=tmp,
+            start_new_session=True)  # its own process group: see ServerProcess._reap_group
     server = ServerProcess(proc, port, log)
     try:
         server.wait_ready(timeout=120)
