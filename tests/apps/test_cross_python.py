@@ -86,7 +86,7 @@ def test_a_312_build_machine_yields_the_same_lock_which_serves_on_311(
     # run-local (this venv is 3.11, the default target) installs it as Apps would
     options = RunLocalOptions(port=0, venv_root=tmp_path / "venvs", as_user="ada@example.com")
     with LocalApp(out, options) as app:
-        venv = next((tmp_path / "venvs").iterdir())
+        venv = next(p for p in (tmp_path / "venvs").iterdir() if p.is_dir())  # not .lock
         version = subprocess.run([str(venv / "bin" / "python"), "-c",
                                   "import sys; print(sys.version_info[:2])"],
                                  capture_output=True, text=True, check=True).stdout
