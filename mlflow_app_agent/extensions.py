@@ -31,7 +31,8 @@ A ``ResponsesAgent`` subclass declares the same on a class attribute named
 The contract routes cannot be replaced or shadowed: a route on one of
 :data:`CONTRACT_PATHS` (or under a reserved prefix) is refused when the agent is checked,
 i.e. at log time. Extra routes get the agent routes' request id, ``require_auth`` rule,
-error envelope and tracing decision unless they opt out (``auth=False``, ``traced=False``).
+error envelope, tracing decision and metrics unless they opt out (``auth=False``,
+``traced=False``, ``metered=False``).
 """
 
 from __future__ import annotations
@@ -76,6 +77,7 @@ class RouteSpec:
     name: str
     auth: bool = True  # False: no forwarded identity needed even with require_auth
     traced: bool = True  # False: never an MLflow trace
+    metered: bool = True  # False: not counted in /metrics (still in the access log)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -124,6 +126,7 @@ class AgentExtensions:
         name: str | None = None,
         auth: bool = True,
         traced: bool = True,
+        metered: bool = True,
     ) -> Callable[[F], F]:
         """Register ``fn`` as a FastAPI endpoint on ``path`` (path parameters, query
         parameters, a ``request: Request`` argument and dict return values work as in
@@ -137,6 +140,7 @@ class AgentExtensions:
                 name=name or _callable_name(fn),
                 auth=auth,
                 traced=traced,
+                metered=metered,
             )
             _check_route(spec)
             self.routes.append(spec)
@@ -207,7 +211,8 @@ class AgentExtensions:
         """What ``/agent/info`` shows: route paths, middleware class names, hook names."""
         return {
             "routes": [{"path": r.path, "methods": list(r.methods), "name": r.name,
-                        "auth": r.auth, "traced": r.traced} for r in self.routes],
+                        "auth": r.auth, "traced": r.traced,
+                        "metered": r.metered} for r in self.routes],
             "middleware": [m.name for m in self.middleware],
             "on_startup": [h.name for h in self.startup],
             "on_shutdown": [h.name for h in self.shutdown],

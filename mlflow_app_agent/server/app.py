@@ -228,8 +228,11 @@ class AgentApp(FastAPI):
         if observer is None:
             await (self.dispatch if stack is None else stack)(scope, receive, send)
             return
-        rec = RequestRecord(self.route_labels.of(scope), scope["method"], scope["path"],
+        labels = self.route_labels
+        rec = RequestRecord(labels.of(scope), scope["method"], scope["path"],
                             scope["headers"])
+        if labels.unmetered and rec.route in labels.unmetered:
+            rec.metered = False
         scope[RECORD_KEY] = rec
         observer.started(rec)
         try:

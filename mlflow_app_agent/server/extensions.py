@@ -82,6 +82,11 @@ class ExtensionRoute(APIRoute):
     spec: RouteSpec
     agent_name: str
 
+    @property
+    def metered(self) -> bool:
+        """Counted in /metrics (read by the metrics' route labels)."""
+        return self.spec.metered
+
     def get_route_handler(self) -> Callable[[Request], Any]:
         inner = super().get_route_handler()
         spec, agent_name = self.spec, self.agent_name

@@ -40,11 +40,13 @@ class RequestRecord:
 
     __slots__ = ("route", "method", "path", "headers", "mode", "status", "code", "bytes_in",
                  "bytes_out", "events", "ttfe", "trace_id", "span_id", "user", "request_id",
-                 "disconnected", "start")
+                 "disconnected", "start", "metered")
 
     def __init__(self, route: str, method: str, path: str,
                  headers: list[tuple[bytes, bytes]] | None = None) -> None:
         self.route = route
+        #: False for an extension route that opted out of /metrics
+        self.metered = True
         self.method = method
         self.path = path
         #: the raw ASGI headers, read only when the access line is written

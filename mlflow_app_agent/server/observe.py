@@ -38,6 +38,8 @@ class RouteLabels:
         self._seen = -1
         self._exact: frozenset[str] = frozenset()
         self._templates: tuple[tuple[Any, str], ...] = ()
+        #: labels of extension routes that opted out of /metrics (``metered=False``)
+        self.unmetered: frozenset[str] = frozenset()
 
     def of(self, scope: Any) -> str:
         routes = self._router.routes
@@ -57,11 +59,13 @@ class RouteLabels:
     def _index(self, routes: list[Any]) -> None:
         from starlette.routing import Mount
 
-        exact, templates = set(), []
+        exact, templates, unmetered = set(), [], set()
         for route in routes:
             path = getattr(route, "path", None)
             if not isinstance(path, str):
                 continue
+            if getattr(route, "metered", True) is False:
+                unmetered.add(path)
             if isinstance(route, Mount):
                 templates.append((route, path.rstrip("/") + "/{path}"))
             elif getattr(route, "param_convertors", None):
@@ -69,6 +73,7 @@ class RouteLabels:
             else:
                 exact.add(path)
         self._exact, self._templates, self._seen = frozenset(exact), tuple(templates), len(routes)
+        self.unmetered = frozenset(unmetered)
 
 
 class Observer:
@@ -83,7 +88,7 @@ class Observer:
         self.errors = 0
 
     def started(self, rec: RequestRecord) -> None:
-        if self.metrics is not None:
+        if self.metrics is not None and rec.metered:
             self.metrics.started(rec.route)
 
     def finished(self, rec: RequestRecord) -> None:
@@ -91,7 +96,7 @@ class Observer:
         self.total += 1
         if rec.code:
             self.errors += 1
-        if self.metrics is not None:
+        if self.metrics is not None and rec.metered:
             self.metrics.finished(rec, duration)
         if logs.access_logger.isEnabledFor(_INFO):
             fields = access_fields(rec, duration, self._redactor)

@@ -50,6 +50,10 @@ def _agent() -> Agent:
     def item(item_id: str) -> dict[str, Any]:
         return {"item": item_id}
 
+    @agent.route("/probe", metered=False)
+    def probe() -> dict[str, Any]:
+        return {"ok": True}
+
     return agent
 
 
@@ -135,3 +139,20 @@ def test_error_code_of_takes_only_code_shaped_values() -> None:
     assert error_code_of(b'{"detail":"Not Found"}') == "http_error"
     assert error_code_of(b"<html>") == "http_error"
     assert error_code_of(b"[1, 2]") == "http_error"
+
+
+def test_a_route_that_opts_out_is_not_counted_but_still_logged(
+        client: TestClient, caplog: pytest.LogCaptureFixture) -> None:
+    for _ in range(3):
+        assert client.get("/probe").json() == {"ok": True}
+    assert client.get("/items/a").status_code == 200
+    samples = _samples(client)
+    assert _count(samples, route="/probe") == 0
+    assert _count(samples, route="other") == 0  # not counted under another label either
+    assert _count(samples, route="/items/{item_id}") == 1
+    assert "/probe" not in client.get("/metrics").text
+    logged = [r.fields["route"] for r in caplog.records if hasattr(r, "fields")]
+    assert logged.count("/probe") == 3
+    info = client.get("/agent/info").json()
+    routes = {r["path"]: r for r in info["extensions"]["routes"]}
+    assert routes["/probe"]["metered"] is False and routes["/items/{item_id}"]["metered"]
