@@ -13,6 +13,7 @@ import copy
 import dataclasses
 import json
 import re
+from collections.abc import Iterable
 from typing import Any
 
 from hypothesis import strategies as st
@@ -27,6 +28,20 @@ from mlflow_app_agent.testing.strategies import (
 )
 
 _RUNS = re.compile(r"(.)\1{15,}", re.DOTALL)
+
+#: Ways a valid request is broken as a JSON object (sent JSON-encoded to a server).
+OBJECT_KINDS: tuple[str, ...] = (
+    "not_object", "missing_input", "input_not_list", "item_not_object",
+    "empty_input", "unknown_role", "missing_role", "missing_content",
+    "content_wrong_type", "unknown_item_type", "incomplete_function_call",
+    "wrong_field_type", "deep_nesting_in_input", "deep_nesting_in_custom_inputs",
+    "many_items", "unanswered_function_call", "orphan_function_call_output",
+)  # fmt: skip
+#: Ways a request body is broken below JSON: bytes, encoding, content type, size.
+BYTE_KINDS: tuple[str, ...] = (
+    "bad_json", "truncated_json", "invalid_utf8", "empty_body", "trailing_garbage",
+    "nan", "wrong_content_type", "huge_string", "deep_nesting_bytes",
+)  # fmt: skip
 
 
 @dataclasses.dataclass(frozen=True)
@@ -117,22 +132,12 @@ def _nested(depth: int) -> Any:
 
 
 @st.composite
-def _malformed_object(draw: st.DrawFn) -> tuple[str, Any]:
+def _malformed_object(draw: st.DrawFn, kinds: tuple[str, ...] = OBJECT_KINDS) -> tuple[str, Any]:
     """(kind, object) — a valid request broken in one way."""
     base = draw(responses_requests(max_items=3, optional_fields=()))
     obj = copy.deepcopy(base)
     message = {"role": "user", "content": "hi"}
-    kind = draw(
-        st.sampled_from(
-            (
-                "not_object", "missing_input", "input_not_list", "item_not_object",
-                "empty_input", "unknown_role", "missing_role", "missing_content",
-                "content_wrong_type", "unknown_item_type", "incomplete_function_call",
-                "wrong_field_type", "deep_nesting_in_input", "deep_nesting_in_custom_inputs",
-                "many_items", "unanswered_function_call", "orphan_function_call_output",
-            )
-        )
-    )  # fmt: skip
+    kind = draw(st.sampled_from(kinds))
     if kind == "not_object":
         return kind, draw(st.one_of(st.lists(st.integers(), max_size=2), st.text(max_size=5),
                                     st.integers(), st.none(), st.booleans()))  # fmt: skip
@@ -201,11 +206,27 @@ _ITEM_TYPES = frozenset(
 )  # fmt: skip
 
 
-def malformed_objects() -> st.SearchStrategy[MalformedObject]:
-    """Malformed requests as objects (for ``Agent.invoke``), classified by MLflow's schema."""
-    return _malformed_object().map(
+def malformed_objects(kinds: Iterable[str] | None = None) -> st.SearchStrategy[MalformedObject]:
+    """Malformed requests as objects (for ``Agent.invoke``), classified by MLflow's schema.
+
+    ``kinds``: only these breakages (names from :data:`OBJECT_KINDS`); all by default."""
+    chosen = _select(kinds, OBJECT_KINDS, "malformed_objects")
+    return _malformed_object(chosen).map(
         lambda ko: MalformedObject(ko[0], ko[1], schema_rejects(ko[1]), broken_conversation(ko[1]))
     )
+
+
+def _select(kinds: Iterable[str] | None, known: tuple[str, ...], where: str) -> tuple[str, ...]:
+    if kinds is None:
+        return known
+    chosen = tuple(dict.fromkeys([kinds] if isinstance(kinds, str) else kinds))
+    unknown = [k for k in chosen if k not in known]
+    if unknown or not chosen:
+        raise ValueError(
+            f"{where}(kinds=...): unknown kind(s) {unknown or '(none given)'}; "
+            f"known: {', '.join(known)}"
+        )
+    return chosen
 
 
 def _valid_json(draw: st.DrawFn) -> bytes:
@@ -213,13 +234,10 @@ def _valid_json(draw: st.DrawFn) -> bytes:
 
 
 @st.composite
-def _malformed_bytes(draw: st.DrawFn) -> tuple[str, bytes, str | None]:
-    kind = draw(
-        st.sampled_from(
-            ("bad_json", "truncated_json", "invalid_utf8", "empty_body", "trailing_garbage",
-             "nan", "wrong_content_type", "huge_string", "deep_nesting_bytes")
-        )
-    )  # fmt: skip
+def _malformed_bytes(
+    draw: st.DrawFn, kinds: tuple[str, ...] = BYTE_KINDS
+) -> tuple[str, bytes, str | None]:
+    kind = draw(st.sampled_from(kinds))
     ctype: str | None = JSON
     if kind == "bad_json":
         body = draw(st.one_of(st.binary(max_size=64), st.sampled_from(
@@ -254,11 +272,23 @@ def _malformed_bytes(draw: st.DrawFn) -> tuple[str, bytes, str | None]:
     return kind, body, ctype
 
 
-def malformed_requests() -> st.SearchStrategy[MalformedBody]:
+def malformed_requests(kinds: Iterable[str] | None = None) -> st.SearchStrategy[MalformedBody]:
     """Malformed HTTP bodies: bad JSON bytes, wrong types, missing/empty input, unknown
-    roles, huge strings, deep nesting, wrong content types (half byte-level, half JSON)."""
-    as_json = _malformed_object().map(lambda ko: (ko[0], json.dumps(ko[1]).encode(), JSON))
-    return st.one_of(as_json, _malformed_bytes()).map(
+    roles, huge strings, deep nesting, wrong content types (half byte-level, half JSON).
+
+    ``kinds``: only these breakages (names from :data:`OBJECT_KINDS` and
+    :data:`BYTE_KINDS`); all by default."""
+    chosen = _select(kinds, OBJECT_KINDS + BYTE_KINDS, "malformed_requests")
+    parts: list[st.SearchStrategy[tuple[str, bytes, str | None]]] = []
+    if object_kinds := tuple(k for k in chosen if k in OBJECT_KINDS):
+        parts.append(
+            _malformed_object(object_kinds).map(
+                lambda ko: (ko[0], json.dumps(ko[1]).encode(), JSON)
+            )
+        )
+    if byte_kinds := tuple(k for k in chosen if k in BYTE_KINDS):
+        parts.append(_malformed_bytes(byte_kinds))
+    return st.one_of(*parts).map(
         lambda kbc: MalformedBody(
             kbc[0], kbc[1], kbc[2], body_rejected(kbc[1]), body_is_broken_conversation(kbc[1])
         )
