@@ -15,14 +15,22 @@ from mlflow_app_agent.errors import PayloadTooLargeError, RequestError, Unsuppor
 _DISCARD_LIMIT = 64 * 1024 * 1024
 
 
-async def read_body(request: Request, limit: int, timeout: float = 0.0) -> bytes:
+class _Unread:
+    """``read_body``'s default for ``declared``: look the header up."""
+
+
+async def read_body(request: Request, limit: int, timeout: float = 0.0, *,
+                    declared: str | None | _Unread = _Unread()) -> bytes:
     """The body, refusing more than ``limit`` bytes without buffering the excess, and a body
-    that takes longer than ``timeout`` seconds (0: no limit) to arrive (408)."""
+    that takes longer than ``timeout`` seconds (0: no limit) to arrive (408). ``declared``:
+    the Content-Length header when the caller has already looked it up."""
+    if isinstance(declared, _Unread):
+        declared = request.headers.get("content-length")
     if not timeout:
-        return await _read_body(request, limit)
+        return await _read_body(request, limit, declared)
     try:
         async with asyncio.timeout(timeout):
-            return await _read_body(request, limit)
+            return await _read_body(request, limit, declared)
     except TimeoutError:
         raise RequestError(
             f"the request body did not arrive within {timeout:g} s (a Content-Length larger "
@@ -31,8 +39,7 @@ async def read_body(request: Request, limit: int, timeout: float = 0.0) -> bytes
         ) from None
 
 
-async def _read_body(request: Request, limit: int) -> bytes:
-    declared = request.headers.get("content-length")
+async def _read_body(request: Request, limit: int, declared: str | None) -> bytes:
     too_large = PayloadTooLargeError(
         f"request body is larger than the {limit} byte limit "
         "(raise it with MLFLOW_APP_AGENT_MAX_BODY_BYTES or serve --max-body-bytes)"
@@ -101,7 +108,8 @@ def parse_json_object(raw: bytes) -> dict[str, Any]:
         raise RequestError(
             f"request body must be a JSON object with an 'input' list, got {_json_kind(data)}"
         )
-    _check_depth(data)
+    if raw.count(b"[") + raw.count(b"{") > MAX_JSON_DEPTH:  # else it cannot nest that deep
+        _check_depth(data)
     return data
 
 

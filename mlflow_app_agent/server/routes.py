@@ -15,7 +15,12 @@ from starlette.responses import Response
 from mlflow_app_agent.authoring import to_request
 from mlflow_app_agent.context import reset_request_context, set_request_context
 from mlflow_app_agent.errors import AgentExecutionError, RequestError
-from mlflow_app_agent.server.auth import context_from, request_id_from, require_identity
+from mlflow_app_agent.server.auth import (
+    context_from,
+    header_map,
+    request_id_from,
+    require_identity,
+)
 from mlflow_app_agent.server.body import (
     normalize_openai_input,
     parse_json_object,
@@ -90,7 +95,7 @@ async def responses(request: Request) -> Any:
 
 async def _handle(request: Request, *, openai: bool) -> Any:
     runtime = _runtime(request)
-    headers = request.headers
+    headers = header_map(request.scope["headers"])
     request_id = request_id_from(headers)
     ctx = context_from(headers, request_id)
     secrets = request_secrets(headers)
@@ -104,7 +109,8 @@ async def _handle(request: Request, *, openai: bool) -> Any:
             require_identity(ctx)
         require_json(headers.get("content-type"))
         raw = await read_body(request, runtime.settings.max_body_bytes,
-                              runtime.settings.body_read_timeout)
+                              runtime.settings.body_read_timeout,
+                              declared=headers.get("content-length"))
         if rec is not None:
             rec.bytes_in = len(raw)
         data = parse_json_object(raw)
@@ -117,7 +123,8 @@ async def _handle(request: Request, *, openai: bool) -> Any:
             served = await runtime.agent()
         except NotReadyError:
             raise not_ready_error(runtime) from None  # a load failure keeps its own code
-        ctx = enrich_context(served.agent.server_extensions, ctx, headers)
+        # the hooks get Starlette's case-insensitive Headers, as documented
+        ctx = enrich_context(served.agent.server_extensions, ctx, request.headers)
         try:
             req = to_request(data)
         except RequestError as exc:

@@ -3,6 +3,8 @@ given one way only, and ``/agent/info`` facts (in-process, Starlette's TestClien
 
 from __future__ import annotations
 
+import asyncio
+import contextvars
 import importlib.metadata
 import time
 from pathlib import Path
@@ -121,3 +123,66 @@ def test_agent_info_shows_the_instance_and_the_deploy_spec() -> None:
     assert first["deploy"] == {"user_api_scopes": []}  # nothing declared for a plain agent
     with TestClient(create_app(agents.echo, settings=ServerSettings(tracing=False))) as other:
         assert other.get("/agent/info").json()["instance"]["id"] != first["instance"]["id"]
+
+
+_LEAKED: contextvars.ContextVar[str] = contextvars.ContextVar("leaked_from_an_earlier_request")
+
+
+def test_a_request_never_sees_variables_set_after_the_server_started() -> None:
+    """A request that inherits the server's own context runs in place; one whose inherited
+    context carries a variable set since (what an earlier request on a keep-alive connection
+    can leave uvicorn's read callback holding) runs in a fresh, empty context."""
+    from mlflow_app_agent import Agent
+    from mlflow_app_agent.server.app import AgentApp
+
+    seen: list[str | None] = []
+    probe = Agent("probe")
+
+    @probe.invoke_method
+    async def answer(request):  # type: ignore[no-untyped-def]
+        seen.append(_LEAKED.get(None))
+        return {"output": [{"type": "message", "id": "m", "role": "assistant",
+                            "content": [{"type": "output_text", "text": "ok"}]}]}
+
+    app = create_app(probe, tracing=False, metrics=False)
+    assert isinstance(app, AgentApp)
+    body = b'{"input": [{"role": "user", "content": "hi"}]}'
+    scope = {"type": "http", "method": "POST", "path": "/invocations", "root_path": "",
+             "query_string": b"", "headers": [(b"content-type", b"application/json")]}
+
+    async def call() -> tuple[int, bool]:
+        sent: list[dict] = []
+
+        async def receive() -> dict:
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        async def send(message: dict) -> None:
+            sent.append(message)
+
+        clean = app._inherits_clean_context()
+        await app(dict(scope), receive, send)
+        return sent[0]["status"], clean
+
+    async def main() -> list[tuple[int, bool]]:
+        base = contextvars.copy_context()
+        started, stop = asyncio.Event(), asyncio.Event()
+
+        async def lifespan() -> None:
+            async with app.router.lifespan_context(app):
+                started.set()
+                await stop.wait()
+
+        life = asyncio.create_task(lifespan(), context=base.copy())
+        await started.wait()
+        loop = asyncio.get_running_loop()
+        results = [await loop.create_task(call(), context=base.copy())]
+        dirty = base.copy()
+        dirty.run(_LEAKED.set, "user-a's span")
+        results.append(await loop.create_task(call(), context=dirty))
+        stop.set()
+        await life
+        return results
+
+    results = asyncio.run(main())
+    assert results == [(200, True), (200, False)]
+    assert seen == [None, None]

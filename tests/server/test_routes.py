@@ -70,6 +70,16 @@ def test_forwarded_headers_fill_request_context(echo: TestClient) -> None:
     assert "dapi-secret-token" not in resp.text
 
 
+def test_a_repeated_forwarded_header_counts_by_its_first_value(echo: TestClient) -> None:
+    # the Apps proxy's header comes first; a value a client appends must not win
+    resp = echo.post("/invocations", content=json.dumps(MSG), headers=[
+        ("content-type", "application/json"), ("x-forwarded-email", "proxy@example.com"),
+        ("x-forwarded-email", "spoof@example.com"), ("x-request-id", "first"),
+        ("x-request-id", "second")])
+    assert resp.json()["custom_outputs"]["user"] == "proxy@example.com"
+    assert resp.headers["x-request-id"] == "first"
+
+
 def test_unsafe_request_id_is_replaced(echo: TestClient) -> None:
     resp = echo.post("/invocations", json=MSG, headers={"X-Request-Id": "a b\tc" * 50})
     assert resp.headers["x-request-id"] != "a b\tc" * 50
