@@ -135,11 +135,13 @@ class Agent(ExtensionsMixin):
         return fn is not None and inspect.isasyncgenfunction(fn)
 
     def check(self) -> None:
-        if not self.native_interfaces:
+        # on every call: no tuples built, the route checks only when there are routes
+        if self._invoke_fn is None and self._stream_fn is None:
             raise AgentDefinitionError(
                 f"Agent {self.name!r} has neither an @invoke_method nor a @stream_method"
             )
-        self.server_extensions.check()
+        if self.server_extensions.routes:
+            self.server_extensions.check()
 
     def __repr__(self) -> str:
         return f"Agent({self.name!r}, interfaces={list(self.native_interfaces)})"
