@@ -53,7 +53,7 @@ def load_python_file(
     with _scratch_import(file, extra_sys_path) as (module, loader):
         _reset_set_model()  # a value left by an earlier file is not this file's agent
         try:
-            with agent_config.activate_config(model_config):
+            with agent_config.activate_config(model_config), _set_model_without_pyfunc():
                 loader.exec_module(module)
         except SyntaxError as exc:
             raise AgentFileError(f"{file}:{exc.lineno}: {exc.msg}") from None
@@ -106,6 +106,35 @@ def _is_responses_agent(value: Any) -> bool:
     from mlflow.pyfunc import ResponsesAgent
 
     return isinstance(value, ResponsesAgent)
+
+
+@contextmanager
+def _set_model_without_pyfunc() -> Iterator[None]:
+    """While the file runs, ``mlflow.models.set_model(agent)`` records an :class:`Agent`
+    without importing ``mlflow.pyfunc`` (MLflow's version does, and that imports pandas,
+    which an app installed with mlflow-skinny does not have); anything else goes to MLflow's
+    own. Only when MLflow is already imported: a file that never imports it stays so."""
+    holder = sys.modules.get(_MLFLOW_MODEL_MODULE)
+    package = sys.modules.get("mlflow.models")
+    original = getattr(holder, "set_model", None)
+    if holder is None or package is None or original is None:
+        yield
+        return
+
+    def set_model(model: Any) -> None:
+        if isinstance(model, Agent):
+            holder.__mlflow_model__ = model  # type: ignore[attr-defined]
+            return
+        original(model)
+
+    patched = [m for m in (holder, package) if getattr(m, "set_model", None) is original]
+    for m in patched:
+        m.set_model = set_model  # type: ignore[attr-defined]
+    try:
+        yield
+    finally:
+        for m in patched:
+            m.set_model = original  # type: ignore[attr-defined]
 
 
 def _reset_set_model() -> Any:

@@ -5,6 +5,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 
 def run(code: str) -> str:
     return subprocess.run([sys.executable, "-c", code], check=True, capture_output=True,
@@ -44,13 +46,19 @@ def invoke(request):
 '''
 
 
-def test_serving_a_model_imports_no_authoring_only_package(tmp_path: Path) -> None:
+# MLflow's models-from-code convention, as the templates write it: MLflow's set_model
+# imports mlflow.pyfunc, and that imports pandas
+SET_MODEL_AGENT = "import mlflow\n" + LEAN_AGENT + "\nmlflow.models.set_model(agent)\n"
+
+
+@pytest.mark.parametrize("source", [LEAN_AGENT, SET_MODEL_AGENT], ids=["plain", "set_model"])
+def test_serving_a_model_imports_no_authoring_only_package(tmp_path: Path, source: str) -> None:
     """The lean runtime ([serve]) has no pandas or GitPython: serving a logged agent must
     work with them unimportable (numpy stays: mlflow.types imports it)."""
     import mlflow_app_agent
 
     agent_file = tmp_path / "lean_agent.py"
-    agent_file.write_text(LEAN_AGENT)
+    agent_file.write_text(source)
     mlflow_app_agent.save_model(str(agent_file), tmp_path / "m", git="off",
                                 pip_requirements=["mlflow-skinny"])
     code = (
