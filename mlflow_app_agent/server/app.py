@@ -221,10 +221,8 @@ class AgentApp(FastAPI):
         # the context its connection's read callback runs in, and asyncio re-registers that
         # callback from whichever task resumes reading (e.g. an earlier request's disconnect
         # watch, inside its trace span and request context): without this, a request on a
-        # keep-alive connection could inherit the previous request's span and identity.
-        # Usually the inherited context is still the server's own: then the request runs in
-        # place (a task of its own costs ~15% of our per-request code); else in a new task
-        # with an empty context.
+        # keep-alive connection could inherit the previous request's span and identity. A
+        # context still the server's own runs in place (a task costs ~15% of our code).
         if self._inherits_clean_context():
             await self._dispatch(scope, receive, send)
             return

@@ -15,22 +15,14 @@ from mlflow_app_agent.errors import PayloadTooLargeError, RequestError, Unsuppor
 _DISCARD_LIMIT = 64 * 1024 * 1024
 
 
-class _Unread:
-    """``read_body``'s default for ``declared``: look the header up."""
-
-
-async def read_body(request: Request, limit: int, timeout: float = 0.0, *,
-                    declared: str | None | _Unread = _Unread()) -> bytes:
+async def read_body(request: Request, limit: int, timeout: float = 0.0) -> bytes:
     """The body, refusing more than ``limit`` bytes without buffering the excess, and a body
-    that takes longer than ``timeout`` seconds (0: no limit) to arrive (408). ``declared``:
-    the Content-Length header when the caller has already looked it up."""
-    if isinstance(declared, _Unread):
-        declared = request.headers.get("content-length")
+    that takes longer than ``timeout`` seconds (0: no limit) to arrive (408)."""
     if not timeout:
-        return await _read_body(request, limit, declared)
+        return await _read_body(request, limit)
     try:
         async with asyncio.timeout(timeout):
-            return await _read_body(request, limit, declared)
+            return await _read_body(request, limit)
     except TimeoutError:
         raise RequestError(
             f"the request body did not arrive within {timeout:g} s (a Content-Length larger "
@@ -39,7 +31,8 @@ async def read_body(request: Request, limit: int, timeout: float = 0.0, *,
         ) from None
 
 
-async def _read_body(request: Request, limit: int, declared: str | None) -> bytes:
+async def _read_body(request: Request, limit: int) -> bytes:
+    declared = request.headers.get("content-length")
     too_large = PayloadTooLargeError(
         f"request body is larger than the {limit} byte limit "
         "(raise it with MLFLOW_APP_AGENT_MAX_BODY_BYTES or serve --max-body-bytes)"

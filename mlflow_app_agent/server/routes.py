@@ -109,8 +109,7 @@ async def _handle(request: Request, *, openai: bool) -> Any:
             require_identity(ctx)
         require_json(headers.get("content-type"))
         raw = await read_body(request, runtime.settings.max_body_bytes,
-                              runtime.settings.body_read_timeout,
-                              declared=headers.get("content-length"))
+                              runtime.settings.body_read_timeout)
         if rec is not None:
             rec.bytes_in = len(raw)
         data = parse_json_object(raw)
