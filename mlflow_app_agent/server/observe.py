@@ -13,6 +13,7 @@ from collections.abc import Callable
 from typing import Any
 
 from mlflow_app_agent.server import logs
+from mlflow_app_agent.server.auth import context_from, header_map
 from mlflow_app_agent.server.metrics import RequestRecord, ServerMetrics
 from mlflow_app_agent.server.redact import NO_APP_SECRETS, Redactor, request_secrets
 
@@ -111,10 +112,10 @@ def access_fields(rec: RequestRecord, duration: float,
     """The access line's fields. What a client controls (the request id, the forwarded
     user, the path of an unknown route) goes through the redaction module, with the
     request's own credentials as secrets; the token itself is never a field."""
-    headers = _wanted_headers(rec.headers)
+    headers = header_map(rec.headers)
     secrets = request_secrets(headers)
     request_id = rec.request_id or headers.get("x-request-id")
-    user = rec.user or _user_of(headers)
+    user = rec.user or context_from(headers, "").user
     path = rec.route if rec.route != "other" else rec.path[:200]
     fields: dict[str, Any] = {
         "event": "access",
@@ -137,20 +138,6 @@ def access_fields(rec: RequestRecord, duration: float,
         if rec.ttfe is not None:
             fields["ttfe_ms"] = round(rec.ttfe * 1000, 2)
     return fields
-
-
-_WANTED = frozenset((b"x-request-id", b"x-forwarded-email", b"x-forwarded-user",
-                     b"x-forwarded-preferred-username", b"x-forwarded-access-token",
-                     b"authorization"))
-
-
-def _wanted_headers(raw: list[tuple[bytes, bytes]]) -> dict[str, str]:
-    return {k.decode("latin-1"): v.decode("latin-1") for k, v in raw if k in _WANTED}
-
-
-def _user_of(headers: dict[str, str]) -> str | None:
-    return (headers.get("x-forwarded-email") or headers.get("x-forwarded-user")
-            or headers.get("x-forwarded-preferred-username") or None)
 
 
 def _log_in_trace(rec: RequestRecord, fields: dict[str, Any]) -> None:
