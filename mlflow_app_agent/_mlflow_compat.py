@@ -61,6 +61,25 @@ def task_kind(task: Any, exporter_cls: Any) -> str | None:
     return None
 
 
+def trace_task_trace_id(task: Any) -> str:
+    """The trace a ``trace`` task writes."""
+    return str(task.args[0].info.trace_id)
+
+
+def spans_task_by_trace(task: Any) -> dict[str, Any]:
+    """A ``spans`` task split into one task per trace (MLflow's batch span processor hands
+    the exporter spans of several traces at once)."""
+    experiment_id, spans, *rest = task.args
+    grouped: dict[str, list[Any]] = {}
+    for span in spans:
+        grouped.setdefault(str(span.trace_id), []).append(span)
+    if len(grouped) == 1:
+        return {next(iter(grouped)): task}
+    return {trace_id: type(task)(handler=task.handler, args=(experiment_id, group, *rest),
+                                 error_msg=task.error_msg)
+            for trace_id, group in grouped.items()}
+
+
 def trace_task_has_prompts(task: Any) -> bool:
     """Whether a trace task links prompts (``args = (trace, prompts, workspace)``)."""
     return bool(task.args[1])

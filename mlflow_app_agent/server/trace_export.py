@@ -37,6 +37,9 @@ logger = logging.getLogger("mlflow_app_agent.server.tracing")
 
 LOCAL_SCHEMES = ("sqlite", "file")
 EXPORT_WORKERS_ENV = "MLFLOW_ASYNC_TRACE_LOGGING_MAX_WORKERS"
+#: traces whose finished spans wait for the trace task (a root span that never ends leaks
+#: at most this many)
+MAX_TRACES_WITH_HELD_SPANS = 10_000
 
 
 def is_local_store(tracking_uri: str) -> bool:
@@ -95,11 +98,13 @@ def _failure_watch() -> _FailureWatch:
 class _CountedTask:
     """A trace task that records its outcome in the counters when it runs."""
 
-    def __init__(self, task: Any, counts: TraceCounts, owner: CountingQueue) -> None:
+    def __init__(self, task: Any, counts: TraceCounts, owner: CountingQueue,
+                 spans: list[Any] | None = None) -> None:
         self.task = task
         self.handler = task.handler
         self.args = task.args
         self.error_msg = getattr(task, "error_msg", "")
+        self.spans = spans or []
         self._counts = counts
         self._owner = owner
 
@@ -107,6 +112,8 @@ class _CountedTask:
         if not self._owner.claim(self):
             return  # the server stopped before this ran: already counted as dropped
         try:
+            for spans_task in self.spans:
+                spans_task.handle()  # MLflow's _log_spans logs its own failures
             try:
                 failed = _failure_watch().run(self.task.handler, *self.task.args)
             except Exception as exc:
@@ -132,14 +139,34 @@ class CountingQueue:
         self._waiting: set[_CountedTask] = set()
         self._running = 0
         self._closed = False
+        # A store that logs spans (sqlite, a tracking server) creates the trace from its
+        # spans alone, so spans written while their trace task is dropped would leave a
+        # trace in the store that the counts call dropped. Each trace's span tasks wait
+        # here and run inside its trace task: one claim writes all of it or none of it.
+        self._spans: dict[str, list[Any]] = {}
 
     def put(self, task: Any) -> None:
-        if compat.task_kind(task, self._exporter_cls) == "trace":
-            task = self.counted(task)
+        kind = compat.task_kind(task, self._exporter_cls)
+        if kind == "spans":
+            orphans: list[Any] = []
+            with self._lock:
+                for trace_id, spans_task in compat.spans_task_by_trace(task).items():
+                    self._spans.setdefault(trace_id, []).append(spans_task)
+                while len(self._spans) > MAX_TRACES_WITH_HELD_SPANS:
+                    # spans whose trace task never came (a root span that never ended):
+                    # the oldest go on alone rather than wait forever
+                    orphans += self._spans.pop(next(iter(self._spans)))
+            for orphan in orphans:
+                self.inner.put(orphan)
+            return
+        if kind == "trace":
+            with self._lock:
+                spans = self._spans.pop(compat.trace_task_trace_id(task), None)
+            task = self.counted(task, spans)
         self.inner.put(task)
 
-    def counted(self, task: Any) -> _CountedTask:
-        counted = _CountedTask(task, self._counts, self)
+    def counted(self, task: Any, spans: list[Any] | None = None) -> _CountedTask:
+        counted = _CountedTask(task, self._counts, self, spans)
         with self._lock:
             self._waiting.add(counted)
         return counted

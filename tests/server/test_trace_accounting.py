@@ -145,9 +145,7 @@ def _burner() -> subprocess.Popen[bytes]:
 @pytest.mark.slow
 @pytest.mark.parametrize("export, busy", [
     ("process", False),
-    pytest.param("thread", False, marks=pytest.mark.xfail(
-        strict=False, reason="open on issue 14: under load, thread mode's store can hold a "
-        "trace the server counted as dropped (traced == written + dropped still holds)")),
+    ("thread", False),
     ("process", True),
 ])
 def test_sigterm_during_a_burst_counts_every_trace(

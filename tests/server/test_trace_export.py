@@ -199,3 +199,31 @@ def test_traces_that_link_prompts_are_written_in_process_with_their_links(
     assert writer.fallen_back >= 1  # prompt links need the in-process client
     linked = written["with-prompt"].info.tags.get("mlflow.linkedPrompts", "")
     assert prompt.name in linked
+
+
+def test_thread_mode_writes_a_dropped_trace_nowhere(store: Any) -> None:
+    """A store that logs spans creates a trace from its spans alone: a trace counted as
+    dropped at shutdown must not have had its spans written either."""
+    import threading
+
+    from mlflow.tracing.export.async_export_queue import Task
+
+    from mlflow_app_agent import _mlflow_compat as compat
+
+    store("dropped")
+    assert _install("thread") == "thread"
+    exporter = compat.current_exporter()
+    counting = trace_export.CountingQueue(compat.new_thread_queue(max_workers=1),
+                                          TraceCounts(), type(exporter))
+    compat.set_export_queue(exporter, counting)  # the fixture's _install puts one back
+    release = threading.Event()
+    counting.inner.put(Task(handler=release.wait, args=(30,), error_msg="blocked"))
+    _make_traces(4, "dropped")  # queued behind the blocked worker: spans and trace tasks
+    compat.flush_span_processor(30)  # its batch processor hands spans over on its thread
+    assert counting.close(grace=0) == 4
+    release.set()
+    counting.inner.flush(terminate=False)
+    import mlflow
+
+    # not only by request id: a trace made from spans alone has none
+    assert mlflow.search_traces(return_type="list") == []
