@@ -32,14 +32,12 @@ from typing import Any
 from mlflow_app_agent import _mlflow_compat as compat
 from mlflow_app_agent.server.trace_counts import TraceCounts
 from mlflow_app_agent.server.trace_pipe import ProcessExportQueue
+from mlflow_app_agent.server.trace_tasks import HeldSpans
 
 logger = logging.getLogger("mlflow_app_agent.server.tracing")
 
 LOCAL_SCHEMES = ("sqlite", "file")
 EXPORT_WORKERS_ENV = "MLFLOW_ASYNC_TRACE_LOGGING_MAX_WORKERS"
-#: traces whose finished spans wait for the trace task (a root span that never ends leaks
-#: at most this many)
-MAX_TRACES_WITH_HELD_SPANS = 10_000
 
 
 def is_local_store(tracking_uri: str) -> bool:
@@ -139,30 +137,16 @@ class CountingQueue:
         self._waiting: set[_CountedTask] = set()
         self._running = 0
         self._closed = False
-        # A store that logs spans (sqlite, a tracking server) creates the trace from its
-        # spans alone, so spans written while their trace task is dropped would leave a
-        # trace in the store that the counts call dropped. Each trace's span tasks wait
-        # here and run inside its trace task: one claim writes all of it or none of it.
-        self._spans: dict[str, list[Any]] = {}
+        self.held = HeldSpans()  # a trace's span tasks run inside its trace task
 
     def put(self, task: Any) -> None:
         kind = compat.task_kind(task, self._exporter_cls)
         if kind == "spans":
-            orphans: list[Any] = []
-            with self._lock:
-                for trace_id, spans_task in compat.spans_task_by_trace(task).items():
-                    self._spans.setdefault(trace_id, []).append(spans_task)
-                while len(self._spans) > MAX_TRACES_WITH_HELD_SPANS:
-                    # spans whose trace task never came (a root span that never ended):
-                    # the oldest go on alone rather than wait forever
-                    orphans += self._spans.pop(next(iter(self._spans)))
-            for orphan in orphans:
+            for orphan in self.held.hold(task):
                 self.inner.put(orphan)
             return
         if kind == "trace":
-            with self._lock:
-                spans = self._spans.pop(compat.trace_task_trace_id(task), None)
-            task = self.counted(task, spans)
+            task = self.counted(task, self.held.take(task))
         self.inner.put(task)
 
     def counted(self, task: Any, spans: list[Any] | None = None) -> _CountedTask:

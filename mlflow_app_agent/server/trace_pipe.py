@@ -17,6 +17,7 @@ from typing import IO, TYPE_CHECKING, Any
 
 from mlflow_app_agent import _mlflow_compat as compat
 from mlflow_app_agent.server.trace_counts import TraceCounts
+from mlflow_app_agent.server.trace_tasks import HeldSpans
 
 if TYPE_CHECKING:
     from mlflow_app_agent.server.trace_export import CountingQueue
@@ -44,6 +45,7 @@ class ProcessExportQueue:
 
             max_size = MLFLOW_ASYNC_TRACE_LOGGING_MAX_QUEUE_SIZE.get()
         self._items: queue.Queue[Any] = queue.Queue(maxsize=max_size)
+        self._held = HeldSpans()
         self._proc: subprocess.Popen[bytes] | None = None
         self._sender: threading.Thread | None = None
         self._reader: threading.Thread | None = None
@@ -52,6 +54,7 @@ class ProcessExportQueue:
         self._next_ack = 0
         self._broken = False
         self._closed = False
+        self._late_reason = ""
         self._last_drop_warning = 0.0
         self.sent = 0  # trace frames written to the pipe
         self.acked = 0  # of those, confirmed by the writer (written or failed)
@@ -94,16 +97,30 @@ class ProcessExportQueue:
 
     def put(self, task: Any) -> None:
         kind = compat.task_kind(task, self._exporter_cls)
-        if kind == "trace" and compat.trace_task_has_prompts(task):
-            kind = None  # prompt links need the live client: keep them in-process
-        if kind is None or not self.alive or self._closed:
+        if kind == "spans":
+            for orphan in self._held.hold(task):  # no trace task came for these
+                self._put_item("spans", orphan)
+            return
+        if kind is None:
             self._to_fallback(task)
             return
+        spans = self._held.take(task)
+        if compat.trace_task_has_prompts(task):
+            self._to_fallback(*spans, task)  # prompt links need the live client
+            return
+        self._put_item("trace", (task, spans))
+
+    def _put_item(self, kind: str, payload: Any) -> None:
+        """Queue for the writer without blocking; a trace (sent with its spans, as one item)
+        that finds the queue full is dropped and counted."""
+        if not self.alive or self._closed:
+            self._to_fallback(*_tasks(kind, payload))
+            return
         try:
-            self._items.put_nowait((kind, task))
+            self._items.put_nowait((kind, payload))
         except queue.Full:
             if kind != "trace":
-                return  # the trace task that follows carries the spans too
+                return  # orphaned spans: their trace is not counted anywhere
             self.dropped += 1
             self.counts.add("dropped", reason=FULL_QUEUE)
             now = time.monotonic()
@@ -137,6 +154,7 @@ class ProcessExportQueue:
         if self._proc is None or self._closed:
             return
         complete = self.flush(timeout=timeout)
+        self._late_reason = f"not handed to the writer within the {timeout:g} s shutdown flush limit"
         with self._lock:
             self._closed = True
             in_pipe = self.sent - self.acked
@@ -149,8 +167,7 @@ class ProcessExportQueue:
                 break
             if item is not _STOP and item[0] == "trace":
                 late += 1
-        self.counts.add("dropped", late,
-                        f"not handed to the writer within the {timeout:g} s shutdown flush limit")
+        self.counts.add("dropped", late, self._late_reason)
         if not complete:
             self.counts.add("left_to_writer", in_pipe)
         self._stopping = True
@@ -175,22 +192,29 @@ class ProcessExportQueue:
                 continue
             try:
                 if kind in ("flush", "close"):
-                    frame = pickle.dumps((kind, payload), protocol=pickle.HIGHEST_PROTOCOL)
-                else:
-                    frame = pickle.dumps((kind, *_finished(kind, payload.args)),
-                                         protocol=pickle.HIGHEST_PROTOCOL)
+                    frames = [pickle.dumps((kind, payload), protocol=pickle.HIGHEST_PROTOCOL)]
+                else:  # a trace's spans, then the trace: in one write, so the pair is atomic
+                    frames = [self._frame(task) for task in _tasks(kind, payload)]
             except Exception:
                 logger.debug("a trace could not be pickled; writing it in-process",
                              exc_info=True)
-                self._to_fallback(payload)
+                self._to_fallback(*_tasks(kind, payload))
                 continue
+            if kind == "trace":
+                # counted as sent before the write, under the lock finish() counts with: a
+                # trace is either in its "in the pipe" count or dropped here, never neither
+                with self._lock:
+                    if self._closed:
+                        self.counts.add("dropped", reason=self._late_reason)
+                        continue
+                    self.sent += 1
             try:
-                pipe.write(_FRAME.pack(len(frame)) + frame)
+                pipe.write(b"".join(_FRAME.pack(len(frame)) + frame for frame in frames))
                 pipe.flush()
+            except OSError:
                 if kind == "trace":
                     with self._lock:
-                        self.sent += 1
-            except OSError:
+                        self.sent -= 1
                 self._mark_broken("the trace writer process exited")
                 self._undeliverable(kind, payload)
         try:
@@ -251,14 +275,29 @@ class ProcessExportQueue:
         if kind == "flush":
             self._release(payload)
         elif kind != "close":
-            self._to_fallback(payload)
+            self._to_fallback(*_tasks(kind, payload))
 
-    def _to_fallback(self, task: Any) -> None:
+    def _frame(self, task: Any) -> bytes:
+        kind = compat.task_kind(task, self._exporter_cls)
+        return pickle.dumps((kind, *_finished(kind, task.args)),
+                            protocol=pickle.HIGHEST_PROTOCOL)
+
+    def _to_fallback(self, *tasks: Any) -> None:
+        """In-process export, where a trace's span tasks again wait for its trace task."""
         self.fallen_back += 1
-        self.fallback.put(task)
+        for task in tasks:
+            self.fallback.put(task)
 
 
-def _finished(kind: str, args: Any) -> Any:
+def _tasks(kind: str, payload: Any) -> list[Any]:
+    """MLflow's tasks in a queued item: a trace's held span tasks first, then the trace."""
+    if kind == "trace":
+        task, spans = payload
+        return [*spans, task]
+    return [payload]
+
+
+def _finished(kind: str | None, args: Any) -> Any:
     """Task arguments with MLflow's live spans (which refuse pickling) made immutable."""
     if kind != "spans":
         return args
