@@ -6,7 +6,7 @@ import asyncio
 import json
 from typing import Any
 
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 
 from mlflow_app_agent.errors import PayloadTooLargeError, RequestError, UnsupportedMediaTypeError
 
@@ -31,12 +31,15 @@ async def read_body(request: Request, limit: int, timeout: float = 0.0) -> bytes
         ) from None
 
 
-async def _read_body(request: Request, limit: int) -> bytes:
-    declared = request.headers.get("content-length")
-    too_large = PayloadTooLargeError(
+def _too_large(limit: int) -> PayloadTooLargeError:
+    return PayloadTooLargeError(
         f"request body is larger than the {limit} byte limit "
         "(raise it with MLFLOW_APP_AGENT_MAX_BODY_BYTES or serve --max-body-bytes)"
     )
+
+
+async def _read_body(request: Request, limit: int) -> bytes:
+    declared = request.headers.get("content-length")
     if declared is not None:
         try:
             declared_size = int(declared)
@@ -44,28 +47,38 @@ async def _read_body(request: Request, limit: int) -> bytes:
             raise RequestError("Content-Length header is not a number") from None
         if declared_size > limit:
             await _discard(request, declared_size)
-            raise too_large
+            raise _too_large(limit)
+    # ASGI messages read directly: Starlette's request.stream() is an async generator, a few
+    # µs per request more for the one or two messages a typical body takes
+    receive = request.receive
     chunks: list[bytes] = []
     size = 0
-    async for chunk in request.stream():
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise ClientDisconnect()
+        chunk = message.get("body", b"")
         size += len(chunk)
+        more = message.get("more_body", False)
         if size > limit:
-            await _discard(request, size)
-            raise too_large
+            if more:
+                await _discard(request, size)
+            raise _too_large(limit)
         chunks.append(chunk)
-    return b"".join(chunks)
+        if not more:
+            break
+    body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+    request._body = body  # Starlette's own cache: a later request.body() returns it
+    return body
 
 
 async def _discard(request: Request, seen: int) -> None:
-    if seen > _DISCARD_LIMIT:
-        return
-    try:
-        async for chunk in request.stream():
-            seen += len(chunk)
-            if seen > _DISCARD_LIMIT:
-                return
-    except Exception:  # the body was already consumed or the client went away
-        return
+    """Read and drop the rest of an over-limit body, up to ``_DISCARD_LIMIT`` bytes."""
+    while seen <= _DISCARD_LIMIT:
+        message = await request.receive()
+        seen += len(message.get("body", b""))
+        if message["type"] != "http.request" or not message.get("more_body", False):
+            return
 
 
 def require_json(content_type: str | None) -> None:

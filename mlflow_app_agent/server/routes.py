@@ -123,7 +123,8 @@ async def _handle(request: Request, *, openai: bool) -> Any:
         except NotReadyError:
             raise not_ready_error(runtime) from None  # a load failure keeps its own code
         # the hooks get Starlette's case-insensitive Headers, as documented
-        ctx = enrich_context(served.agent.server_extensions, ctx, request.headers)
+        if served.agent.server_extensions.context_hooks:
+            ctx = enrich_context(served.agent.server_extensions, ctx, request.headers)
         try:
             req = to_request(data)
         except RequestError as exc:
