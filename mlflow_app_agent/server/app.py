@@ -99,7 +99,7 @@ def create_app(
             app.remember_clean_context()
         telemetry.start()
         logs.start_line(settings, agent_or_model_uri, telemetry.metrics is not None,
-                        runtime.errors.redactor)
+                        runtime.errors.redactor.location)
         runtime.start()
         try:
             yield

@@ -134,7 +134,7 @@ class Runtime:
         lifecycle("model_loaded",
                   f"agent {loaded.agent.name!r} loaded in {self.load_seconds or 0:.2f} s",
                   agent=loaded.agent.name,
-                  model_uri=self.errors.redactor(loaded.model_uri) if loaded.model_uri else None,
+                  model_uri=self.errors.redactor.location(loaded.model_uri) if loaded.model_uri else None,
                   registered_model=loaded.registered_name,
                   version=loaded.registered_version, model_id=loaded.model_id,
                   load_seconds=round(self.load_seconds or 0.0, 3))

@@ -111,3 +111,44 @@ def test_app_secrets_are_named_secrets_and_value_from_env(tmp_path: Path) -> Non
 def test_lone_surrogates_become_replacement_characters() -> None:
     assert encodable("x\ud800y") == "x\ufffdy"
     assert encodable("ok \U0001f600") == "ok \U0001f600"
+
+
+@pytest.mark.parametrize("location, kept, gone", [
+    ("models:/it's a model/3", "models:/it's a model/3", None),
+    ("/srv/app/model@v2", "/srv/app/model@v2", None),
+    ("https://ada:s3cretpass@host.example/m?sig=abcd1234", "https://[REDACTED]@host.example/m?",
+     "s3cretpass"),
+    ("runs:/0123456789abcdef/model", "runs:/0123456789abcdef/model", None),
+    ("/tmp/dapi0123456789abcdef0123456789abcdef/model", "/tmp/[REDACTED]/model", "dapi0123"),
+    ("/models/the-app-secret-value/x", "/models/[REDACTED]/x", "the-app-secret-value"),
+])
+def test_a_location_loses_its_credentials_and_keeps_the_rest(
+    location: str, kept: str, gone: str | None
+) -> None:
+    redacted = Redactor(["the-app-secret-value"]).location(location)
+    assert redacted.startswith(kept)
+    assert gone is None or gone not in redacted
+
+
+def test_starting_the_server_loads_no_credential_plugins(tmp_path: Path) -> None:
+    """The start line redacts the location without detect-secrets' plugins (~70 ms of
+    imports before /ready); the full set still loads for the first error to scrub."""
+    import subprocess
+    import sys
+
+    script = (
+        "import asyncio, sys\n"
+        "from mlflow_app_agent.server import create_app\n"
+        "app = create_app('tests/server/agents.py:echo')\n"
+        "async def main():\n"
+        "    async with app.router.lifespan_context(app):\n"
+        "        assert 'detect_secrets' not in sys.modules, 'loaded at start'\n"
+        "        app.state.runtime.errors.redactor('token ghp_' + 'a' * 36)\n"
+        "        assert 'detect_secrets' in sys.modules\n"
+        "asyncio.run(main())\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          cwd=Path(__file__).parents[2], timeout=120,
+                          env={**__import__("os").environ,
+                               "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'm.db'}"})
+    assert done.returncode == 0, done.stderr[-2000:]
