@@ -2,26 +2,27 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 from typing import Any
 
 from starlette.requests import ClientDisconnect, Request
 
 from mlflow_app_agent.errors import PayloadTooLargeError, RequestError, UnsupportedMediaTypeError
+from mlflow_app_agent.server.deadlines import Deadlines
 
 # After the limit is hit we keep reading (and discarding) up to this much, so a client that
 # is still uploading gets our 413 instead of a connection reset mid-write.
 _DISCARD_LIMIT = 64 * 1024 * 1024
 
 
-async def read_body(request: Request, limit: int, timeout: float = 0.0) -> bytes:
+async def read_body(request: Request, limit: int, timeout: float,
+                    deadlines: Deadlines) -> bytes:
     """The body, refusing more than ``limit`` bytes without buffering the excess, and a body
     that takes longer than ``timeout`` seconds (0: no limit) to arrive (408)."""
     if not timeout:
         return await _read_body(request, limit)
     try:
-        async with asyncio.timeout(timeout):
+        async with deadlines.after(timeout):
             return await _read_body(request, limit)
     except TimeoutError:
         raise RequestError(

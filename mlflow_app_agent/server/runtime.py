@@ -19,6 +19,7 @@ import anyio.to_thread
 from mlflow_app_agent.errors import ExtensionError, MlflowAppAgentError, ModelLoadError
 from mlflow_app_agent.extensions import AgentExtensions
 from mlflow_app_agent.model.load import LoadedAgent
+from mlflow_app_agent.server.deadlines import Deadlines
 from mlflow_app_agent.server.errors import ErrorPolicy
 from mlflow_app_agent.server.logs import lifecycle
 from mlflow_app_agent.server.redact import Redactor, app_secrets
@@ -57,6 +58,8 @@ class Runtime:
         )
         self.errors = ErrorPolicy(Redactor(app_secrets(app_dirs=_app_dirs(source))),
                                   settings.error_detail)
+        #: the body-read and request timeouts of this app's requests
+        self.deadlines = Deadlines()
         #: what the load waits on (shown by /ready), e.g. "fetching models:/x/3 from ..."
         self.loading_status: list[str] = ["starting"]
         self._limiter: anyio.CapacityLimiter | None = None
