@@ -55,6 +55,8 @@ class ProcessExportQueue:
         self._broken = False
         self._closed = False
         self._late_reason = ""
+        self._writing = False  # the sender is writing a trace to the pipe
+        self._sent_after_close = 0  # traces whose write finished after finish() counted
         self._last_drop_warning = 0.0
         self.sent = 0  # trace frames written to the pipe
         self.acked = 0  # of those, confirmed by the writer (written or failed)
@@ -150,10 +152,10 @@ class ProcessExportQueue:
     def finish(self, timeout: float) -> None:
         """Shutdown: flush within ``timeout``; drop (and count) what never reached the pipe;
         tell the writer how many of its confirmations were counted here, and close the pipe.
-        Never blocks longer than ``timeout`` plus a moment."""
+        Never blocks longer than ``timeout`` plus a second (a trace write in progress)."""
         if self._proc is None or self._closed:
             return
-        complete = self.flush(timeout=timeout)
+        self.flush(timeout=timeout)
         self._late_reason = f"not handed to the writer within the {timeout:g} s shutdown flush limit"
         with self._lock:
             self._closed = True
@@ -168,13 +170,20 @@ class ProcessExportQueue:
             if item is not _STOP and item[0] == "trace":
                 late += 1
         self.counts.add("dropped", late, self._late_reason)
-        if not complete:
-            self.counts.add("left_to_writer", in_pipe)
         self._stopping = True
         self._items.put(("close", acked))
         self._items.put(_STOP)
         if self._sender is not None:
-            self._sender.join(timeout=0.5)
+            # a trace the sender was writing when the server closed is in no count yet: it
+            # is in the pipe once its write returns (the writer then reports it)
+            self._sender.join(timeout=1.0)
+        with self._lock:
+            in_pipe += self._sent_after_close
+            stuck = self._writing
+        self.counts.add("left_to_writer", in_pipe)
+        if stuck:
+            self.counts.add("dropped", reason="the trace writer did not take it before the "
+                            "server stopped")
 
     # --- threads ---------------------------------------------------------------------------
 
@@ -201,22 +210,28 @@ class ProcessExportQueue:
                 self._to_fallback(*_tasks(kind, payload))
                 continue
             if kind == "trace":
-                # counted as sent before the write, under the lock finish() counts with: a
-                # trace is either in its "in the pipe" count or dropped here, never neither
+                # under the lock finish() counts with: a trace taken after the server closed
+                # is dropped here, one being written when it closed is counted by finish()
                 with self._lock:
                     if self._closed:
                         self.counts.add("dropped", reason=self._late_reason)
                         continue
-                    self.sent += 1
+                    self._writing = True
             try:
                 pipe.write(b"".join(_FRAME.pack(len(frame)) + frame for frame in frames))
                 pipe.flush()
             except OSError:
-                if kind == "trace":
-                    with self._lock:
-                        self.sent -= 1
+                with self._lock:
+                    self._writing = False
                 self._mark_broken("the trace writer process exited")
                 self._undeliverable(kind, payload)
+                continue
+            if kind == "trace":
+                with self._lock:
+                    self._writing = False
+                    self.sent += 1
+                    if self._closed:
+                        self._sent_after_close += 1
         try:
             pipe.close()
         except OSError:
