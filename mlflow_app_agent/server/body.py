@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from typing import Any
 
 from starlette.requests import ClientDisconnect, Request
@@ -15,15 +16,17 @@ from mlflow_app_agent.server.deadlines import Deadlines
 _DISCARD_LIMIT = 64 * 1024 * 1024
 
 
-async def read_body(request: Request, limit: int, timeout: float,
+async def read_body(request: Request, headers: Mapping[str, str], limit: int, timeout: float,
                     deadlines: Deadlines) -> bytes:
     """The body, refusing more than ``limit`` bytes without buffering the excess, and a body
-    that takes longer than ``timeout`` seconds (0: no limit) to arrive (408)."""
+    that takes longer than ``timeout`` seconds (0: no limit) to arrive (408). ``headers``:
+    the request's headers as the caller already holds them (their Content-Length)."""
+    declared = headers.get("content-length")
     if not timeout:
-        return await _read_body(request, limit)
+        return await _read_body(request, limit, declared)
     try:
         async with deadlines.after(timeout):
-            return await _read_body(request, limit)
+            return await _read_body(request, limit, declared)
     except TimeoutError:
         raise RequestError(
             f"the request body did not arrive within {timeout:g} s (a Content-Length larger "
@@ -39,8 +42,7 @@ def _too_large(limit: int) -> PayloadTooLargeError:
     )
 
 
-async def _read_body(request: Request, limit: int) -> bytes:
-    declared = request.headers.get("content-length")
+async def _read_body(request: Request, limit: int, declared: str | None) -> bytes:
     if declared is not None:
         try:
             declared_size = int(declared)

@@ -107,7 +107,7 @@ async def _handle(request: Request, *, openai: bool) -> Any:
         if runtime.settings.require_auth:
             require_identity(ctx)
         require_json(headers.get("content-type"))
-        raw = await read_body(request, runtime.settings.max_body_bytes,
+        raw = await read_body(request, headers, runtime.settings.max_body_bytes,
                               runtime.settings.body_read_timeout, runtime.deadlines)
         if rec is not None:
             rec.bytes_in = len(raw)

@@ -5,6 +5,9 @@ secret and a Databricks-token-shaped string."""
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -133,9 +136,6 @@ def test_a_location_loses_its_credentials_and_keeps_the_rest(
 def test_starting_the_server_loads_no_credential_plugins(tmp_path: Path) -> None:
     """The start line redacts the location without detect-secrets' plugins (~70 ms of
     imports before /ready); the full set still loads for the first error to scrub."""
-    import subprocess
-    import sys
-
     script = (
         "import asyncio, sys\n"
         "from mlflow_app_agent.server import create_app\n"
@@ -149,6 +149,6 @@ def test_starting_the_server_loads_no_credential_plugins(tmp_path: Path) -> None
     )
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
                           cwd=Path(__file__).parents[2], timeout=120,
-                          env={**__import__("os").environ,
+                          env={**os.environ,
                                "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'm.db'}"})
     assert done.returncode == 0, done.stderr[-2000:]

@@ -92,8 +92,8 @@ async def feedback(request: Request) -> Any:
         if runtime.settings.require_auth:
             require_identity(ctx)
         require_json(headers.get("content-type"))
-        raw = await read_body(request, MAX_FEEDBACK_BYTES, runtime.settings.body_read_timeout,
-                             runtime.deadlines)
+        raw = await read_body(request, headers, MAX_FEEDBACK_BYTES,
+                              runtime.settings.body_read_timeout, runtime.deadlines)
         fb = parse_feedback(parse_json_object(raw))
         if not runtime.tracer.enabled:
             raise NotFoundError("this server does not trace requests (tracing is off), so "
