@@ -72,6 +72,11 @@ class Tracer:
         self._tokens = max(max_per_second, 1.0)
         self._last = time.monotonic()
         self._lock = threading.Lock()
+        # warm-up runs in a worker thread that a shutdown cannot cancel: the export hook is
+        # installed, and read by shutdown, under this lock, and not at all once shut down,
+        # so an app stopped during its warm-up leaves no writer process behind
+        self._export_lock = threading.Lock()
+        self._shut_down = False
         #: request id -> (trace id, user) of this process's recent traces, for /feedback
         self.recent: OrderedDict[str, tuple[str, str | None]] = OrderedDict()
 
@@ -108,23 +113,29 @@ class Tracer:
         except Exception:
             logger.warning("warming up MLflow tracing failed; traces may still work",
                            exc_info=True)
-        try:
-            from mlflow_app_agent.server.trace_export import ExportHook
+        with self._export_lock:
+            if self._shut_down:
+                return
+            try:
+                from mlflow_app_agent.server.trace_export import ExportHook
 
-            self._hook = ExportHook(self.counts)
-            self.export = self._hook.install(self.export)
-        except Exception:
-            self.export = "thread"
-            logger.warning("the trace writer process could not start; writing traces "
-                           "in-process", exc_info=True)
+                self._hook = ExportHook(self.counts)
+                self.export = self._hook.install(self.export)
+            except Exception:
+                self.export = "thread"
+                logger.warning("the trace writer process could not start; writing traces "
+                               "in-process", exc_info=True)
 
     def shutdown(self, timeout: float) -> None:
         """Write what is queued within ``timeout`` s, count the rest, log the totals once."""
+        with self._export_lock:
+            self._shut_down = True
+            hook = self._hook
         if self._mlflow is None or not self.enabled:
             return
         try:
-            if self._hook is not None:
-                self._hook.shutdown(timeout)
+            if hook is not None:
+                hook.shutdown(timeout)
         except Exception:
             logger.warning("flushing traces at shutdown failed", exc_info=True)
         self.counts.settle(NEVER_EXPORTED)

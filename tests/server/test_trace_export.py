@@ -116,6 +116,18 @@ def test_writer_process_writes_what_mlflow_writes_in_process(store: Any) -> None
     assert shapes["process"]["3"]["spans"][1][3] == {"a": 6}
 
 
+def test_a_tracer_shut_down_before_its_warm_up_ends_starts_no_writer(store: Any) -> None:
+    """An in-process app stopped while its warm-up thread still imports MLflow (TestClient
+    closed at once): the warm-up must not start a writer process that nothing will stop."""
+    from mlflow_app_agent.server.tracing import Tracer
+
+    store("stopped-early")
+    tracer = Tracer(enabled=True, export="process")
+    tracer.shutdown(1.0)
+    tracer.warm_up()
+    assert tracer.writer() is None and _current_queue() is None
+
+
 def test_install_is_idempotent_and_thread_mode_restores_mlflows_queue(store: Any) -> None:
     store("idem")
     assert _install("auto") == "process"
