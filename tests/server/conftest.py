@@ -10,6 +10,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -74,10 +75,14 @@ class ServerProcess:
             pass
 
 
+_SQLITE = "sqlite:///"
+
+
 @pytest.fixture
-def serve(tmp_path: Path) -> Iterator:
+def serve(tmp_path: Path, empty_store: Any) -> Iterator:
     """``serve(location, *args, env=...)`` starts ``python -m mlflow_app_agent.serve`` on a free
-    loopback port and waits for /ready."""
+    loopback port and waits for /ready. A sqlite store under ``tmp_path`` that does not
+    exist yet starts as a copy of the session's empty store."""
     started: list[ServerProcess] = []
 
     def start(location: str, *args: str, env: dict[str, str] | None = None,
@@ -91,6 +96,9 @@ def serve(tmp_path: Path) -> Iterator:
             **(env or {}),
         }
         full_env.pop("DATABRICKS_APP_PORT", None)
+        store = full_env["MLFLOW_TRACKING_URI"]
+        if store.startswith(_SQLITE) and Path(store[len(_SQLITE):]).parent == tmp_path:
+            empty_store(Path(store[len(_SQLITE):]))
         if env and "DATABRICKS_APP_PORT" in env:
             full_env["DATABRICKS_APP_PORT"] = env["DATABRICKS_APP_PORT"]
             port = int(env["DATABRICKS_APP_PORT"])
