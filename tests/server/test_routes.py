@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -313,10 +314,11 @@ def test_openapi_uses_mlflows_schemas_and_the_error_envelope(echo: TestClient) -
 
 def test_bad_location_reports_on_ready(tmp_path: Any) -> None:
     with client_for(str(tmp_path / "missing.py")) as c:
-        for _ in range(100):
-            resp = c.get("/ready")
-            if "missing.py" in resp.text:
-                break
+        # "still loading (loading .../missing.py)" names the file too: wait for the verdict
+        deadline = time.monotonic() + 60
+        while (resp := c.get("/ready")).json()["error"]["code"] == "not_ready":
+            assert time.monotonic() < deadline, resp.text
+            time.sleep(0.02)
         assert resp.status_code == 503
         assert resp.json()["error"]["code"] == "model_load_error"
         # Same code as /ready: a load failure is not "retry later" (not_ready).
