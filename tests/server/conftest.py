@@ -8,9 +8,8 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
@@ -79,7 +78,7 @@ _SQLITE = "sqlite:///"
 
 
 @pytest.fixture
-def serve(tmp_path: Path, empty_store: Any) -> Iterator:
+def serve(tmp_path: Path, empty_store: Callable[[Path], Path]) -> Iterator:
     """``serve(location, *args, env=...)`` starts ``python -m mlflow_app_agent.serve`` on a free
     loopback port and waits for /ready. A sqlite store under ``tmp_path`` that does not
     exist yet starts as a copy of the session's empty store."""
@@ -97,8 +96,10 @@ def serve(tmp_path: Path, empty_store: Any) -> Iterator:
         }
         full_env.pop("DATABRICKS_APP_PORT", None)
         store = full_env["MLFLOW_TRACKING_URI"]
-        if store.startswith(_SQLITE) and Path(store[len(_SQLITE):]).parent == tmp_path:
-            empty_store(Path(store[len(_SQLITE):]))
+        if store.startswith(_SQLITE):
+            db = Path(store.removeprefix(_SQLITE))
+            if db.parent == tmp_path:
+                empty_store(db)
         if env and "DATABRICKS_APP_PORT" in env:
             full_env["DATABRICKS_APP_PORT"] = env["DATABRICKS_APP_PORT"]
             port = int(env["DATABRICKS_APP_PORT"])
