@@ -13,6 +13,7 @@ import datetime
 import json
 import logging
 import sys
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -37,9 +38,20 @@ def resolve_format(log_format: str, stream: Any = None) -> str:
     return "text" if isatty is not None and isatty() else "json"
 
 
+#: the last whole second formatted, and its text (one tuple: swapped atomically)
+_second: tuple[int, str] = (-1, "")
+
+
 def _iso(created: float) -> str:
-    stamp = datetime.datetime.fromtimestamp(created, tz=datetime.UTC)
-    return stamp.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    """``2026-12-03T08:01:02.345Z``; the date and time part is formatted once a second
+    (``datetime`` costs ~2 µs, and an access line is written per request)."""
+    global _second
+    whole = int(created)
+    cached = _second
+    if cached[0] != whole:
+        stamp = datetime.datetime.fromtimestamp(whole, tz=datetime.UTC)
+        cached = _second = (whole, stamp.strftime("%Y-%m-%dT%H:%M:%S"))
+    return f"{cached[1]}.{int((created - whole) * 1000):03d}Z"
 
 
 class JsonFormatter(logging.Formatter):
@@ -57,7 +69,10 @@ class JsonFormatter(logging.Formatter):
             line.update(fields)
         if record.exc_info:
             line["exc"] = self.formatException(record.exc_info)
-        return json.dumps(line, separators=(",", ":"), default=str)
+        return _encode(line)
+
+
+_encode = json.JSONEncoder(separators=(",", ":"), default=str).encode
 
 
 class TextFormatter(logging.Formatter):
@@ -120,7 +135,35 @@ def access_line(fields: dict[str, Any]) -> None:
         message += f' trace={fields["trace_id"]}'
     if fields.get("user"):
         message += f' user={fields["user"]}'
-    access_logger.info(message, extra={FIELDS: fields})
+    handler = _direct_json_handler()
+    if handler is None:
+        access_logger.info(message, extra={FIELDS: fields})
+        return
+    # The same line JsonFormatter would write, without a LogRecord (its caller lookup walks
+    # the stack): ~7 µs instead of ~17 µs per request
+    line = {"time": _iso(time.time()), "level": "INFO", "logger": ACCESS_LOGGER,
+            "message": message, **fields}
+    text = _encode(line) + handler.terminator
+    with handler.lock:  # type: ignore[union-attr]
+        handler.stream.write(text)
+        handler.stream.flush()
+
+
+def _direct_json_handler() -> logging.StreamHandler[Any] | None:
+    """The one handler an access line would reach when it is a plain JSON stream handler
+    (what :func:`uvicorn_log_config` sets up), else None: then the line goes through
+    :mod:`logging` as usual (text format, the OTLP logs bridge, a user's own logging set-up,
+    pytest's caplog)."""
+    server = access_logger.parent
+    if (access_logger.handlers or access_logger.filters or not access_logger.propagate
+            or server is None or server.name != SERVER_LOGGER or server.propagate
+            or server.filters or len(server.handlers) != 1):
+        return None
+    handler = server.handlers[0]
+    if (type(handler) is not logging.StreamHandler or type(handler.formatter) is not JsonFormatter
+            or handler.filters or handler.level > logging.INFO or handler.lock is None):
+        return None
+    return handler
 
 
 def lifecycle(event: str, message: str, **fields: Any) -> None:
