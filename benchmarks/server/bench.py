@@ -322,7 +322,8 @@ async def run_throughput(names: list[str], kind: str, uri: str, logs: Path,
                          concurrency: int) -> dict[str, Any]:
     before = {n: count_traces(uri, experiments[n]) for n in names}
     servers = await start_all(names, lambda n: kind, uri, logs, experiments)
-    totals = {n: {"ok": 0, "errors": 0, "sent": 0, "seconds": 0.0, "lat": []} for n in names}
+    totals = {n: {"ok": 0, "errors": 0, "sent": 0, "seconds": 0.0, "lat": [], "by_round": []}
+              for n in names}
     try:
         for srv in servers:
             status, _ = await one_request(srv.port, "POST", "/invocations", BODY)
@@ -337,6 +338,7 @@ async def run_throughput(names: list[str], kind: str, uri: str, logs: Path,
                 for key in ("ok", "errors", "sent", "seconds"):
                     t[key] += res[key]
                 t["lat"].extend(res["latencies"])
+                t["by_round"].append(res["ok"] / res["seconds"])
     finally:
         for srv in servers:
             srv.stop()  # SIGTERM: both agent servers flush queued traces on the way out
@@ -351,6 +353,9 @@ async def run_throughput(names: list[str], kind: str, uri: str, logs: Path,
             "p50_ms": 1000 * lat[len(lat) // 2] if lat else None,
             "p99_ms": 1000 * lat[int(len(lat) * 0.99)] if lat else None,
             "traces_written": count_traces(uri, experiments[n]) - before[n],
+            # one window per round; a round's windows run back to back, so ratios between
+            # servers of one round share the machine's load at that time
+            "rps_by_round": t["by_round"],
         }
     return out
 
@@ -516,6 +521,20 @@ def main() -> None:
         args.out.write_text(text + "\n")
 
 
+def by_round(rows: dict[str, Any], a: str, b: str) -> dict[str, Any] | None:
+    """``a``/``b`` per round (their windows ran back to back): every round's ratio and the
+    median, which a burst of load on the shared machine during one window moves less than
+    the ratio of totals."""
+    pairs = [x / y for x, y in zip(rows[a].get("rps_by_round", []),
+                                   rows[b].get("rps_by_round", []), strict=False) if y]
+    if not pairs:
+        return None
+    ordered = sorted(pairs)
+    mid = len(ordered) // 2
+    median = ordered[mid] if len(ordered) % 2 else (ordered[mid - 1] + ordered[mid]) / 2
+    return {"median": median, "rounds": pairs}
+
+
 def summary(r: dict[str, Any]) -> dict[str, Any]:
     """Ratios against the faster of the two AgentServer configurations."""
     def best_agentserver(rows: dict[str, Any], key: str) -> float:
@@ -530,6 +549,10 @@ def summary(r: dict[str, Any]) -> dict[str, Any]:
                                             best_agentserver(r["b"], "rps"))
         if "starlette" in r["b"]:
             out["b_vs_starlette"] = ratio(r["b"]["ours"]["rps"], r["b"]["starlette"]["rps"])
+            out["b_vs_starlette_by_round"] = by_round(r["b"], "ours", "starlette")
+            if "ours-access-log" in r["b"]:
+                out["b_access_log_vs_starlette"] = ratio(r["b"]["ours-access-log"]["rps"],
+                                                         r["b"]["starlette"]["rps"])
         if "ours-no-metrics" in r["b"]:
             out["b_metrics_on_vs_off"] = ratio(r["b"]["ours"]["rps"],
                                                r["b"]["ours-no-metrics"]["rps"])
