@@ -144,9 +144,12 @@ def access_line(fields: dict[str, Any]) -> None:
     line = {"time": _iso(time.time()), "level": "INFO", "logger": ACCESS_LOGGER,
             "message": message, **fields}
     text = _encode(line) + handler.terminator
-    with handler.lock:  # type: ignore[union-attr]
-        handler.stream.write(text)
-        handler.stream.flush()
+    try:
+        with handler.lock:  # type: ignore[union-attr]
+            handler.stream.write(text)
+            handler.stream.flush()
+    except Exception:  # e.g. a closed stream: logging reports it its own way
+        access_logger.info(message, extra={FIELDS: fields})
 
 
 def _direct_json_handler() -> logging.StreamHandler[Any] | None:

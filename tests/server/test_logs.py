@@ -109,3 +109,13 @@ def test_iso_time_is_datetimes_millisecond_isoformat(created: float) -> None:
     expected = stamp.replace(microsecond=millis * 1000).isoformat(timespec="milliseconds")
     assert logs._iso(created) == expected.replace("+00:00", "Z")
     assert logs._iso(created) == logs._iso(created)  # from the cached second too
+
+
+def test_a_failing_stream_is_reported_the_way_logging_does(
+        configured: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    handler, out = _stream_handler("json")
+    out.close()  # writing raises ValueError now
+    reported: list[logging.LogRecord] = []
+    monkeypatch.setattr(handler, "handleError", reported.append)
+    logs.access_line(dict(FIELDS))  # no exception reaches the request
+    assert [r.name for r in reported] == [logs.ACCESS_LOGGER]
