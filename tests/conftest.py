@@ -95,9 +95,9 @@ def pytest_configure(config: pytest.Config) -> None:
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Files holding ``slow`` tests first, then files with ``e2e`` tests, then the rest, each
-    file kept whole and in its own order. Serially this only reorders; on two workers (README:
-    ``-n 2 --dist loadfile``) the long files start first, so none is left for the end while
-    the other worker idles."""
+    file kept whole and in its own order. Serially this only reorders; on several workers (README:
+    ``-n 3 --dist loadfile``) the long files start first, so none is left for the end while
+    the other workers idle."""
     rank: dict[object, int] = {}
     for item in items:
         mark = 0 if item.get_closest_marker("slow") else 1 if item.get_closest_marker("e2e") else 2
