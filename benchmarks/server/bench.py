@@ -529,10 +529,7 @@ def by_round(rows: dict[str, Any], a: str, b: str) -> dict[str, Any] | None:
                                    rows[b].get("rps_by_round", []), strict=False) if y]
     if not pairs:
         return None
-    ordered = sorted(pairs)
-    mid = len(ordered) // 2
-    median = ordered[mid] if len(ordered) % 2 else (ordered[mid - 1] + ordered[mid]) / 2
-    return {"median": median, "rounds": pairs}
+    return {"median": statistics.median(pairs), "rounds": pairs}
 
 
 def summary(r: dict[str, Any]) -> dict[str, Any]:
