@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mlflow_app_agent import agent_config as config
-from mlflow_app_agent import dependencies, provenance, signature
+from mlflow_app_agent import provenance, signature
 from mlflow_app_agent._version import __version__
 from mlflow_app_agent.authoring import Agent, as_agent
 from mlflow_app_agent.deploy_spec import DeploySpec, scopes_for
@@ -134,6 +134,8 @@ def prepare(
 
     ``user_api_scopes`` (beyond those the ``auth: user`` resources need), ``compute_size``
     and ``instances`` (``N`` or ``"MIN:MAX"``) are what ``deploy`` sets on the app."""
+    from mlflow_app_agent import dependencies  # packaging: not on the serving path
+
     config_dict = config.load_model_config(model_config)
     code_list = [str(Path(p)) for p in (code_paths or [])]
     for p in code_list:
@@ -238,6 +240,7 @@ def _write(
     mlflow_model.metadata = {**(mlflow_model.metadata or {}), **(metadata or {}),
                              "task": signature.TASK}
     mlflow_model.add_flavor(FLAVOR_NAME, **_flavor_conf(prepared))
+    from mlflow_app_agent import dependencies  # packaging: not on the serving path
     pip_requirements, extra_pip_requirements = dependencies.requirements_args(
         prepared.imports, pip_requirements, extra_pip_requirements
     )
@@ -310,6 +313,7 @@ def log_model(
     )
     prepared.full_mlflow = full_mlflow
     # resolved now (idempotent in _write): a bad requirements file fails before logging
+    from mlflow_app_agent import dependencies  # packaging: not on the serving path
     pip_requirements, extra_pip_requirements = dependencies.requirements_args(
         prepared.imports, pip_requirements, extra_pip_requirements
     )

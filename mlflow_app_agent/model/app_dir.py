@@ -47,10 +47,10 @@ def is_app_dir(path: Path) -> bool:
 def value_from_env_names(path: Path) -> set[str]:
     """The env vars an app directory's ``app.yaml`` fills from resources (``valueFrom``):
     secret values at run time. Empty when there is no readable ``app.yaml``."""
-    import yaml
-
     for name in APP_YAML_NAMES:
         if (path / name).is_file():
+            import yaml
+
             try:
                 doc = yaml.safe_load((path / name).read_text()) or {}
             except (OSError, UnicodeDecodeError, yaml.YAMLError):

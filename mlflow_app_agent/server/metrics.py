@@ -17,6 +17,7 @@ numbers ``/agent/info`` shows.
 from __future__ import annotations
 
 import bisect
+import threading
 import time
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -79,9 +80,6 @@ class ServerMetrics:
         resource: Any = None,
         prometheus: bool = True,
     ) -> None:
-        from opentelemetry.metrics import CallbackOptions, Observation
-        from opentelemetry.sdk.metrics import MeterProvider
-
         self._trace_stats = trace_stats
         self._build_info = build_info
         self._load_seconds = load_seconds
@@ -104,11 +102,32 @@ class ServerMetrics:
             "Seconds from request start to the agent's first stream event")
         self.histograms = (self.duration, self.ttfe)
         self.registry: Any = None
-        all_readers = list(readers)
-        if prometheus:
+        self.provider: Any = None
+        self._readers = list(readers)
+        self._resource = resource
+        self._prometheus = prometheus
+        self._build_lock = threading.Lock()
+        if self._readers:  # an OTLP reader exports on its own schedule, from the start
+            self.build()
+
+    def build(self) -> None:
+        """Create the MeterProvider, its readers and the instruments over the plain counters.
+        Importing the OTel SDK and the Prometheus exporter costs ~100 ms, so without OTLP
+        this runs after ``/ready`` (the server's warm-up) or at the first scrape."""
+        with self._build_lock:
+            if self.provider is None:
+                self._build()
+
+    def _build(self) -> None:
+        from opentelemetry.metrics import CallbackOptions, Observation
+        from opentelemetry.sdk.metrics import MeterProvider
+
+        all_readers = list(self._readers)
+        if self._prometheus:
             self.registry, prom_reader = _prometheus_reader(self.histograms)
             all_readers.append(prom_reader)
         kwargs: dict[str, Any] = {"metric_readers": all_readers, "shutdown_on_exit": False}
+        resource = self._resource() if callable(self._resource) else self._resource
         if resource is not None:
             kwargs["resource"] = resource
         self.provider = MeterProvider(**kwargs)
@@ -220,10 +239,12 @@ class ServerMetrics:
     def prometheus_text(self) -> bytes:
         from prometheus_client import generate_latest
 
+        self.build()
         return bytes(generate_latest(self.registry))
 
     def shutdown(self, timeout_millis: float = 1500) -> None:
-        self.provider.shutdown(timeout_millis=timeout_millis)
+        if self.provider is not None:
+            self.provider.shutdown(timeout_millis=timeout_millis)
 
 
 def trace_counts(snapshot: dict[str, Any]) -> dict[str, int]:

@@ -329,8 +329,9 @@ def install_telemetry(runtime: Any) -> Telemetry:
             build_info=lambda: build_info(runtime),
             load_seconds=lambda: runtime.load_seconds,
             readers=readers,
-            resource=otlp.resource if otlp is not None else otlp_mod.resource(),
+            resource=otlp.resource if otlp is not None else otlp_mod.resource,
         )
+        runtime.warm_ups.append(metrics.build)
     observer = Observer(metrics, otlp_logs=otlp is not None and otlp.logger_provider is not None,
                         redactor=runtime.errors.redactor)
     return Telemetry(metrics, otlp, observer, runtime.tracer.counts.snapshot)

@@ -65,6 +65,9 @@ class Runtime:
         self._limiter: anyio.CapacityLimiter | None = None
         self._loading: asyncio.Future[Any] | None = None
         self._warm: asyncio.Future[Any] | None = None
+        #: more start-up work that need not delay /ready (e.g. building the metrics
+        #: exporters), run in the warm-up thread after the MLflow import
+        self.warm_ups: list[Callable[[], None]] = []
         #: awaited with the loaded agent before it is served (the agent's start-up hooks
         #: and extensions); an ExtensionError keeps the app up with /ready at 503
         self.on_loaded: Callable[[LoadedAgent], Awaitable[None]] | None = None
@@ -170,6 +173,11 @@ class Runtime:
         import mlflow.types.responses  # noqa: F401  (request validation)
 
         self.tracer.warm_up()
+        for warm_up in self.warm_ups:
+            try:
+                warm_up()
+            except Exception:  # done again where it is needed, which reports its own error
+                logger.debug("warm-up %r failed", warm_up, exc_info=True)
 
     async def agent(self) -> LoadedAgent:
         """The served agent, waiting for the warm-up if a request arrives during it."""

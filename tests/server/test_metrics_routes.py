@@ -156,3 +156,47 @@ def test_a_route_that_opts_out_is_not_counted_but_still_logged(
     info = client.get("/agent/info").json()
     routes = {r["path"]: r for r in info["extensions"]["routes"]}
     assert routes["/probe"]["metered"] is False and routes["/items/{item_id}"]["metered"]
+
+
+_LAZY_SDK = r'''
+import sys, time
+from fastapi.testclient import TestClient
+from mlflow_app_agent import Agent
+from mlflow_app_agent.server import create_app
+
+agent = Agent("lazy")
+
+@agent.invoke_method
+def invoke(request):
+    return {"output": [{"type": "message", "id": "m", "role": "assistant",
+                        "content": [{"type": "output_text", "text": "ok"}]}]}
+
+SDK = ("opentelemetry.sdk.metrics", "opentelemetry.sdk.resources", "prometheus_client")
+app = create_app(agent, tracing=False)
+assert not [m for m in SDK if m in sys.modules], [m for m in SDK if m in sys.modules]
+if sys.argv[1] == "scrape":  # no lifespan, no warm-up: the first scrape builds the exporters
+    text = TestClient(app).get("/metrics").text
+    assert "agent_build_info" in text, text
+else:  # the warm-up after /ready builds them
+    with TestClient(app) as client:
+        assert client.get("/ready").status_code == 200
+        deadline = time.monotonic() + 120
+        while app.state.telemetry.metrics.provider is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert app.state.telemetry.metrics.provider is not None
+        assert "agent_requests_total" in client.get("/metrics").text
+print("OK")
+'''
+
+
+@pytest.mark.parametrize("when", ["scrape", "warm-up"])
+def test_the_metrics_sdk_loads_after_ready_not_before(when: str) -> None:
+    """Building the app imports neither the OTel metrics SDK nor the Prometheus exporter
+    (~100 ms of start-up before /ready); they load in the warm-up after /ready, or at the
+    first scrape, and then /metrics answers as before."""
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-c", _LAZY_SDK, when], capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0 and done.stdout.strip().endswith("OK"), done.stderr[-3000:]
