@@ -3,6 +3,7 @@ returns through ``mlflow_app_agent.flavor._load_pyfunc`` (MLflow's ``loader_modu
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -39,11 +40,11 @@ class PyfuncWrapper:
 
     @staticmethod
     def _to_dict(model_input: Any) -> Any:
-        try:
-            import pandas
-        except ImportError:  # pragma: no cover
-            return model_input
-        if isinstance(model_input, pandas.DataFrame):
+        # A DataFrame means pandas is loaded already; importing it here would make MLflow's
+        # requirement inference (which records every import while it runs ``predict`` on
+        # the input example) pin pandas, and numpy with it, for every agent of this flavor.
+        pandas = sys.modules.get("pandas")
+        if pandas is not None and isinstance(model_input, pandas.DataFrame):
             from mlflow_app_agent._mlflow_compat import llm_ndarray_to_list
 
             return {

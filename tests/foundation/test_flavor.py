@@ -280,6 +280,20 @@ def test_inferred_requirements_name_the_toolkit(tmp_path: Path) -> None:
     mlflow_app_agent.save_model(str(echo), tmp_path / "m", git="off")
     requirements = (tmp_path / "m" / "requirements.txt").read_text()
     assert "mlflow-app-agent==" in requirements
+    # MLflow records what runs while it predicts on the input example: the flavor's own
+    # loading and predict must not import pandas (and pin it, with numpy, for every app)
+    names = {line.split("==")[0].lower() for line in requirements.splitlines()}
+    assert not names & {"pandas", "numpy"}, requirements
+
+
+def test_pyfunc_predict_takes_the_dataframe_mlflow_may_hand_it() -> None:
+    import pandas
+
+    from mlflow_app_agent.model.pyfunc import PyfuncWrapper
+
+    frame = pandas.DataFrame({"input": [[{"role": "user", "content": "hi"}]]})
+    assert PyfuncWrapper._to_dict(frame) == {"input": [{"role": "user", "content": "hi"}]}
+    assert PyfuncWrapper._to_dict(REQUEST) is REQUEST
 
 
 def write_configured_agent(directory: Path) -> Path:
