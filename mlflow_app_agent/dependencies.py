@@ -30,15 +30,30 @@ from packaging.utils import canonicalize_name
 from mlflow_app_agent._version import DIST_NAME, __version__
 from mlflow_app_agent.errors import AgentDefinitionError, MissingDependencyError
 
+#: modules whose import needs a package that the lean app runtime (mlflow-skinny) lacks:
+#: ``mlflow.pyfunc`` (where ``ResponsesAgent`` lives) imports pandas
+IMPLIED_IMPORTS = {"mlflow.pyfunc": "pandas"}
+
+
+def _with_implied(dotted: str, names: set[str]) -> None:
+    names.add(dotted.split(".")[0])
+    for prefix, implied in IMPLIED_IMPORTS.items():
+        if dotted == prefix or dotted.startswith(prefix + "."):
+            names.add(implied)
+
 
 def imported_modules_of_source(source: str) -> set[str]:
-    """Top-level module names a Python file imports (absolute imports only)."""
+    """Top-level module names a Python file imports (absolute imports only), plus what
+    :data:`IMPLIED_IMPORTS` adds for them."""
     names: set[str] = set()
     for node in ast.walk(ast.parse(source)):
         if isinstance(node, ast.Import):
-            names.update(alias.name.split(".")[0] for alias in node.names)
+            for alias in node.names:
+                _with_implied(alias.name, names)
         elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
-            names.add(node.module.split(".")[0])
+            _with_implied(node.module, names)
+            for alias in node.names:  # from mlflow import pyfunc
+                _with_implied(f"{node.module}.{alias.name}", names)
     return names
 
 
@@ -54,11 +69,11 @@ def imported_modules_of_pickle(data: bytes) -> set[str]:
     for opcode, arg, _pos in pickletools.genops(data):
         if opcode.name == "GLOBAL" and isinstance(arg, str):
             module, _, qualname = arg.partition(" ")
-            names.add(module.split(".")[0])
+            _with_implied(module, names)
             expect_subimport_arg = qualname in ("subimport", "dynamic_subimport")
         elif opcode.name == "STACK_GLOBAL" and len(recent) >= 2:
             module, qualname = recent[-2], recent[-1]
-            names.add(module.split(".")[0])
+            _with_implied(module, names)
             expect_subimport_arg = qualname in ("subimport", "dynamic_subimport")
         elif isinstance(arg, str) and "UNICODE" in opcode.name:
             if expect_subimport_arg:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import importlib.metadata
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -112,3 +113,31 @@ def test_an_unreadable_requirements_file_is_named_before_anything_is_written(
         mlflow_app_agent.save_model(str(agent), tmp_path / "m", git="off",
                                     pip_requirements=str(tmp_path / "nope.txt"))
     assert not (tmp_path / "m").exists()
+
+
+@pytest.mark.parametrize("source", [
+    "from mlflow.pyfunc import ResponsesAgent\n",
+    "import mlflow.pyfunc\n",
+    "from mlflow import pyfunc\n",
+    "def f():\n    import mlflow.pyfunc.model\n",
+])
+def test_an_import_of_mlflow_pyfunc_implies_pandas(source: str) -> None:
+    """mlflow.pyfunc (a ResponsesAgent's base class) imports pandas, which mlflow-skinny, all
+    a lean app installs of MLflow, does not bring: the agent's requirements must name it."""
+    assert dependencies.imported_modules_of_source(source) == {"mlflow", "pandas"}
+
+
+def test_mlflow_alone_implies_nothing() -> None:
+    assert dependencies.imported_modules_of_source(
+        "import mlflow\nfrom mlflow.models import set_model\n") == {"mlflow"}
+
+
+def test_a_pickled_responses_agent_implies_pandas() -> None:
+    import cloudpickle
+    import mlflow.pyfunc
+
+    class Echo(mlflow.pyfunc.ResponsesAgent):
+        def predict(self, request: Any) -> Any:
+            raise NotImplementedError
+
+    assert "pandas" in dependencies.imported_modules_of_pickle(cloudpickle.dumps(Echo()))
