@@ -65,9 +65,10 @@ class Runtime:
         self._limiter: anyio.CapacityLimiter | None = None
         self._loading: asyncio.Future[Any] | None = None
         self._warm: asyncio.Future[Any] | None = None
-        #: more start-up work that need not delay /ready (e.g. building the metrics
-        #: exporters), run in the warm-up thread after the MLflow import
+        #: more start-up work that neither /ready nor a request waits for (e.g. building
+        #: the metrics exporters): run in a thread once the warm-up is done
         self.warm_ups: list[Callable[[], None]] = []
+        self._extra_warm: asyncio.Future[Any] | None = None
         #: awaited with the loaded agent before it is served (the agent's start-up hooks
         #: and extensions); an ExtensionError keeps the app up with /ready at 503
         self.on_loaded: Callable[[LoadedAgent], Awaitable[None]] | None = None
@@ -150,6 +151,9 @@ class Runtime:
         await self._warm
         lifecycle("ready", "ready: serving requests", tracing=self.tracer.enabled,
                   trace_export=self.tracer.export)
+        if self.warm_ups:  # no request waits for these
+            self._extra_warm = asyncio.ensure_future(
+                anyio.to_thread.run_sync(self._run_warm_ups))
 
     def _resolve_bounded(self) -> LoadedAgent:
         """Load the agent; calls to a tracking/registry server get the registry budget, and
@@ -173,6 +177,8 @@ class Runtime:
         import mlflow.types.responses  # noqa: F401  (request validation)
 
         self.tracer.warm_up()
+
+    def _run_warm_ups(self) -> None:
         for warm_up in self.warm_ups:
             try:
                 warm_up()
@@ -195,6 +201,8 @@ class Runtime:
     async def shutdown(self) -> None:
         if self._loading is not None and not self._loading.done():
             self._loading.cancel()
+        if self._extra_warm is not None and not self._extra_warm.done():
+            await asyncio.wait([self._extra_warm], timeout=5)  # a thread: it cannot be cut
         # Bounded inside (the flush limit), so this thread always finishes, and the counts
         # and the one summary line are complete before the process exits.
         await anyio.to_thread.run_sync(self.tracer.shutdown, self.settings.trace_flush_timeout)
