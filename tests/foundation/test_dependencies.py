@@ -141,3 +141,28 @@ def test_a_pickled_responses_agent_implies_pandas() -> None:
             raise NotImplementedError
 
     assert "pandas" in dependencies.imported_modules_of_pickle(cloudpickle.dumps(Echo()))
+
+
+RESPONSES_AGENT = '''
+import mlflow
+from mlflow.pyfunc import ResponsesAgent
+from mlflow.types.responses import ResponsesAgentResponse
+
+
+class Echo(ResponsesAgent):
+    def predict(self, request):
+        return ResponsesAgentResponse(output=[self.create_text_output_item(text="ok", id="m")])
+
+
+mlflow.models.set_model(Echo())
+'''
+
+
+def test_a_responses_agent_file_gets_pandas_pinned(tmp_path: Path) -> None:
+    """The lean app serves a ResponsesAgent only if pandas is installed (mlflow.pyfunc
+    imports it); MLflow's own inference does not see that import, the file's does."""
+    agent = tmp_path / "agent.py"
+    agent.write_text(RESPONSES_AGENT)
+    mlflow_app_agent.save_model(str(agent), tmp_path / "m", git="off")
+    pandas = f"pandas=={importlib.metadata.version('pandas')}"
+    assert pandas in requirements_of(tmp_path / "m")
