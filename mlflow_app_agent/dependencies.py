@@ -51,8 +51,7 @@ def imported_modules_of_source(source: str) -> set[str]:
             for alias in node.names:
                 _with_implied(alias.name, names)
         elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
-            _with_implied(node.module, names)
-            for alias in node.names:  # from mlflow import pyfunc
+            for alias in node.names:  # "from mlflow import pyfunc" names mlflow.pyfunc
                 _with_implied(f"{node.module}.{alias.name}", names)
     return names
 

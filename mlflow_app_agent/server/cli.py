@@ -158,12 +158,12 @@ def serve_command(model: str | None, host: str, port: int | None, workers: int,
         "timeout_graceful_shutdown": GRACEFUL_SHUTDOWN_SECONDS,
     }
     app_factory = app_factory or os.environ.get(ENV_APP_FACTORY) or None
-    if not app_factory:
+    if app_factory:
+        os.environ[ENV_APP_FACTORY] = app_factory
+    else:
         # the agent server has no WebSocket route (extensions add HTTP routes only), and
         # loading uvicorn's WebSocket protocol costs start-up time; an app factory may add one
         common["ws"] = "none"
-    if app_factory:
-        os.environ[ENV_APP_FACTORY] = app_factory
     if workers == 1:
         from mlflow_app_agent.server.app import build_app
 
