@@ -22,6 +22,14 @@ EXT_AGENT_DIR = Path(__file__).parent / "ext_agent"
 REQUEST = {"input": [{"role": "user", "content": "hi"}]}
 
 
+@pytest.fixture(autouse=True)
+def _untraced_by_default(monkeypatch: pytest.MonkeyPatch) -> None:
+    """These apps test extensions, not traces: without this, each app's warm-up starts a
+    trace writer process (~3 s of CPU importing MLflow) that nothing here writes to. The
+    test of the extension routes' tracing decision turns tracing on by argument."""
+    monkeypatch.setenv("MLFLOW_APP_AGENT_TRACING", "false")
+
+
 def _agent(**hooks: Any) -> Agent:
     agent = Agent("ext")
 

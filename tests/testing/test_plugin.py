@@ -26,9 +26,10 @@ def test_answer_is_a_single_message(agent_target, request):
 
 def _pytest(cwd: Path, *args: str, env: dict[str, str] | None = None) -> tuple[int, str]:
     proc = subprocess.run(
-        # langsmith's plugin (frameworks extra) is unrelated to ours and slow to import
+        # langsmith's and schemathesis's plugins (dev extras) are unrelated to ours and cost
+        # each nested pytest ~1-2 s of CPU to import, as in setup.cfg's addopts
         [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-p", "no:langsmith_plugin",
-         *args],
+         "-p", "no:schemathesis", *args],
         cwd=cwd, capture_output=True, text=True, timeout=300,
         env={**os.environ, **(env or {})},
     )  # fmt: skip
