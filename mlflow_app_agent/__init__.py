@@ -11,7 +11,6 @@ from mlflow_app_agent.authoring import Agent
 from mlflow_app_agent.context import RequestContext, request_context, use_request_context
 from mlflow_app_agent.errors import MlflowAppAgentError
 from mlflow_app_agent.extensions import AgentExtensions
-from mlflow_app_agent.resources import Resource
 
 # public name -> module that defines it (imported on first access)
 _LAZY = {
@@ -27,6 +26,9 @@ _LAZY = {
     "check_auth": "mlflow_app_agent.apps",
     "check_agent": "mlflow_app_agent.testing",
     "get_config": "mlflow_app_agent.agent_config",
+    # pydantic builds a model per resource kind on import (~10 ms): serving an agent that
+    # declares none never needs them
+    "Resource": "mlflow_app_agent.resources",
 }
 
 __all__ = [

@@ -31,7 +31,6 @@ from mlflow_app_agent.authoring import Agent, as_agent
 from mlflow_app_agent.deploy_spec import DeploySpec, scopes_for
 from mlflow_app_agent.errors import AgentDefinitionError, ModelLoadError, UnknownArgumentError
 from mlflow_app_agent.model.python_file import load_python_file
-from mlflow_app_agent.resources import parse_resources
 
 if TYPE_CHECKING:
     from mlflow.models import Model
@@ -135,6 +134,7 @@ def prepare(
     ``user_api_scopes`` (beyond those the ``auth: user`` resources need), ``compute_size``
     and ``instances`` (``N`` or ``"MIN:MAX"``) are what ``deploy`` sets on the app."""
     from mlflow_app_agent import dependencies  # packaging: not on the serving path
+    from mlflow_app_agent.resources import parse_resources  # pydantic models: not either
 
     config_dict = config.load_model_config(model_config)
     code_list = [str(Path(p)) for p in (code_paths or [])]

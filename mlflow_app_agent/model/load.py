@@ -23,10 +23,11 @@ from mlflow_app_agent.model.files import PYFUNC_FLAVOR, MLmodel, agent_from_mode
 from mlflow_app_agent.model.location import Location
 from mlflow_app_agent.model.origin import ModelOrigin
 from mlflow_app_agent.model.python_file import load_python_file
-from mlflow_app_agent.resources import Resource, parse_resources
 
 if TYPE_CHECKING:
     from mlflow.entities.model_registry import ModelVersion
+
+    from mlflow_app_agent.resources import Resource
 
 
 @dataclasses.dataclass(kw_only=True)
@@ -188,7 +189,7 @@ def load_agent(
     conf = meta.agent_conf
     if conf is not None:
         agent = agent_from_model_dir(origin.local_path, effective_config)
-        resources = parse_resources(conf.get("resources") or [])
+        resources = _resources(conf.get("resources"))
     elif meta.flavor == PYFUNC_FLAVOR:
         agent = _load_pyfunc_responses_agent(origin.local_path, effective_config)
         resources = []
@@ -236,4 +237,15 @@ def _git_from_mlflow_tags(model_id: str) -> dict[str, Any]:
     return {k: v for k, v in out.items() if v is not None and v != ""}
 
 
+def _resources(declared: Any) -> list[Resource]:
+    """The model's declared resources; their pydantic models (built on import, ~10 ms of a
+    server's start) are imported only when it declares some."""
+    if not declared:
+        return []
+    from mlflow_app_agent.resources import parse_resources
+
+    return parse_resources(declared)
+
+
 __all__ = ["LoadedAgent", "ModelOrigin", "download_model", "load_agent"]
+

@@ -181,3 +181,27 @@ def test_registered_names_with_quotes_and_spaces(tracking_uri: str,
         assert loaded.model_id == info.model_id
     with pytest.raises(ModelLoadError, match="cannot resolve"):
         load_agent(f"models:/{name}@nope")
+
+
+def test_loading_a_model_that_declares_no_resources_skips_their_models(tmp_path: Path) -> None:
+    """The resource kinds' pydantic models cost a server's start ~10 ms to build: a model
+    that declares none (most) never imports them; one that declares some gets them parsed."""
+    import subprocess
+    import sys
+
+    mlflow_app_agent.save_model(str(ECHO), tmp_path / "plain", pip_requirements=PIP, git="off")
+    mlflow_app_agent.save_model(
+        str(ECHO), tmp_path / "declared", pip_requirements=PIP, git="off",
+        resources=[{"kind": "experiment", "experiment_id": "42", "env": "MLFLOW_EXPERIMENT_ID"}],
+    )
+    code = (
+        "import sys\n"
+        "import mlflow_app_agent.server.app\n"
+        "from mlflow_app_agent.model.load import load_agent\n"
+        "loaded = load_agent(sys.argv[1])\n"
+        "print('mlflow_app_agent.resources' in sys.modules, "
+        "[r.experiment_id for r in loaded.resources])\n"
+    )
+    outs = [subprocess.run([sys.executable, "-c", code, str(tmp_path / name)], text=True,
+                           capture_output=True, timeout=120) for name in ("plain", "declared")]
+    assert [o.stdout.strip() for o in outs] == ["False []", "True ['42']"], outs[0].stderr
