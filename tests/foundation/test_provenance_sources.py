@@ -204,7 +204,8 @@ def _served_git(uri: str) -> dict[str, Any]:
 
     from mlflow_app_agent.server import create_app
 
-    with TestClient(create_app(uri)) as client:
+    # untraced: /agent/info is all this reads, and a traced app starts a writer process
+    with TestClient(create_app(uri, tracing=False)) as client:
         deadline = time.monotonic() + 60
         while client.get("/ready").status_code != 200 and time.monotonic() < deadline:
             time.sleep(0.05)
