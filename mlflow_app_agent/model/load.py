@@ -248,4 +248,3 @@ def _resources(declared: Any) -> list[Resource]:
 
 
 __all__ = ["LoadedAgent", "ModelOrigin", "download_model", "load_agent"]
-
